@@ -1,0 +1,22 @@
+"""mldash: experiment tracking with the lowest overhead in the training loop.
+
+>>> import mldash
+>>> exp = mldash.Experiment("project/run-1")  # doctest: +SKIP
+>>> exp.metrics("loss").append(value=0.5, step=1)  # doctest: +SKIP
+"""
+
+from ._writer import StorageError
+from .experiment import CANCELLED, COMPLETED, FAILED, LEVELS, RUNNING, STATUSES, Experiment
+
+__version__ = "0.1.0"
+__all__ = [
+    "Experiment",
+    "StorageError",
+    "RUNNING",
+    "COMPLETED",
+    "FAILED",
+    "CANCELLED",
+    "STATUSES",
+    "LEVELS",
+    "__version__",
+]

@@ -1,0 +1,272 @@
+"""The background thread that turns queued appends into batched file writes.
+
+The caller's side of an append is a ``deque.append`` (atomic under the GIL); this
+thread wakes on a timer or when a queue passes its size trigger, drains every
+queue, encodes on its own thread (so a CUDA scalar is read here, not in the
+training loop) and appends each series in one locked ``write``.
+
+A failed write keeps its batch for the next try and hands the error to the
+caller's next call; nothing accepted is dropped.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from . import _codec
+from ._series import SeriesFile
+
+if TYPE_CHECKING:
+    from .metrics import Metric
+
+_LINE = _codec.OPTIONS | orjson.OPT_APPEND_NEWLINE
+
+
+class StorageError(RuntimeError):
+    """Points or logs that were accepted could not be written (yet).
+
+    They are kept in memory and retried; this error says so at the next call.
+    """
+
+
+def encode_points(items) -> list[bytes]:
+    """One line a point: ``[milliseconds since the epoch, {fields}]``."""
+    dumps = orjson.dumps
+    default = _codec.scalar_default
+    lines = []
+    append = lines.append
+    for t, fields in items:
+        try:
+            line = dumps((int(t * 1000), fields), default=default, option=_LINE)
+        except TypeError:
+            line = _codec.dumps_line((int(t * 1000), _safe_fields(fields)))
+        if b"null" in line:
+            line = _codec.dumps_line((int(t * 1000), fields))
+        append(line)
+    return lines
+
+
+def _safe_fields(fields: dict) -> dict:
+    """Last resort for values orjson rejects late (ints past 64 bits, bad UTF-8)."""
+    out = {}
+    for key, value in fields.items():
+        try:
+            orjson.dumps(value, default=_codec.scalar_default)
+            out[key] = value
+        except TypeError:
+            out[key] = float(value) if isinstance(value, int) else repr(value)
+    return out
+
+
+class Writer:
+    """One thread per running experiment; owns every file handle it writes."""
+
+    def __init__(self, exp, interval: float, trigger: int, max_pending: int) -> None:
+        self.exp = exp
+        self.interval = interval
+        self.trigger = trigger
+        self.max_pending = max_pending
+        self.logs: deque = deque()
+        self.extra: deque = deque()  # (stem path, record) for other append-only files
+        self.error: BaseException | None = None
+        self._reported: BaseException | None = None
+        self._wake = threading.Event()
+        self._cond = threading.Condition()
+        self._files: dict[str, SeriesFile] = {}
+        self._retry: dict[str, list[bytes]] = {}
+        self._retry_logs: list = []
+        self._retry_extra: list = []
+        self._flush_seq = 0
+        self._cycles = 0
+        self._done_seq = 0
+        self._sync_seq = 0
+        self._closing = False
+        self._thread = threading.Thread(target=self._run, name="mldash-writer", daemon=True)
+        self._thread.start()
+
+    # ---- the caller's side -------------------------------------------------
+    def wake(self) -> None:
+        if not self._wake.is_set():
+            self._wake.set()
+
+    def pressure(self, queue: deque) -> None:
+        """Called when a queue reaches its trigger: wake, and block when full."""
+        self.wake()
+        if len(queue) >= self.max_pending and threading.current_thread() is not self._thread:
+            with self._cond:
+                while len(queue) >= self.max_pending and self._thread.is_alive():
+                    if self.error is not None:
+                        break  # a broken disk must not hang training: say so instead
+                    self._cond.wait(0.05)
+
+    def check(self) -> None:
+        """Raise a write error once, on the caller's thread."""
+        error = self.error
+        if error is not None and error is not self._reported:
+            self._reported = error
+            raise StorageError(
+                f"mldash could not write to {self.exp.path}: {error}. "
+                f"{self.pending()} accepted records are kept in memory and retried."
+            ) from error
+
+    def pending(self) -> int:
+        n = len(self.logs) + len(self.extra) + len(self._retry_logs) + len(self._retry_extra)
+        n += sum(len(v) for v in self._retry.values())
+        n += sum(len(m._queue) for m in list(self.exp._metrics.values()))
+        return n
+
+    def flush(self, durable: bool = True, timeout: float | None = None) -> bool:
+        """Block until all queued so far is written (and fsynced when durable)."""
+        if threading.current_thread() is self._thread:
+            return True
+        with self._cond:
+            self._flush_seq += 1
+            target = self._flush_seq
+            if durable:
+                self._sync_seq = target
+            start_cycle = self._cycles
+        self._wake.set()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while self._done_seq < target and self._thread.is_alive():
+                if self.error is not None and self._cycles >= start_cycle + 2:
+                    return False  # the disk is still failing: report, don't hang
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    return False
+                self._cond.wait(left if left is not None else 0.5)
+        return self.error is None
+
+    def close(self) -> None:
+        self._closing = True
+        self.flush(durable=True)
+        self._closing = True
+        self._wake.set()
+        self._thread.join(timeout=30)
+        for f in self._files.values():
+            f.close()
+
+    # ---- the writer thread --------------------------------------------------
+    def _run(self) -> None:
+        while True:
+            self._wake.wait(self.interval if self.error is None else min(self.interval * 4, 2.0))
+            self._wake.clear()
+            with self._cond:
+                seq, sync = self._flush_seq, self._sync_seq
+            try:
+                self._drain()
+                if sync > self._done_seq:
+                    for f in self._files.values():
+                        f.sync()
+                self.error = None
+            except OSError as error:
+                self.error = error
+                self.exp._on_write_error()
+            except Exception as error:  # a bug must not silently stop all writing
+                self.error = error
+                self.exp._on_write_error()
+            with self._cond:
+                if self.error is None or self._closing:
+                    self._done_seq = max(self._done_seq, seq)
+                self._cycles += 1
+                self._cond.notify_all()
+            if self._closing and self._done_seq >= self._flush_seq:
+                return
+
+    def _file(self, folder: str, stem: str = "data") -> SeriesFile:
+        key = os.path.join(folder, stem)
+        f = self._files.get(key)
+        if f is None:
+            f = self._files[key] = SeriesFile(folder, stem)
+        return f
+
+    def _drain(self) -> None:
+        error: OSError | None = None
+        for metric in list(self.exp._metrics.values()):
+            try:
+                self._drain_metric(metric)
+            except OSError as e:
+                error = e
+        try:
+            self._drain_logs()
+            self._drain_extra()
+        except OSError as e:
+            error = e
+        if error is not None:
+            raise error
+
+    def _drain_metric(self, metric: "Metric") -> None:
+        queue = metric._queue
+        n = len(queue)
+        key = metric._folder
+        lines = self._retry.pop(key, [])
+        if n:
+            pop = queue.popleft
+            lines += encode_points([pop() for _ in range(n)])
+        if not lines:
+            return
+        try:
+            self._file(key).append(lambda _first: lines)
+        except OSError:
+            self._retry[key] = lines
+            raise
+
+    def _drain_logs(self) -> None:
+        n = len(self.logs)
+        records = self._retry_logs
+        self._retry_logs = []
+        if n:
+            pop = self.logs.popleft
+            records += [pop() for _ in range(n)]
+        if not records:
+            return
+
+        def build(first: int) -> list[bytes]:
+            return [
+                _codec.dumps_line(
+                    {
+                        "index": first + i,
+                        "timestamp": t,
+                        "level": level,
+                        "message": message,
+                        "metadata": metadata,
+                    }
+                )
+                for i, (t, level, message, metadata) in enumerate(records)
+            ]
+
+        try:
+            self._file(os.path.join(self.exp.path, "logs"), "logs").append(build)
+        except OSError:
+            self._retry_logs = records
+            raise
+
+    def _drain_extra(self) -> None:
+        n = len(self.extra)
+        items = self._retry_extra
+        self._retry_extra = []
+        if n:
+            pop = self.extra.popleft
+            items += [pop() for _ in range(n)]
+        by_file: dict[tuple[str, str], list[Any]] = {}
+        for (folder, stem), record in items:
+            by_file.setdefault((folder, stem), []).append(record)
+        failed: OSError | None = None
+        for (folder, stem), records in by_file.items():
+            try:
+                self._file(folder, stem).append(
+                    lambda first, records=records: [
+                        _codec.dumps_line({"index": first + i, **r}) for i, r in enumerate(records)
+                    ]
+                )
+            except OSError as e:
+                self._retry_extra += [((folder, stem), r) for r in records]
+                failed = e
+        if failed is not None:
+            raise failed

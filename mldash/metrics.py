@@ -1,0 +1,198 @@
+"""Metric series: ``exp.metrics("loss").append(value=0.5, step=1)``."""
+
+from __future__ import annotations
+
+import math
+import os
+from collections import deque
+from itertools import repeat
+from time import time as _now
+from typing import TYPE_CHECKING, Any, Iterable
+
+import orjson
+
+from . import _codec
+from ._naming import metric_parts
+from ._series import SeriesReader
+
+if TYPE_CHECKING:
+    from .experiment import Experiment
+
+_PLAIN = frozenset((float, int, str, bool, type(None)))
+
+
+def coerce_value(key: Any, value: Any) -> Any:
+    """Check one field on the caller's thread; return what the writer will store.
+
+    numpy scalars and CPU tensors become Python numbers here (cheap and exact).
+    A tensor on an accelerator is cloned, not read: ``.item()`` would wait for
+    the device, so the writer thread reads it later.
+    """
+    if not isinstance(key, str):
+        raise TypeError(f"metric field names must be str, not {type(key).__name__} ({key!r})")
+    cls = value.__class__
+    if cls in _PLAIN:
+        return value
+    if isinstance(value, (bool, int, float, str)):  # subclasses such as np.float64
+        return value.item() if hasattr(value, "item") else value
+    module = cls.__module__
+    if module == "torch" or module.startswith("torch."):
+        if value.numel() != 1:
+            raise TypeError(
+                f"field {key!r}: only a one-element tensor can be stored, got shape {tuple(value.shape)}"
+            )
+        if value.device.type == "cpu":
+            return value.item()
+        return value.detach().reshape(()).clone()
+    if module == "numpy" or module.startswith("numpy"):
+        if getattr(value, "size", 1) != 1:
+            raise TypeError(
+                f"field {key!r}: only a numpy scalar can be stored, got shape {getattr(value, 'shape', '?')}"
+            )
+        return value.item()
+    if hasattr(value, "__float__") and not isinstance(value, (list, tuple, dict)):
+        return float(value)  # Decimal, Fraction, jax and tensorflow scalars
+    raise TypeError(
+        f"field {key!r} has a value of type {cls.__name__}; metric values must be numbers, "
+        "bools, strings, None, or numpy/torch scalars"
+    )
+
+
+def _coerce_fields(fields: dict) -> dict:
+    return {k: coerce_value(k, v) for k, v in fields.items()}
+
+
+class Metric:
+    """One named series of points. Get it with ``exp.metrics(name)``."""
+
+    __slots__ = ("name", "_exp", "_queue", "_trigger", "_folder")
+
+    def __init__(self, exp: "Experiment", name: str) -> None:
+        parts = metric_parts(name)
+        self.name = name
+        self._exp = exp
+        self._queue: deque = deque()
+        # 0 sends the next append down the slow path, which starts the experiment.
+        self._trigger = 0
+        self._folder = os.path.join(exp.path, "metrics", *parts)
+
+    def append(self, **fields: Any) -> None:
+        """Add one point. Any keyword fields; ``value`` and ``step`` by convention.
+
+        >>> exp.metrics("train_loss").append(value=0.5, step=1, epoch=0)  # doctest: +SKIP
+        """
+        for value in fields.values():
+            if value.__class__ not in _PLAIN:
+                fields = _coerce_fields(fields)
+                break
+        if not fields:
+            raise ValueError("append() needs at least one field, e.g. append(value=0.5, step=1)")
+        queue = self._queue
+        queue.append((_now(), fields))
+        if len(queue) >= self._trigger:
+            self._exp._pressure(queue)
+
+    def append_batch(self, points: Iterable[dict]) -> None:
+        """Add many points at once; each is a dict of fields.
+
+        >>> exp.metrics("loss").append_batch([{"value": 0.5, "step": 1}])  # doctest: +SKIP
+        """
+        if isinstance(points, dict):
+            raise TypeError("append_batch() takes a list of dicts; use append(**fields) for one point")
+        checked = []
+        add = checked.append
+        for point in points:
+            if point.__class__ is not dict:
+                if not isinstance(point, dict):
+                    raise TypeError(f"append_batch() points must be dicts, got {type(point).__name__}")
+            if not point:
+                raise ValueError("append_batch() got an empty point")
+            for key, value in point.items():
+                if value.__class__ not in _PLAIN or key.__class__ is not str:
+                    point = _coerce_fields(point)
+                    break
+            else:
+                point = point.copy()  # the caller may reuse its dict
+            add(point)
+        if not checked:
+            return
+        queue = self._queue
+        queue.extend(zip(repeat(_now()), checked))
+        if len(queue) >= self._trigger:
+            self._exp._pressure(queue)
+
+    def read(self, start_index: int = 0, limit: int = 1000) -> dict:
+        """Points ``start_index`` onwards, at most ``limit`` of them.
+
+        Returns ``{"data": [{"index", "timestamp", "data"}], "start_index",
+        "end_index", "total", "has_more"}``; ``end_index`` is the index of the
+        last point returned, so the next page starts at ``end_index + 1``.
+        """
+        _check_range(start_index, limit)
+        self._exp._before_read()
+        if not os.path.exists(self._folder) and self._exp._remote_reader() is not None:
+            return self._exp._remote_reader().read_metric(self.name, start_index, limit)
+        return read_series(self._folder, start_index, limit)
+
+    def __len__(self) -> int:
+        self._exp._before_read()
+        return SeriesReader(self._folder).count()
+
+    def __repr__(self) -> str:
+        return f"Metric({self.name!r})"
+
+
+def _check_range(start_index: int, limit: int) -> None:
+    if not isinstance(start_index, int) or start_index < 0:
+        raise ValueError(f"start_index must be an int >= 0, got {start_index!r}")
+    if not isinstance(limit, int) or limit < 0:
+        raise ValueError(f"limit must be an int >= 0, got {limit!r}")
+
+
+def decode_points(lines: list[bytes], first_index: int) -> list[dict]:
+    """Turn stored lines into read() points; a damaged line is skipped."""
+    if not lines:
+        return []
+    try:
+        rows = orjson.loads(b"[" + b",".join(lines) + b"]")
+        tagged = any(_codec._TAG_BYTES in line for line in lines)
+    except orjson.JSONDecodeError:
+        rows, tagged = [], True
+        for line in lines:
+            try:
+                rows.append(orjson.loads(line))
+            except orjson.JSONDecodeError:
+                rows.append(None)
+    out = []
+    for i, row in enumerate(rows):
+        if row is None:
+            continue
+        t, data = row
+        if tagged:
+            data = _codec.untag(data)
+        out.append({"index": first_index + i, "timestamp": t / 1000, "data": data})
+    return out
+
+
+def read_series(folder: str, start_index: int = 0, limit: int = 1000) -> dict:
+    lines, total = SeriesReader(folder).lines(start_index, limit)
+    data = decode_points(lines, start_index)
+    end = start_index + len(lines) - 1
+    return {
+        "data": data,
+        "start_index": start_index,
+        "end_index": end,
+        "total": total,
+        "has_more": end + 1 < total,
+    }
+
+
+def last_point(folder: str) -> dict | None:
+    lines, total = SeriesReader(folder).lines(-1, 1)
+    points = decode_points(lines, total - 1)
+    return points[0] if points else None
+
+
+def is_finite_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+

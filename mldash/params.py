@@ -1,0 +1,272 @@
+"""Parameters: one flat JSON document per experiment, merged on every ``set``."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import enum
+import fcntl
+import math
+import os
+import pathlib
+import threading
+import types
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, Iterator
+
+from . import _codec
+
+if TYPE_CHECKING:
+    from .experiment import Experiment
+
+SEPARATOR = "."
+
+
+def to_mapping(obj: Any) -> dict:
+    """Turn a config object into a (possibly nested) dict.
+
+    Accepts dicts, argparse.Namespace, SimpleNamespace, dataclass instances,
+    pydantic models, OmegaConf configs, and paths to .json/.yaml/.toml files.
+    """
+    if isinstance(obj, dict):
+        return obj
+    if isinstance(obj, (str, os.PathLike)):
+        return load_file(obj)
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
+    module = type(obj).__module__
+    if module.startswith("omegaconf"):
+        from omegaconf import OmegaConf
+
+        return OmegaConf.to_container(obj, resolve=True, throw_on_missing=False)
+    dump = getattr(obj, "model_dump", None)
+    if callable(dump) and hasattr(type(obj), "model_fields"):
+        return dump()
+    legacy = getattr(obj, "dict", None)
+    if callable(legacy) and hasattr(type(obj), "__fields__"):
+        return legacy()  # pydantic v1
+    if isinstance(obj, types.SimpleNamespace) or type(obj).__name__ == "Namespace":
+        return dict(vars(obj))
+    if hasattr(obj, "items") and callable(obj.items):
+        return dict(obj.items())  # Mapping types such as AttributeDict
+    raise TypeError(
+        f"params.set() cannot read a {type(obj).__name__}; pass a dict, argparse.Namespace, "
+        "dataclass, pydantic model, OmegaConf config, SimpleNamespace or a .json/.yaml/.toml path"
+    )
+
+
+def load_file(path: str | os.PathLike) -> dict:
+    path = pathlib.Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in (".json", ".yaml", ".yml", ".toml"):
+        raise ValueError(f"params.set() reads .json, .yaml or .toml files, not {str(path)!r}")
+    if not path.is_file():
+        raise FileNotFoundError(f"params.set(): no such config file {str(path)!r}")
+    text = path.read_bytes()
+    if suffix == ".json":
+        data = _codec.loads(text)
+    elif suffix == ".toml":
+        import tomllib
+
+        data = tomllib.loads(text.decode())
+    else:
+        import yaml
+
+        data = yaml.safe_load(text)
+    if not isinstance(data, dict):
+        raise ValueError(f"{str(path)!r} holds a {type(data).__name__}, not a mapping of parameters")
+    return data
+
+
+def to_json_value(value: Any, _depth: int = 0) -> Any:
+    """A JSON value for ``value``: numbers stay numbers, odd objects become strings."""
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, int):
+        return value if -(2**63) <= value < 2**64 else str(value)
+    if isinstance(value, float):
+        return float(value)
+    if _depth > 20:
+        return repr(value)
+    if isinstance(value, enum.Enum):
+        return to_json_value(value.value, _depth + 1)
+    if isinstance(value, (pathlib.PurePath,)):
+        return str(value)
+    if isinstance(value, (_dt.datetime, _dt.date, _dt.time)):
+        return value.isoformat()
+    if isinstance(value, type) or callable(value) and hasattr(value, "__qualname__"):
+        return f"{getattr(value, '__module__', '')}.{value.__qualname__}".lstrip(".")
+    if isinstance(value, dict):
+        return {str(k): to_json_value(v, _depth + 1) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_json_value(v, _depth + 1) for v in value]
+    if isinstance(value, (set, frozenset)):
+        items = [to_json_value(v, _depth + 1) for v in value]
+        try:
+            return sorted(items)
+        except TypeError:
+            return sorted(items, key=repr)
+    size = getattr(value, "size", None)
+    numel = getattr(value, "numel", None)
+    count = numel() if callable(numel) else size if isinstance(size, int) else None
+    if count is not None and hasattr(value, "tolist"):
+        if count <= 10_000:  # small arrays and tensors keep their numbers
+            return to_json_value(value.tolist(), _depth + 1)
+        return f"<{type(value).__name__} shape={tuple(getattr(value, 'shape', ()))}>"
+    if hasattr(value, "item"):
+        try:
+            return to_json_value(value.item(), _depth + 1)
+        except Exception:
+            pass
+    if dataclasses.is_dataclass(value) or type(value).__module__.startswith("omegaconf"):
+        return to_json_value(to_mapping(value), _depth + 1)
+    return str(value)
+
+
+def flatten(values: dict, prefix: str = "", out: dict | None = None) -> dict:
+    """``{"model": {"lr": 1}}`` -> ``{"model.lr": 1}``; config objects nest too."""
+    out = {} if out is None else out
+    for key, value in values.items():
+        name = f"{prefix}{key}"
+        nested = _as_nested(value)
+        if nested is not None and nested:
+            flatten(nested, name + SEPARATOR, out)
+        else:
+            out[name] = to_json_value(value) if nested is None else {}
+    return out
+
+
+def _as_nested(value: Any) -> dict | None:
+    if isinstance(value, dict):
+        return value
+    if isinstance(value, (str, bytes, os.PathLike, type)) or value is None:
+        return None
+    if dataclasses.is_dataclass(value) or isinstance(value, types.SimpleNamespace):
+        return to_mapping(value)
+    module = type(value).__module__
+    if module.startswith("omegaconf") and type(value).__name__ == "DictConfig":
+        return to_mapping(value)
+    if hasattr(type(value), "model_fields") and callable(getattr(value, "model_dump", None)):
+        return value.model_dump()
+    if type(value).__name__ in ("Namespace", "AttributeDict"):
+        return dict(vars(value)) if type(value).__name__ == "Namespace" else dict(value)
+    return None
+
+
+def unflatten(flat: dict) -> dict:
+    nested: dict = {}
+    for key, value in flat.items():
+        node = nested
+        parts = key.split(SEPARATOR)
+        for part in parts[:-1]:
+            child = node.get(part)
+            if not isinstance(child, dict):
+                child = node[part] = {} if child is None else {"": child}
+            node = child
+        if isinstance(node.get(parts[-1]), dict):
+            node[parts[-1]][""] = value
+        else:
+            node[parts[-1]] = value
+    return nested
+
+
+@contextmanager
+def locked(path: str) -> Iterator[None]:
+    """An exclusive lock shared by every process that updates ``path``."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    lock_path = os.path.join(os.path.dirname(path), "." + os.path.basename(path) + ".lock")
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def read_document(path: str) -> dict:
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        return {}
+    return _codec.loads(data) if data else {}
+
+
+def write_atomic(path: str, data: bytes) -> None:
+    """Write a whole file so that readers see the old one or the new one."""
+    folder = os.path.dirname(path)
+    tmp = os.path.join(folder, f".tmp-{os.getpid()}-{threading.get_ident()}-{os.path.basename(path)}")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def update_document(path: str, changes: dict) -> dict:
+    """Merge ``changes`` into the JSON document at ``path``, atomically."""
+    with locked(path):
+        document = read_document(path)
+        document.update(changes)
+        write_atomic(path, _codec.dumps(document, default=str))
+        return document
+
+
+class Params:
+    """``exp.params``: hyperparameters, flattened with "." and merged on each set."""
+
+    def __init__(self, exp: "Experiment", filename: str = "parameters/parameters.json") -> None:
+        self._exp = exp
+        self._filename = filename
+
+    @property
+    def _path(self) -> str:
+        return os.path.join(self._exp.path, self._filename)
+
+    def set(self, *objects: Any, **values: Any) -> None:
+        """Merge parameters; nested values flatten to ``a.b.c`` keys.
+
+        >>> exp.params.set(lr=1e-3, model={"layers": 4})  # doctest: +SKIP
+        >>> exp.params.get()["model.layers"]  # doctest: +SKIP
+        4
+        """
+        flat: dict = {}
+        for obj in objects:
+            flatten(to_mapping(obj), out=flat)
+        flatten(values, out=flat)
+        for key in flat:
+            if not key:
+                raise ValueError("parameter names must not be empty")
+        if not flat:
+            return
+        _check_storable(flat)
+        self._exp._ensure_started()
+        update_document(self._path, flat)
+        self._exp._on_document_changed(self._filename, flat)
+
+    def get(self, flatten: bool = True) -> dict:
+        """All parameters: flat ``{"a.b": v}``, or nested with ``flatten=False``."""
+        self._exp._before_read()
+        flat = read_document(self._path)
+        if not flat and not os.path.exists(self._path):
+            remote = self._exp._remote_reader()
+            if remote is not None:
+                flat = remote.read_document(self._filename)
+        return flat if flatten else unflatten(flat)
+
+
+def _check_storable(flat: dict) -> None:
+    for key, value in flat.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            continue  # kept by the codec
+        try:
+            _codec.dumps(value, default=None)
+        except TypeError as error:
+            raise TypeError(f"parameter {key!r} cannot be stored: {error}") from None
