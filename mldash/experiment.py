@@ -269,6 +269,15 @@ class Experiment:
         else:
             self._record_exception(exc, finish=True)
 
+    def log_exception(self, exc: BaseException) -> None:
+        """Record ``exc`` as an error-level log (type, message, traceback) and mark
+        the run FAILED (CANCELLED for KeyboardInterrupt); ``finish()`` keeps that.
+
+        For integrations that catch a framework's exception themselves.
+        """
+        self._ensure_started()
+        self._record_exception(exc, finish=False)
+
     def _record_exception(self, exc: BaseException, finish: bool, thread=None) -> None:
         if self._status != RUNNING:
             return

@@ -1,0 +1,1 @@
+"""Remote mode: the local-first uploader, the read client and `mldash sync`."""

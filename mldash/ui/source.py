@@ -1,0 +1,37 @@
+"""Where the dashboard reads from: a local root or the team server's storage.
+
+The dashboard app (``mldash.ui.app``) talks only to a ``DataSource``; ``mldash ui``
+passes a ``LocalSource`` and ``mldash server`` passes its own implementation, so
+both serve the same dashboard.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+
+class DataSource(Protocol):
+    """Read-only access to experiments, addressed by prefix ("project/folder/name").
+
+    Every method may raise ``KeyError`` for an unknown prefix or metric.
+    """
+
+    def list_experiments(self, project: str | None = None) -> list[dict]:
+        """One dict per experiment: the experiment.json fields (prefix, project,
+        folder, name, status, started_at, finished_at, duration, tags, ...) plus
+        ``params`` (flat dict) and ``metrics`` ({name: last point in read() shape})."""
+
+    def get_experiment(self, prefix: str) -> dict:
+        """The same dict as one ``list_experiments`` row, plus ``summary`` (dict),
+        ``checkpoints`` (list of dicts) and ``best_checkpoint``."""
+
+    def metric_names(self, prefix: str) -> list[str]:
+        """Every metric series of the experiment, sorted."""
+
+    def read_metric(self, prefix: str, name: str, start_index: int = 0, limit: int = 1000) -> dict:
+        """Exactly ``Metric.read()``'s shape: data, start_index, end_index, total, has_more."""
+
+    def read_logs(
+        self, prefix: str, start_index: int = 0, limit: int = 1000, level: str | None = None
+    ) -> dict:
+        """Exactly ``Experiment.read_logs()``'s shape."""
