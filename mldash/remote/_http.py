@@ -1,0 +1,180 @@
+"""One keep-alive HTTP session to an mldash server, and what its errors mean.
+
+Errors fall in two kinds that callers treat differently:
+
+- ``Unavailable``: try again later (connection refused, timeout, 429, 5xx).
+  It carries the server's ``Retry-After`` when there was one.
+- ``RemoteError``: the request itself is wrong (400, 401, 403, 413, ...);
+  repeating it will not help. ``NotFound`` is the 404 case.
+
+``requests`` is imported here, never by ``import mldash``.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import gzip
+import random
+import time
+from typing import Any
+
+import orjson
+
+from .. import _codec
+
+API = "/api/v1"
+# Below this size gzip costs more time than it saves on a local network.
+_GZIP_MIN = 1024
+USER_AGENT = "mldash-client"
+
+
+class RemoteError(RuntimeError):
+    """The server refused a request; sending it again will not help."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class NotFound(RemoteError):
+    pass
+
+
+class Unavailable(RuntimeError):
+    """The server cannot be reached or asked to come back later."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP date)."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+class Backoff:
+    """Exponential backoff with jitter: ~base, 2*base, 4*base ... up to ``cap``.
+
+    Each delay is drawn from [d/2, d] so that many clients that lost the same
+    server do not all come back in the same instant.
+    """
+
+    def __init__(self, base: float = 0.5, cap: float = 15.0) -> None:
+        self.base = base
+        self.cap = cap
+        self.failures = 0
+
+    def reset(self) -> None:
+        self.failures = 0
+
+    def next(self, retry_after: float | None = None) -> float:
+        ceiling = min(self.cap, self.base * (2 ** min(self.failures, 30)))
+        self.failures += 1
+        delay = random.uniform(ceiling / 2, ceiling)
+        if retry_after is not None:
+            # The server said when; never come back sooner (but don't sleep for hours).
+            delay = max(delay, min(retry_after, 300.0))
+        return delay
+
+
+class Api:
+    """A thin JSON client for the v1 API over one ``requests.Session``.
+
+    >>> api = Api("http://127.0.0.1:8000", token=None)  # doctest: +SKIP
+    >>> api.get("/health")  # doctest: +SKIP
+    {'ok': True, 'version': '0.1.0'}
+    """
+
+    def __init__(self, url: str, token: str | None, timeout: tuple[float, float] = (3.05, 30.0)) -> None:
+        import requests
+
+        self._requests = requests
+        self.url = url.rstrip("/")
+        self.timeout = timeout
+        self.session = requests.Session()
+        self.session.headers["User-Agent"] = USER_AGENT
+        self.session.headers["Accept"] = "application/json"
+        if token:
+            self.session.headers["Authorization"] = f"Bearer {token}"
+
+    def close(self) -> None:
+        self.session.close()
+
+    def get(self, path: str, params: dict | None = None) -> Any:
+        return self.request("GET", path, params=params)
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict | None = None,
+        json: Any = None,
+        body: bytes | None = None,
+    ) -> Any:
+        """Send one request; ``body`` is JSON already encoded (gzipped when large)."""
+        headers = {}
+        if json is not None:
+            body = _codec.dumps(json, default=str)
+        if body is not None:
+            headers["Content-Type"] = "application/json"
+            if len(body) >= _GZIP_MIN:
+                body = gzip.compress(body, compresslevel=1, mtime=0)
+                headers["Content-Encoding"] = "gzip"
+        url = f"{self.url}{API}{path}"
+        try:
+            response = self.session.request(
+                method, url, params=params, data=body, headers=headers, timeout=self.timeout
+            )
+        except self._requests.RequestException as error:
+            raise Unavailable(f"{self.url} is unreachable ({_short(error)})") from None
+        status = response.status_code
+        if status < 300:
+            content = response.content
+            return _codec.loads(content) if content else None
+        detail = _detail(response)
+        if status in (408, 425, 429) or status >= 500:
+            raise Unavailable(
+                f"{self.url} answered {status}: {detail}",
+                retry_after=parse_retry_after(response.headers.get("Retry-After")),
+            )
+        kind = NotFound if status == 404 else RemoteError
+        hint = ""
+        if status == 401:
+            hint = " (pass token= or set MLDASH_TOKEN)"
+        elif status == 403:
+            hint = " (the token may not write/read this namespace)"
+        raise kind(f"{method} {path} -> {status}: {detail}{hint}", status=status)
+
+
+def _detail(response) -> str:
+    try:
+        data = orjson.loads(response.content)
+        if isinstance(data, dict) and "detail" in data:
+            return str(data["detail"])
+    except orjson.JSONDecodeError:
+        pass
+    text = response.text.strip()
+    return text[:200] or response.reason or "no detail"
+
+
+def _short(error: BaseException) -> str:
+    """The useful end of a requests/urllib3 error chain, not three nested reprs."""
+    text = str(error)
+    for marker in ("Connection refused", "timed out", "Name or service not known", "Connection reset",
+                   "Remote end closed connection", "Connection aborted"):
+        if marker in text:
+            return marker.lower()
+    return type(error).__name__

@@ -1,0 +1,153 @@
+"""Reading from a server: an experiment with no local copy, and ``ls --remote``.
+
+Every read returns the shape of its local counterpart, so code that reads a
+run does not care where the run lives:
+
+>>> exp = mldash.Experiment("vision/resnet", remote="http://127.0.0.1:8000")  # doctest: +SKIP
+>>> exp.metrics("train/loss").read(0, 100)["data"][0]  # doctest: +SKIP
+{'index': 0, 'timestamp': 1767225600.123, 'data': {'value': 2.3, 'step': 0}}
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .. import _codec
+
+if TYPE_CHECKING:
+    from ..experiment import Experiment
+
+_DOCUMENT_KINDS = {"parameters/parameters.json": "parameters", "summary.json": "summary"}
+_PAGE = 500
+
+
+def _empty(start_index: int) -> dict:
+    return {"data": [], "start_index": start_index, "end_index": start_index - 1, "total": 0, "has_more": False}
+
+
+class RemoteReader:
+    """Reads one experiment from ``exp.remote``, addressed by (namespace, prefix).
+
+    An experiment the server does not know reads as empty, exactly like a
+    local experiment that was never written.
+    """
+
+    def __init__(self, exp: "Experiment") -> None:
+        from ._http import Api
+
+        self.namespace = exp.namespace or "default"
+        self.prefix = exp.prefix
+        self.api = Api(exp.remote, exp.token)
+        self._id: str | None = None
+
+    def _experiment_id(self) -> str | None:
+        if self._id is None:
+            from ._http import NotFound
+
+            try:
+                record = self.api.get(
+                    "/experiments/lookup", params={"namespace": self.namespace, "prefix": self.prefix}
+                )
+            except NotFound:
+                return None  # not cached: it may appear later
+            self._id = str(record["id"])
+        return self._id
+
+    def _get(self, path: str, params: dict | None = None) -> Any:
+        from ._http import NotFound
+
+        exp_id = self._experiment_id()
+        if exp_id is None:
+            return None
+        try:
+            return self.api.get(f"/experiments/{exp_id}{path}", params=params)
+        except NotFound:
+            return None
+
+    def read_metric(self, name: str, start_index: int = 0, limit: int = 1000) -> dict:
+        """Same shape as ``Metric.read``."""
+        reply = self._get("/metrics/read", {"name": name, "start_index": start_index, "limit": limit})
+        return _untag(reply) if reply is not None else _empty(start_index)
+
+    def read_logs(self, start_index: int = 0, limit: int = 1000, level: str | None = None) -> dict:
+        """Same shape as ``Experiment.read_logs``."""
+        params: dict = {"start_index": start_index, "limit": limit}
+        if level is not None:
+            params["level"] = level
+        reply = self._get("/logs", params)
+        return _untag(reply) if reply is not None else _empty(start_index)
+
+    def read_document(self, filename: str) -> dict:
+        """``parameters/parameters.json`` or ``summary.json`` as a flat dict."""
+        kind = _DOCUMENT_KINDS.get(filename)
+        if kind is None:
+            raise ValueError(f"no remote document for {filename!r}; use one of {', '.join(_DOCUMENT_KINDS)}")
+        reply = self._get(f"/documents/{kind}")
+        return _untag(reply) if reply else {}
+
+    def close(self) -> None:
+        self.api.close()
+
+
+def _untag(obj: Any) -> Any:
+    # The server returns NaN/inf as {"$float": ...}, as they are stored; reads give floats.
+    return _codec.untag(obj)
+
+
+def _latest(metrics: Any) -> dict:
+    """The server's latest-point map in the local ``{name: point}`` shape."""
+    out = {}
+    if not isinstance(metrics, dict):
+        return out
+    for name, value in metrics.items():
+        if isinstance(value, dict) and "last" in value:
+            value = value["last"]
+        if isinstance(value, list) and len(value) == 2:  # a raw stored line [ms, fields]
+            value = {"timestamp": value[0] / 1000, "data": value[1]}
+        if isinstance(value, dict):
+            out[name] = value
+    return out
+
+
+def list_remote_experiments(
+    url: str,
+    token: str | None = None,
+    project: str | None = None,
+    status: str | None = None,
+    namespace: str | None = None,
+    limit: int | None = None,
+) -> list[dict]:
+    """The server's experiments as rows shaped like ``mldash.store.experiment_summary``.
+
+    >>> rows = list_remote_experiments("http://127.0.0.1:8000", project="vision")  # doctest: +SKIP
+    >>> rows[0]["prefix"], rows[0]["status"], rows[0]["metrics"]["loss"]["data"]  # doctest: +SKIP
+    ('vision/resnet', 'COMPLETED', {'value': 0.12})
+    """
+    from ._http import Api
+
+    api = Api(url, token)
+    rows: list[dict] = []
+    try:
+        offset = 0
+        while True:
+            params: dict = {"limit": _PAGE, "offset": offset}
+            for key, value in (("namespace", namespace), ("project", project), ("status", status)):
+                if value is not None:
+                    params[key] = value
+            reply = api.get("/experiments", params=params) or {}
+            page = reply.get("experiments") or []
+            for record in page:
+                row = _untag(dict(record.get("meta") or {}))
+                row.update({k: v for k, v in _untag(record).items() if k != "meta"})
+                row["params"] = row.get("params") or {}
+                row["summary"] = row.get("summary") or {}
+                row["metrics"] = _latest(row.get("metrics"))
+                row.setdefault("stale", False)
+                rows.append(row)
+            offset += len(page)
+            total = reply.get("total")
+            if not page or (total is not None and offset >= total) or (limit and len(rows) >= limit):
+                break
+    finally:
+        api.close()
+    return rows[:limit] if limit else rows
