@@ -40,6 +40,10 @@ class NotFound(RemoteError):
     pass
 
 
+class Conflict(RemoteError):
+    """409: e.g. a batch would leave a gap in a series; the sender must resync."""
+
+
 class Unavailable(RuntimeError):
     """The server cannot be reached or asked to come back later."""
 
@@ -150,7 +154,7 @@ class Api:
                 f"{self.url} answered {status}: {detail}",
                 retry_after=parse_retry_after(response.headers.get("Retry-After")),
             )
-        kind = NotFound if status == 404 else RemoteError
+        kind = {404: NotFound, 409: Conflict}.get(status, RemoteError)
         hint = ""
         if status == 401:
             hint = " (pass token= or set MLDASH_TOKEN)"

@@ -21,7 +21,7 @@ import orjson
 from .. import _codec
 from .._series import STRIDE, SeriesReader
 from ..params import read_document
-from ._http import Api, NotFound
+from ._http import Api, Conflict, NotFound
 from ._state import SyncState, read_state
 
 META = "experiment.json"
@@ -231,7 +231,11 @@ class Replicator:
                 state.forget_server()
                 state.save()
                 self._reconciled = False
-                return self._run(state, progress)
+            except Conflict:
+                # A batch would leave a gap: the server holds less than our cursors
+                # say. Resume every file from what it does hold.
+                self._reconciled = False
+            return self._run(state, progress)
 
     def _run(self, state: SyncState, progress) -> bool:
         meta_bytes = _read_bytes(os.path.join(self.path, META))
