@@ -36,8 +36,9 @@ class SeriesFile:
         self.size = -1  # bytes of data this handle knows about; -1 forces a resync
         self.count = 0
 
-    def append(self, build: Callable[[int], list[bytes]]) -> int:
-        """Append the lines ``build(first_index)`` returns; return how many.
+    def append(self, build: Callable[[int], tuple[list[bytes], array]]) -> int:
+        """Append what ``build(first_index)`` returns, ``(chunks, line_lengths)``:
+        byte strings of whole lines and the length of each line; return how many.
 
         ``build`` runs under the lock so that records that carry their own index
         (logs) get the right one. On an OSError the file is cut back to where it
@@ -48,19 +49,19 @@ class SeriesFile:
             size = os.fstat(self.fd).st_size
             if size != self.size:
                 self._resync(size)
-            lines = build(self.count)
-            if not lines:
+            chunks, lengths = build(self.count)
+            if not lengths:
                 return 0
-            data = b"".join(lines)
+            data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
             try:
                 _write_all(self.fd, data)
             except OSError:
                 _truncate_quietly(self.fd, self.size)
                 raise
-            self._index_new_lines(lines)
+            self._index_new_lines(lengths)
             self.size += len(data)
-            self.count += len(lines)
-            return len(lines)
+            self.count += len(lengths)
+            return len(lengths)
         finally:
             fcntl.flock(self.fd, fcntl.LOCK_UN)
 
@@ -75,14 +76,14 @@ class SeriesFile:
             except OSError:
                 pass
 
-    def _index_new_lines(self, lines: list[bytes]) -> None:
+    def _index_new_lines(self, lengths) -> None:
         first = self.count
         next_mark = -(-first // STRIDE) * STRIDE
-        if next_mark >= first + len(lines):
+        if next_mark >= first + len(lengths):
             return
-        ends = list(accumulate(map(len, lines)))
+        ends = list(accumulate(lengths))
         offsets = array("Q")
-        for k in range(next_mark, first + len(lines), STRIDE):
+        for k in range(next_mark, first + len(lengths), STRIDE):
             j = k - first
             offsets.append(self.size + (ends[j - 1] if j else 0))
         os.pwrite(self.index_fd, offsets.tobytes(), (next_mark // STRIDE) * 8)

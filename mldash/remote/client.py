@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
 _DOCUMENT_KINDS = {"parameters/parameters.json": "parameters", "summary.json": "summary"}
 _PAGE = 500
+_MAX_PAGE = 100_000  # the server's largest page
 
 
 def _empty(start_index: int) -> dict:
@@ -66,16 +67,33 @@ class RemoteReader:
 
     def read_metric(self, name: str, start_index: int = 0, limit: int = 1000) -> dict:
         """Same shape as ``Metric.read``."""
-        reply = self._get("/metrics/read", {"name": name, "start_index": start_index, "limit": limit})
-        return _untag(reply) if reply is not None else _empty(start_index)
+        return self._paged("/metrics/read", {"name": name}, start_index, limit)
 
     def read_logs(self, start_index: int = 0, limit: int = 1000, level: str | None = None) -> dict:
         """Same shape as ``Experiment.read_logs``."""
-        params: dict = {"start_index": start_index, "limit": limit}
-        if level is not None:
-            params["level"] = level
-        reply = self._get("/logs", params)
-        return _untag(reply) if reply is not None else _empty(start_index)
+        return self._paged("/logs", {"level": level} if level is not None else {}, start_index, limit)
+
+    def _paged(self, path: str, params: dict, start_index: int, limit: int) -> dict:
+        # The server caps one page at _MAX_PAGE; a local read has no cap, so a
+        # larger limit is served as several pages stitched together.
+        out = None
+        start, left = start_index, limit
+        while True:
+            reply = self._get(path, {**params, "start_index": start, "limit": min(left, _MAX_PAGE)})
+            if reply is None:
+                return _empty(start_index)
+            reply = _untag(reply)
+            if out is None:
+                out = reply
+            else:
+                out["data"].extend(reply["data"])
+                out.update(total=reply["total"], has_more=reply["has_more"])
+                if reply["data"]:
+                    out["end_index"] = reply["end_index"]
+            left -= len(reply["data"])
+            if left <= 0 or not reply.get("has_more") or not reply["data"]:
+                return out
+            start = reply["end_index"] + 1
 
     def read_document(self, filename: str) -> dict:
         """``parameters/parameters.json`` or ``summary.json`` as a flat dict."""

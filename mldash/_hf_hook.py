@@ -1,0 +1,123 @@
+"""Make ``TrainingArguments(report_to="mldash")`` work in scripts that never import mldash.
+
+transformers has no plugin mechanism for ``report_to``: ``Trainer.__init__`` looks each
+name up in ``transformers.integrations.integration_utils.INTEGRATION_TO_CALLBACK`` and
+raises ValueError for an unknown one. Importing transformers takes seconds, so mldash
+must not import it at start-up just to add one entry to that dict. Instead:
+
+1. The wheel (and an editable install) puts ``mldash_transformers.pth`` into
+   site-packages. Its one line, ``PTH_SOURCE`` below, runs at every interpreter start and
+   only puts a small finder first on ``sys.meta_path``; it imports nothing, so it costs a
+   few microseconds and does nothing at all where transformers is absent.
+2. The finder ignores every import except ``transformers.integrations.integration_utils``.
+   For that one it calls :func:`find_spec` here, which lets the normal finders locate the
+   module and wraps its loader so that, right after the module has run,
+   :func:`mldash.integrations.transformers.register` adds ``"mldash"``.
+3. Importing ``mldash.integrations.transformers`` also registers (or installs the same
+   finder), so the callback works without the ``.pth`` too (``python -S``, a source tree).
+
+This module is also read by ``setup.py`` (with ``runpy``, not imported as part of the
+package), so it must only import the standard library at its top.
+"""
+
+from __future__ import annotations
+
+import sys
+
+TARGET = "transformers.integrations.integration_utils"
+PTH_NAME = "mldash_transformers.pth"
+FINDER_NAME = "MLDashTransformersFinder"
+
+# Executed by site.py at start-up, in a namespace of its own. Keep it tiny: it runs in
+# every Python process of the environment. It must never fail or import anything.
+PTH_SOURCE = f'''\
+class {FINDER_NAME}:
+    """mldash: registers report_to="mldash" when transformers' integrations load."""
+
+    @staticmethod
+    def find_spec(name, path=None, target=None):
+        if name != "{TARGET}":
+            return None
+        try:
+            from mldash._hf_hook import find_spec
+        except Exception:
+            return None
+        return find_spec(name, path, target)
+
+
+if not any(getattr(f, "__name__", None) == "{FINDER_NAME}" for f in sys.meta_path):
+    sys.meta_path.insert(0, {FINDER_NAME})
+'''
+
+
+def pth_contents() -> str:
+    """The text of the ``.pth`` start-up file: comments, then one ``import`` line."""
+    return (
+        "# mldash: makes TrainingArguments(report_to=\"mldash\") work without `import mldash`.\n"
+        "# It only puts a finder on sys.meta_path that waits for transformers' integrations\n"
+        "# to be imported; it imports nothing itself. Source: mldash/_hf_hook.py.\n"
+        f"import sys; exec({PTH_SOURCE!r}, {{'sys': sys, '__name__': 'mldash_transformers'}})\n"
+    )
+
+
+def install_finder() -> None:
+    """Put the finder on ``sys.meta_path`` (what the ``.pth`` line does), once."""
+    exec(PTH_SOURCE, {"sys": sys, "__name__": "mldash_transformers"})
+
+
+def _is_finder(obj: object) -> bool:
+    return getattr(obj, "__name__", None) == FINDER_NAME
+
+
+def find_spec(name: str, path=None, target=None):
+    """The real spec of ``TARGET``, with a loader that registers mldash once it has run."""
+    spec = None
+    for finder in list(sys.meta_path):
+        if _is_finder(finder):
+            continue
+        find = getattr(finder, "find_spec", None)
+        if find is None:
+            continue
+        spec = find(name, path, target)
+        if spec is not None:
+            break
+    if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
+        return spec
+    spec.loader = _RegisteringLoader(spec.loader, spec)
+    return spec
+
+
+class _RegisteringLoader:
+    """Runs the real loader, puts it back on the module, then registers mldash."""
+
+    def __init__(self, loader, spec) -> None:
+        self._loader = loader
+        self._spec = spec
+
+    def create_module(self, spec):
+        create = getattr(self._loader, "create_module", None)
+        return create(spec) if create is not None else None
+
+    def exec_module(self, module) -> None:
+        try:
+            self._loader.exec_module(module)
+        finally:
+            # Leave no trace: the module looks exactly as if we had not been there.
+            self._spec.loader = self._loader
+            module.__loader__ = self._loader
+        register_with(module)
+
+    def __getattr__(self, name):
+        return getattr(self._loader, name)
+
+
+def register_with(module) -> None:
+    """Add "mldash" to a loaded ``integration_utils`` module; never break transformers."""
+    try:
+        from mldash.integrations.transformers import register
+
+        register(module)
+    except Exception as error:  # a broken mldash must not stop a training script
+        import warnings
+
+        warnings.warn(f"mldash could not register report_to='mldash' with transformers: {error!r}")

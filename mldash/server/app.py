@@ -1,0 +1,330 @@
+"""The HTTP API v1 (see .notes/API.md / docs/server.md) as a FastAPI app.
+
+Request bodies are parsed with orjson and checked by the store, not by
+pydantic: a batch of 1,000 points must cost microseconds, not milliseconds.
+Their JSON schemas still appear in /openapi.json (``openapi_extra``).
+
+>>> app = create_app(Store("sqlite:///server.db", "chunks"))  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any, Optional
+
+import orjson
+from fastapi import Depends, FastAPI, Path, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from .. import _codec
+from .._naming import metric_parts, split_path
+from .auth import OPEN, Authenticator, Forbidden, Scope, Unauthorized, require
+from .body import MAX_BODY, BodyMiddleware
+from .storage import LEVELS, STATUSES, Store, StoreError, check_namespace
+
+log = logging.getLogger("mldash.server")
+API = "/api/v1"
+MAX_ID = 2**31 - 1
+MAX_INDEX = 2**62
+
+
+class JSONOut(Response):
+    """JSON with NaN/±inf tagged as in data.jsonl, so every response is valid JSON."""
+
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return _codec.dumps(content, default=str)
+
+
+def _body(schema: dict) -> dict:
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+
+
+_OBJECT = {"type": "object"}
+_INDEX = {"type": "integer", "minimum": 0}
+EXPERIMENT_BODY = {
+    "type": "object",
+    "required": ["prefix"],
+    "properties": {
+        "namespace": {"type": "string", "default": "default"},
+        "prefix": {"type": "string", "description": "project/folder.../name"},
+        "meta": {"type": "object", "description": "experiment.json fields, merged into the stored ones"},
+    },
+}
+PATCH_BODY = {"type": "object", "required": ["meta"], "properties": {"meta": _OBJECT}}
+POINT = {
+    "type": "array",
+    "minItems": 2,
+    "maxItems": 2,
+    "prefixItems": [{"type": "number"}, {"type": "object"}],
+    "description": "[ms_epoch, {fields}]: one line of data.jsonl",
+}
+METRICS_BODY = {
+    "type": "object",
+    "required": ["series"],
+    "properties": {
+        "series": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["name", "start_index", "points"],
+                "properties": {"name": {"type": "string"}, "start_index": _INDEX, "points": {"type": "array", "items": POINT}},
+            },
+        }
+    },
+}
+RECORDS_BODY = {
+    "type": "object",
+    "required": ["start_index", "records"],
+    "properties": {"start_index": _INDEX, "records": {"type": "array", "items": _OBJECT}},
+}
+
+
+def _error(status: int, detail: str) -> JSONOut:
+    return JSONOut({"detail": detail}, status_code=status)
+
+
+def _describe_validation(error: RequestValidationError) -> str:
+    parts = []
+    for item in error.errors():
+        where = ".".join(str(p) for p in item.get("loc", ()) if p not in ("query", "path", "body"))
+        parts.append(f"{item.get('loc', ['?'])[0]} parameter {where!r}: {item.get('msg')}")
+    return "; ".join(parts) or "invalid request"
+
+
+async def _json(request: Request) -> Any:
+    body = await request.body()
+    if not body.strip():
+        raise StoreError("the request body is empty; send a JSON object")
+    if b"\\u0000" in body:
+        raise StoreError("JSON strings must not contain NUL characters (\\u0000)")
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as error:
+        raise StoreError(f"the request body is not valid JSON: {error}") from None
+
+
+def _object(value: Any) -> dict:
+    if not isinstance(value, dict):
+        raise StoreError(f"the request body must be a JSON object, not {type(value).__name__}")
+    return value
+
+
+def _text(value: Optional[str], what: str) -> Optional[str]:
+    if value is not None and any(ord(c) < 32 for c in value):
+        raise StoreError(f"{what} must not contain control characters")
+    return value
+
+
+def create_app(store: Store, *, auth: str = "auto", max_body: int = MAX_BODY, ui: bool = True) -> FastAPI:
+    """The API (and the dashboard, when mldash.ui.app provides create_app)."""
+    from .. import __version__
+
+    app = FastAPI(
+        title="mldash server",
+        version=__version__,
+        description="Experiment tracking team server: experiments, parameters, metrics, logs, checkpoints.",
+        default_response_class=JSONOut,
+    )
+    app.state.store = store
+    authenticator = Authenticator(store, auth)
+    app.state.auth = authenticator
+
+    @app.exception_handler(StoreError)
+    async def _store_error(_request, error: StoreError):
+        return _error(error.status, str(error))
+
+    @app.exception_handler(Unauthorized)
+    async def _unauthorized(_request, error):
+        response = _error(401, str(error))
+        response.headers["WWW-Authenticate"] = "Bearer"
+        return response
+
+    @app.exception_handler(Forbidden)
+    async def _forbidden(_request, error):
+        return _error(403, str(error))
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_request, error: RequestValidationError):
+        return _error(422, _describe_validation(error))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_request, error: StarletteHTTPException):
+        return _error(error.status_code, str(error.detail))
+
+    @app.exception_handler(Exception)
+    async def _crash(request: Request, error: Exception):  # a bug, not bad input: keep the details in the log
+        log.exception("error serving %s %s", request.method, request.url.path)
+        return _error(500, f"internal server error ({type(error).__name__}); see the server log")
+
+    def caller(request: Request) -> Scope:
+        return authenticator.scope(request.headers.get("authorization"))
+
+    def for_experiment(scope: Scope, exp_id: int, action: str) -> None:
+        if scope is not OPEN:
+            require(scope, action, store.experiment_namespace(exp_id))
+
+    def readable(scope: Scope, namespace: Optional[str]) -> Optional[list[str]]:
+        """The namespaces a listing covers: the one asked for, else all readable ones."""
+        if namespace is not None:
+            namespace = check_namespace(namespace)
+            require(scope, "read", namespace)
+            return [namespace]
+        return scope.readable()
+
+    ExpId = Path(..., ge=1, le=MAX_ID, description="the id returned by POST /experiments")
+
+    @app.get(f"{API}/health")
+    def health() -> dict:
+        return {"ok": True, "version": __version__, "auth": authenticator.enabled()}
+
+    @app.post(f"{API}/experiments", openapi_extra=_body(EXPERIMENT_BODY))
+    async def upsert_experiment(request: Request, scope: Scope = Depends(caller)):
+        body = _object(await _json(request))
+        namespace = check_namespace(body.get("namespace"))
+        require(scope, "write", namespace)
+        return await run_in_threadpool(store.upsert_experiment, namespace, body.get("prefix"), body.get("meta"))
+
+    @app.get(f"{API}/experiments")
+    def list_experiments(
+        namespace: Optional[str] = None,
+        project: Optional[str] = Query(None, max_length=200),
+        status: Optional[str] = Query(None, description=" | ".join(STATUSES)),
+        q: Optional[str] = Query(None, max_length=1000, description="substring of the prefix"),
+        limit: int = Query(100, ge=0, le=10_000),
+        offset: int = Query(0, ge=0, le=MAX_INDEX),
+        scope: Scope = Depends(caller),
+    ):
+        if status is not None and status not in STATUSES:
+            raise StoreError(f"status must be one of {', '.join(STATUSES)}, got {status!r}")
+        return store.list_experiments(
+            readable(scope, namespace), _text(project, "project"), status, _text(q, "q"), limit, offset
+        )
+
+    @app.get(f"{API}/experiments/lookup")
+    def lookup(namespace: Optional[str] = None, prefix: str = Query(..., max_length=1000), scope: Scope = Depends(caller)):
+        namespace = check_namespace(namespace)
+        require(scope, "read", namespace)
+        try:
+            split_path(prefix, "prefix")
+        except (TypeError, ValueError) as error:
+            raise StoreError(str(error)) from None
+        return store.lookup(namespace, prefix)
+
+    @app.get(f"{API}/experiments/{{exp_id}}")
+    def get_experiment(exp_id: int = ExpId, scope: Scope = Depends(caller)):
+        for_experiment(scope, exp_id, "read")
+        return store.get_experiment(exp_id)
+
+    @app.patch(f"{API}/experiments/{{exp_id}}", openapi_extra=_body(PATCH_BODY))
+    async def patch_experiment(request: Request, exp_id: int = ExpId, scope: Scope = Depends(caller)):
+        body = _object(await _json(request))
+        await run_in_threadpool(for_experiment, scope, exp_id, "write")
+        if "meta" not in body:
+            raise StoreError("the body must be {\"meta\": {...}}")
+        return await run_in_threadpool(store.patch_experiment, exp_id, body["meta"])
+
+    @app.put(f"{API}/experiments/{{exp_id}}/documents/{{kind}}", openapi_extra=_body(_OBJECT))
+    async def put_document(request: Request, exp_id: int = ExpId, kind: str = Path(..., pattern="^(parameters|summary)$"), scope: Scope = Depends(caller)):
+        body = await _json(request)
+        await run_in_threadpool(for_experiment, scope, exp_id, "write")
+        return await run_in_threadpool(store.set_document, exp_id, kind, body)
+
+    @app.get(f"{API}/experiments/{{exp_id}}/documents/{{kind}}")
+    def get_document(exp_id: int = ExpId, kind: str = Path(..., pattern="^(parameters|summary)$"), scope: Scope = Depends(caller)):
+        for_experiment(scope, exp_id, "read")
+        return store.get_document(exp_id, kind)
+
+    @app.post(f"{API}/experiments/{{exp_id}}/metrics", openapi_extra=_body(METRICS_BODY))
+    async def append_metrics(request: Request, exp_id: int = ExpId, scope: Scope = Depends(caller)):
+        body = _object(await _json(request))
+        await run_in_threadpool(for_experiment, scope, exp_id, "write")
+        return await run_in_threadpool(store.append_metrics, exp_id, body.get("series"))
+
+    @app.get(f"{API}/experiments/{{exp_id}}/metrics")
+    def metric_totals(exp_id: int = ExpId, scope: Scope = Depends(caller)):
+        for_experiment(scope, exp_id, "read")
+        return {"metrics": store.metric_totals(exp_id)}
+
+    @app.get(f"{API}/experiments/{{exp_id}}/metrics/read")
+    def read_metric(
+        exp_id: int = ExpId,
+        name: str = Query(..., max_length=1000),
+        start_index: int = Query(0, ge=0, le=MAX_INDEX),
+        limit: int = Query(1000, ge=0, le=100_000),
+        scope: Scope = Depends(caller),
+    ):
+        try:
+            metric_parts(name)
+        except (TypeError, ValueError) as error:
+            raise StoreError(str(error)) from None
+        for_experiment(scope, exp_id, "read")
+        return store.read_metric(exp_id, name, start_index, limit)
+
+    @app.post(f"{API}/experiments/{{exp_id}}/logs", openapi_extra=_body(RECORDS_BODY))
+    async def append_logs(request: Request, exp_id: int = ExpId, scope: Scope = Depends(caller)):
+        body = _object(await _json(request))
+        await run_in_threadpool(for_experiment, scope, exp_id, "write")
+        return await run_in_threadpool(store.append_logs, exp_id, body.get("start_index"), body.get("records"))
+
+    @app.get(f"{API}/experiments/{{exp_id}}/logs")
+    def read_logs(
+        exp_id: int = ExpId,
+        start_index: int = Query(0, ge=0, le=MAX_INDEX),
+        limit: int = Query(1000, ge=0, le=100_000),
+        level: Optional[str] = Query(None, description="this level or above: " + " | ".join(LEVELS)),
+        since: Optional[float] = Query(None, allow_inf_nan=False, description="epoch seconds"),
+        until: Optional[float] = Query(None, allow_inf_nan=False, description="epoch seconds"),
+        scope: Scope = Depends(caller),
+    ):
+        for_experiment(scope, exp_id, "read")
+        return store.read_logs(exp_id, start_index, limit, level, since, until)
+
+    @app.post(f"{API}/experiments/{{exp_id}}/checkpoints", openapi_extra=_body(RECORDS_BODY))
+    async def append_checkpoints(request: Request, exp_id: int = ExpId, scope: Scope = Depends(caller)):
+        body = _object(await _json(request))
+        await run_in_threadpool(for_experiment, scope, exp_id, "write")
+        return await run_in_threadpool(store.append_checkpoints, exp_id, body.get("start_index"), body.get("records"))
+
+    @app.get(f"{API}/experiments/{{exp_id}}/progress")
+    def progress(exp_id: int = ExpId, scope: Scope = Depends(caller)):
+        for_experiment(scope, exp_id, "read")
+        return store.progress(exp_id)
+
+    @app.get(f"{API}/projects")
+    def projects(namespace: Optional[str] = None, scope: Scope = Depends(caller)):
+        return {"projects": store.projects(readable(scope, namespace))}
+
+    if max_body:
+        app.add_middleware(BodyMiddleware, max_bytes=max_body)
+    if ui:
+        mount_dashboard(app, store)
+    return app
+
+
+def mount_dashboard(app: FastAPI, store: Store) -> bool:
+    """Serve the dashboard at / when mldash.ui.app provides ``create_app(source)``.
+
+    The hook: the dashboard app gets a ``ServerSource`` (mldash/server/ui_source.py)
+    and is mounted after the API routes, so /api/v1, /docs and /openapi.json win.
+    """
+    try:
+        from ..ui.app import create_app as create_ui
+    except ImportError:
+        return False
+    from .ui_source import ServerSource
+
+    app.mount("/", create_ui(ServerSource(store)))
+    return True
+
+
+def factory():
+    """The app for uvicorn workers, configured from MLDASH_SERVER_CONFIG (JSON)."""
+    config = orjson.loads(os.environ["MLDASH_SERVER_CONFIG"])
+    store = Store(config["db"], config["blob"], s3_endpoint=config.get("s3_endpoint"))
+    return create_app(store, auth=config.get("auth", "auto"), ui=config.get("ui", True))

@@ -1,0 +1,126 @@
+"""The server's tables (SQLAlchemy Core), the same on SQLite and PostgreSQL.
+
+Metric points are "hot" rows keyed by (series, index) until their series passes
+``chunks.CHUNK_POINTS`` hot points; older points then live in immutable chunk
+objects and ``series.cold_count`` says how many leading points are cold.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+
+metadata = MetaData()
+# Documents are JSONB on PostgreSQL (indexable, mergeable), JSON text on SQLite.
+Document = JSON().with_variant(JSONB(), "postgresql")
+
+experiments = Table(
+    "experiments",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("namespace", String(100), nullable=False),
+    Column("prefix", String(1000), nullable=False),
+    Column("project", String(200), nullable=False),
+    Column("status", String(20)),
+    Column("started_at", Float),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Column("meta", Document, nullable=False),
+    Column("params", Document, nullable=False),
+    Column("summary", Document, nullable=False),
+    Column("logs_count", BigInteger, nullable=False, default=0),
+    Column("checkpoints_count", BigInteger, nullable=False, default=0),
+    UniqueConstraint("namespace", "prefix", name="uq_experiment_prefix"),
+    Index("ix_experiments_project", "namespace", "project"),
+)
+
+series = Table(
+    "series",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("experiment_id", Integer, ForeignKey("experiments.id"), nullable=False),
+    Column("name", String(1000), nullable=False),
+    Column("total", BigInteger, nullable=False, default=0),  # points stored, hot + cold
+    Column("cold_count", BigInteger, nullable=False, default=0),  # leading points in chunks
+    Column("last_line", LargeBinary),  # the newest point, for listings
+    UniqueConstraint("experiment_id", "name", name="uq_series_name"),
+)
+
+metric_points = Table(
+    "metric_points",
+    metadata,
+    Column("series_id", Integer, nullable=False),
+    Column("idx", BigInteger, nullable=False),
+    Column("ts", BigInteger, nullable=False),  # ms since the epoch, as in data.jsonl
+    Column("line", LargeBinary, nullable=False),  # the point's JSON line, as sent
+    # The unique (experiment, name, index) key that makes a retried batch a no-op.
+    PrimaryKeyConstraint("series_id", "idx", name="pk_metric_points"),
+    sqlite_with_rowid=False,
+)
+
+metric_chunks = Table(
+    "metric_chunks",
+    metadata,
+    Column("series_id", Integer, nullable=False),
+    Column("chunk_no", BigInteger, nullable=False),
+    Column("first_index", BigInteger, nullable=False),
+    Column("count", Integer, nullable=False),
+    Column("key", String(1200), nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("first_ts", BigInteger),
+    Column("last_ts", BigInteger),
+    # Two compactors can never both record chunk N of a series.
+    PrimaryKeyConstraint("series_id", "chunk_no", name="pk_metric_chunks"),
+)
+
+logs = Table(
+    "logs",
+    metadata,
+    Column("experiment_id", Integer, nullable=False),
+    Column("idx", BigInteger, nullable=False),
+    Column("ts", Float, nullable=False),
+    Column("level_no", Integer, nullable=False),
+    Column("record", LargeBinary, nullable=False),
+    PrimaryKeyConstraint("experiment_id", "idx", name="pk_logs"),
+    Index("ix_logs_time", "experiment_id", "ts"),
+    Index("ix_logs_level", "experiment_id", "level_no", "idx"),
+    sqlite_with_rowid=False,
+)
+
+checkpoints = Table(
+    "checkpoints",
+    metadata,
+    Column("experiment_id", Integer, nullable=False),
+    Column("idx", BigInteger, nullable=False),
+    Column("record", LargeBinary, nullable=False),
+    PrimaryKeyConstraint("experiment_id", "idx", name="pk_checkpoints"),
+)
+
+tokens = Table(
+    "tokens",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(200), nullable=False),
+    Column("secret_hash", String(64), nullable=False, unique=True),  # sha256 hex of the secret
+    Column("read", Document, nullable=False),  # namespaces, "*" for all
+    Column("write", Document, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("revoked_at", Float),
+)
+
+__all__ = ["metadata", "experiments", "series", "metric_points", "metric_chunks", "logs", "checkpoints", "tokens", "Text"]

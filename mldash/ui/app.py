@@ -1,0 +1,341 @@
+"""The dashboard as an ASGI app: static front end + a small read-only JSON API.
+
+``mldash ui`` serves ``create_app(LocalSource(root))``; ``mldash server`` mounts
+``create_app(its_source, auth=its_read_check)``. Everything the browser shows
+comes from the ``DataSource`` passed in; the API is::
+
+    GET api/info                                   title, whether auth is on
+    GET api/experiments[?project=P]                every run: meta, params, latest metrics
+    GET api/experiment?prefix=P                    one run + metric names, errors, checkpoints
+    GET api/series?prefix=P&name=M&x=step&lo=&hi=&width=800
+                                                   the chart's points, downsampled keeping spikes
+    GET api/metric?prefix=P&name=M&start=0&limit=1000   exact points (Metric.read() shape)
+    GET api/logs?prefix=P[&level=warn][&q=text][&limit=200][&before=I|&after=I]
+
+All paths are relative, so the app works mounted under any prefix
+(``Mount("/ui", app=create_app(...))``; link to "/ui/").
+"""
+
+from __future__ import annotations
+
+import contextvars
+import html
+import inspect
+import os
+import threading
+from collections import deque
+from typing import Any, Callable
+
+import orjson
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from .series import Columns, view
+from .source import DataSource
+
+STATIC = os.path.join(os.path.dirname(__file__), "static")
+LEVELS = ("debug", "info", "warn", "error", "fatal")
+
+# The value the ``auth`` hook returned for the request being served (None when
+# auth is off). A server's DataSource can read it to limit what a token sees.
+current_principal: contextvars.ContextVar[Any] = contextvars.ContextVar("mldash_ui_principal", default=None)
+
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; object-src 'none'; base-uri 'self'; form-action 'self'; frame-ancestors 'none'"
+)
+SECURITY_HEADERS = {
+    "content-security-policy": CSP,
+    "x-content-type-options": "nosniff",
+    "referrer-policy": "no-referrer",
+    "x-frame-options": "DENY",
+}
+
+AuthHook = Callable[[Request], Any]
+
+
+def create_app(source: DataSource, *, auth: AuthHook | None = None, title: str = "mldash") -> Starlette:
+    """The dashboard over ``source``, optionally guarded by ``auth``.
+
+    ``auth(request)`` (plain or async) runs before every ``api/`` request. It
+    denies by raising ``starlette.exceptions.HTTPException`` (its status is
+    sent), raising ``PermissionError`` (403) or returning ``False`` (401); any
+    other return value allows the request and is available to the source as
+    ``mldash.ui.app.current_principal.get()`` and as ``request.state.principal``.
+    The static front end (no data in it) is served without auth; the browser
+    sends ``Authorization: Bearer <token>`` once the user gives a token (or
+    opens the page with ``?token=...``).
+
+    >>> from mldash.ui.local import LocalSource
+    >>> app = create_app(LocalSource(".mldash"), title="my runs")  # doctest: +SKIP
+    >>> import uvicorn; uvicorn.run(app, port=8750)  # doctest: +SKIP
+    """
+    api = _Api(source)
+
+    def endpoint(handler):
+        async def run(request: Request) -> Response:
+            if auth is not None:
+                denied = await _check(auth, request)
+                if denied is not None:
+                    return denied
+            token = current_principal.set(getattr(request.state, "principal", None))
+            try:
+                result = await run_in_threadpool(handler, request.query_params)
+            except KeyError as error:
+                return _json({"error": f"not found: {error.args[0] if error.args else ''}"}, 404)
+            except (ValueError, TypeError) as error:
+                return _json({"error": str(error)}, 400)
+            finally:
+                current_principal.reset(token)
+            return _json(result)
+
+        return run
+
+    async def index(request: Request) -> Response:
+        with open(os.path.join(STATIC, "index.html"), encoding="utf-8") as f:
+            page = f.read()
+        # The page's own title; escaped, as is everything else that reaches HTML.
+        page = page.replace("{{title}}", html.escape(title))
+        return Response(page, media_type="text/html; charset=utf-8", headers={"cache-control": "no-cache"})
+
+    async def info(request: Request) -> Response:
+        return _json({"title": title, "auth": auth is not None})
+
+    routes = [
+        Route("/", index),
+        Route("/api/info", info),
+        Route("/api/experiments", endpoint(api.experiments)),
+        Route("/api/experiment", endpoint(api.experiment)),
+        Route("/api/series", endpoint(api.series)),
+        Route("/api/metric", endpoint(api.metric)),
+        Route("/api/logs", endpoint(api.logs)),
+        Mount("/static", app=StaticFiles(directory=STATIC), name="static"),
+    ]
+    app = Starlette(routes=routes)
+    app.add_middleware(_SecurityHeaders)
+    app.state.source = source
+    return app
+
+
+def token_auth(token: str) -> AuthHook:
+    """An ``auth`` hook that accepts one fixed bearer token (``mldash ui --token``).
+
+    >>> app = create_app(source, auth=token_auth("s3cret"))  # doctest: +SKIP
+    """
+    import hmac
+
+    def check(request: Request) -> Any:
+        header = request.headers.get("authorization", "")
+        given = header[7:] if header.lower().startswith("bearer ") else ""
+        if not given or not hmac.compare_digest(given.encode(), token.encode()):
+            return False
+        return "token"
+
+    return check
+
+
+async def _check(auth: AuthHook, request: Request) -> Response | None:
+    try:
+        result = auth(request)
+        if inspect.isawaitable(result):
+            result = await result
+    except HTTPException as error:
+        return _json({"error": error.detail or "not allowed"}, error.status_code, error.headers)
+    except PermissionError as error:
+        return _json({"error": str(error) or "this token may not read here"}, 403)
+    if result is False:
+        return _json({"error": "a token with read scope is needed"}, 401, {"www-authenticate": "Bearer"})
+    if isinstance(result, Response):
+        return result
+    request.state.principal = result
+    return None
+
+
+class _SecurityHeaders:
+    """Adds the CSP and friends to every response (pure ASGI: no body buffering)."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                present = {k.lower() for k, _ in headers}
+                for key, value in SECURITY_HEADERS.items():
+                    if key.encode() not in present:
+                        headers.append((key.encode(), value.encode()))
+                message = dict(message, headers=headers)
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+def _json(obj: Any, status: int = 200, headers: dict | None = None) -> Response:
+    body = orjson.dumps(obj, default=_default, option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS)
+    return Response(
+        body,
+        status_code=status,
+        media_type="application/json",
+        headers={"cache-control": "no-store", **(headers or {})},
+    )
+
+
+def _default(value: Any) -> Any:
+    item = getattr(value, "item", None)
+    return item() if item is not None else str(value)
+
+
+def _int(params, key: str, default: int | None, low: int = 0, high: int = 1 << 62) -> int | None:
+    raw = params.get(key)
+    if raw in (None, ""):
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"{key} must be an integer, got {raw!r}") from None
+    return max(low, min(value, high))
+
+
+def _float(params, key: str) -> float | None:
+    raw = params.get(key)
+    if raw in (None, ""):
+        return None
+    try:
+        return float(raw)
+    except ValueError:
+        raise ValueError(f"{key} must be a number, got {raw!r}") from None
+
+
+def _need(params, key: str) -> str:
+    value = params.get(key)
+    if not value:
+        raise ValueError(f"the {key} parameter is needed")
+    return value
+
+
+class _Api:
+    """The request handlers; they run on a worker thread and call the source."""
+
+    def __init__(self, source: DataSource) -> None:
+        self.source = source
+        self._lock = threading.Lock()
+        self._columns: dict[tuple[str, str], Columns] = {}  # for sources without metric_view
+        self._errors: dict[str, tuple[int, list]] = {}
+
+    def experiments(self, params) -> dict:
+        return {"experiments": self.source.list_experiments(params.get("project") or None)}
+
+    def experiment(self, params) -> dict:
+        prefix = _need(params, "prefix")
+        row = dict(self.source.get_experiment(prefix))
+        warm = getattr(self.source, "warm", None)
+        if warm is not None:
+            warm(prefix)
+        row["metric_names"] = self.source.metric_names(prefix)
+        row["errors"], row["log_total"] = self._error_logs(prefix)
+        return row
+
+    def series(self, params) -> dict:
+        prefix, name = _need(params, "prefix"), _need(params, "name")
+        x = params.get("x") or "index"
+        lo, hi = _float(params, "lo"), _float(params, "hi")
+        width = _int(params, "width", 1000, 10, 10000)
+        native = getattr(self.source, "metric_view", None)
+        if native is not None:
+            return native(prefix, name, x, lo, hi, width)
+        cols = self._read_all(prefix, name)
+        out = view(cols, x, lo, hi, width)
+        out["x_choices"] = cols.x_choices()
+        out["name"] = name
+        return out
+
+    def metric(self, params) -> dict:
+        prefix, name = _need(params, "prefix"), _need(params, "name")
+        start = _int(params, "start", 0)
+        limit = _int(params, "limit", 1000, 0, 10000)
+        return self.source.read_metric(prefix, name, start, limit)
+
+    def logs(self, params) -> dict:
+        prefix = _need(params, "prefix")
+        level = params.get("level") or None
+        if level is not None and level not in LEVELS:
+            raise ValueError(f"unknown log level {level!r}; use one of {', '.join(LEVELS)}")
+        query = (params.get("q") or "").lower()
+        limit = _int(params, "limit", 200, 1, 5000)
+        after = _int(params, "after", None, -1)
+        total = self.source.read_logs(prefix, 0, 0)["total"]
+        if after is not None:  # live tail: what came after the last record shown
+            found = [r for r in self._scan(prefix, after + 1, level) if _matches(r, query)]
+            return {"data": found[-limit:], "total": total}
+        before = _int(params, "before", total)
+        if level is None and not query:
+            start = max(0, before - limit)
+            data = self.source.read_logs(prefix, start, before - start)["data"]
+            return {"data": data, "total": total}
+        kept: deque = deque(maxlen=limit)
+        for record in self._scan(prefix, 0, level):
+            if record.get("index", 0) >= before:
+                break
+            if _matches(record, query):
+                kept.append(record)
+        return {"data": list(kept), "total": total}
+
+    # ---- helpers ---------------------------------------------------------------------------
+    def _scan(self, prefix: str, start: int, level: str | None, page: int = 5000):
+        """Every log record from ``start`` (at ``level`` or above), page by page."""
+        while True:
+            got = self.source.read_logs(prefix, start, page, level)
+            data = got["data"]
+            yield from data
+            if len(data) < page or not data:
+                return
+            start = data[-1]["index"] + 1
+
+    def _error_logs(self, prefix: str) -> tuple[list, int]:
+        """The last error/fatal records (tracebacks shown on top), scanning only new logs."""
+        total = self.source.read_logs(prefix, 0, 0)["total"]
+        with self._lock:
+            done, found = self._errors.get(prefix, (0, []))
+        if total < done:
+            done, found = 0, []
+        if total > done:
+            found = (found + list(self._scan(prefix, done, "error")))[-20:]
+            with self._lock:
+                self._errors[prefix] = (total, found)
+        return found, total
+
+    def _read_all(self, prefix: str, name: str, page: int = 10000) -> Columns:
+        """All points of a series through ``read_metric``, kept and extended per poll."""
+        key = (prefix, name)
+        with self._lock:
+            cols = self._columns.get(key)
+            if cols is None:
+                cols = self._columns[key] = Columns()
+        with self._lock:
+            start = int(cols.index[cols.n - 1]) + 1 if cols.n else 0
+            while True:
+                got = self.source.read_metric(prefix, name, start, page)
+                cols.extend_points(got["data"])
+                if not got.get("has_more") or not got["data"]:
+                    break
+                start = got["end_index"] + 1
+        return cols
+
+
+def _matches(record: dict, query: str) -> bool:
+    if not query:
+        return True
+    if query in str(record.get("message", "")).lower():
+        return True
+    metadata = record.get("metadata")
+    return bool(metadata) and query in orjson.dumps(metadata, default=str).decode().lower()

@@ -1,0 +1,237 @@
+"""Metric series: append, append_batch, read; indices, special floats, scalars, names."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pytest
+import torch
+
+import mldash
+
+
+@pytest.fixture
+def exp(root):
+    experiment = mldash.Experiment("metrics/run", root=root)
+    yield experiment
+    experiment.finish()
+
+
+def test_read_returns_the_documented_shape(exp):
+    loss = exp.metrics("loss")
+    for step in range(5):
+        loss.append(value=1.0 / (step + 1), step=step)
+    result = loss.read(start_index=1, limit=2)
+    assert set(result) == {"data", "start_index", "end_index", "total", "has_more"}
+    assert result["start_index"] == 1 and result["end_index"] == 2
+    assert result["total"] == 5 and result["has_more"] is True
+    assert [p["index"] for p in result["data"]] == [1, 2]
+    assert result["data"][0]["data"] == {"value": 0.5, "step": 1}
+    assert abs(result["data"][0]["timestamp"] - time.time()) < 60
+
+
+def test_paging_reads_every_point_once(exp):
+    exp.metrics("loss").append_batch([{"value": i, "step": i} for i in range(2500)])
+    seen, start = [], 0
+    while True:
+        page = exp.metrics("loss").read(start, 1000)
+        seen += [p["data"]["value"] for p in page["data"]]
+        if not page["has_more"]:
+            break
+        start = page["end_index"] + 1
+    assert seen == list(range(2500))
+
+
+def test_reading_past_the_end_is_empty_not_an_error(exp):
+    exp.metrics("loss").append(value=1)
+    page = exp.metrics("loss").read(10, 5)
+    assert page["data"] == [] and page["total"] == 1 and page["has_more"] is False
+
+
+def test_points_are_visible_on_disk_within_a_second_without_flush(exp):
+    exp.metrics("loss").append(value=1.0, step=0)
+    data = Path(exp.path) / "metrics" / "loss" / "data.jsonl"
+    deadline = time.time() + 1.5
+    while time.time() < deadline and not (data.exists() and data.stat().st_size):
+        time.sleep(0.02)
+    assert data.read_bytes().count(b"\n") == 1
+
+
+def test_each_line_on_disk_is_valid_json_even_for_nan_and_inf(exp):
+    m = exp.metrics("loss")
+    m.append(value=float("nan"), step=0)
+    m.append(value=float("inf"), step=1)
+    m.append(value=-math.inf, step=2, note="null is a word")
+    m.append(value=None, step=3)
+    exp.flush()
+    lines = (Path(exp.path) / "metrics" / "loss" / "data.jsonl").read_bytes().splitlines()
+    assert len(lines) == 4
+    for line in lines:
+        json.loads(line)  # strict JSON: no bare NaN or Infinity
+    data = [p["data"] for p in m.read()["data"]]
+    assert math.isnan(data[0]["value"])
+    assert data[1]["value"] == math.inf and data[2]["value"] == -math.inf
+    assert data[2]["note"] == "null is a word"
+    assert data[3]["value"] is None
+
+
+def test_numpy_and_torch_scalars_are_stored_as_numbers(exp):
+    exp.metrics("m").append(
+        f32=np.float32(0.25), i64=np.int64(3), b=np.bool_(True), t=torch.tensor(1.5),
+        ti=torch.tensor([7]), nan=torch.tensor(float("nan")),
+    )
+    point = exp.metrics("m").read()["data"][0]["data"]
+    assert point["f32"] == 0.25 and point["i64"] == 3 and point["b"] is True
+    assert point["t"] == 1.5 and point["ti"] == 7 and math.isnan(point["nan"])
+
+
+def test_a_users_timestamp_field_is_kept_apart_from_the_write_time(exp):
+    exp.metrics("system").append(cpu=45.2, timestamp=1000.0)
+    point = exp.metrics("system").read()["data"][0]
+    assert point["data"]["timestamp"] == 1000.0
+    assert point["timestamp"] > 1_700_000_000
+
+
+def test_a_batch_dict_reused_by_the_caller_is_copied(exp):
+    point = {"value": 1, "step": 0}
+    batch = [point]
+    exp.metrics("loss").append_batch(batch)
+    point["value"] = 99
+    assert exp.metrics("loss").read()["data"][0]["data"]["value"] == 1
+
+
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        ({"value": [1, 2]}, "field 'value' has a value of type list"),
+        ({"value": {"a": 1}}, "type dict"),
+        ({"value": object()}, "type object"),
+        ({"value": torch.ones(3)}, "one-element tensor"),
+        ({"value": np.ones(2)}, "numpy scalar"),
+    ],
+)
+def test_values_that_cannot_be_stored_fail_at_the_call(exp, fields, message):
+    with pytest.raises(TypeError, match=message):
+        exp.metrics("loss").append(**fields)
+    with pytest.raises(TypeError, match=message):
+        exp.metrics("loss").append_batch([fields])
+    assert exp.metrics("loss").read()["total"] == 0
+
+
+def test_bad_batches_fail_at_the_call(exp):
+    with pytest.raises(TypeError, match="list of dicts"):
+        exp.metrics("loss").append_batch({"value": 1})
+    with pytest.raises(TypeError, match="must be dicts"):
+        exp.metrics("loss").append_batch([1, 2])
+    with pytest.raises(TypeError, match="names must be str"):
+        exp.metrics("loss").append_batch([{1: 2}])
+    with pytest.raises(ValueError, match="at least one field"):
+        exp.metrics("loss").append()
+
+
+@pytest.mark.parametrize(
+    "name", ["", "..", "a/../b", "/etc/passwd", "a\x00b", "x" * 300, "a//b", "a\\b", "loss/data.jsonl"]
+)
+def test_bad_metric_names_fail_at_the_call(exp, name):
+    with pytest.raises(ValueError):
+        exp.metrics(name)
+
+
+def test_a_slash_in_a_metric_name_nests_folders(exp):
+    exp.metrics("train/loss").append(value=1)
+    exp.metrics("train").append(value=2)
+    exp.flush()
+    assert (Path(exp.path) / "metrics" / "train" / "loss" / "data.jsonl").is_file()
+    assert (Path(exp.path) / "metrics" / "train" / "data.jsonl").is_file()
+    assert exp.metric_names() == ["train", "train/loss"]
+
+
+def test_threads_appending_to_one_series_get_unique_gapless_indices(exp):
+    def work(tid):
+        m = exp.metrics("shared")
+        for i in range(5000):
+            m.append(thread=tid, i=i)
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    result = exp.metrics("shared").read(0, 100_000)
+    assert result["total"] == 20_000
+    assert [p["index"] for p in result["data"]] == list(range(20_000))
+    by_thread = {}
+    for p in result["data"]:
+        by_thread.setdefault(p["data"]["thread"], []).append(p["data"]["i"])
+    assert all(v == list(range(5000)) for v in by_thread.values())  # order kept per writer
+
+
+def test_processes_appending_to_one_series_get_unique_gapless_indices(root):
+    code = (
+        "import mldash, sys\n"
+        "exp = mldash.Experiment('metrics/multi', root=sys.argv[1], flush_interval=0.01)\n"
+        "m = exp.metrics('loss')\n"
+        "for i in range(3000):\n"
+        "    m.append(proc=int(sys.argv[2]), i=i)\n"
+        "    if i % 100 == 0: exp.flush()\n"
+        "exp.finish()\n"
+    )
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(root), str(k)]) for k in range(3)]
+    assert [p.wait(120) for p in procs] == [0, 0, 0]
+    exp = mldash.Experiment("metrics/multi", root=root)
+    result = exp.metrics("loss").read(0, 100_000)
+    assert result["total"] == 9000
+    assert [p["index"] for p in result["data"]] == list(range(9000))
+    pairs = {(p["data"]["proc"], p["data"]["i"]) for p in result["data"]}
+    assert len(pairs) == 9000
+    # the offset index beside the data agrees with the lines
+    idx = (Path(exp.path) / "metrics" / "loss" / "data.idx").read_bytes()
+    data = (Path(exp.path) / "metrics" / "loss" / "data.jsonl").read_bytes()
+    offsets = np.frombuffer(idx, dtype="<u8")
+    line_starts = [0] + [i + 1 for i, b in enumerate(data) if b == 10][:-1]
+    assert list(offsets) == line_starts[::1024]
+
+
+def test_reads_near_the_end_of_a_long_series_seek_instead_of_scanning(exp):
+    m = exp.metrics("long")
+    for start in range(0, 200_000, 10_000):
+        m.append_batch([{"v": i} for i in range(start, start + 10_000)])
+    page = m.read(199_950, 100)
+    assert [p["data"]["v"] for p in page["data"]] == list(range(199_950, 200_000))
+    assert page["total"] == 200_000 and not page["has_more"]
+
+
+def test_negative_or_non_integer_ranges_are_rejected(exp):
+    with pytest.raises(ValueError, match="start_index"):
+        exp.metrics("loss").read(-1)
+    with pytest.raises(ValueError, match="limit"):
+        exp.metrics("loss").read(0, -5)
+
+
+def test_ints_beyond_64_bits_are_kept_not_lost(exp):
+    exp.metrics("big").append(value=2**70)
+    assert exp.metrics("big").read()["data"][0]["data"]["value"] == float(2**70)
+
+
+def test_a_value_step_point_costs_at_most_60_bytes_on_disk(exp):
+    import random
+
+    rng = random.Random(0)
+    values = [rng.random() for _ in range(100_000)]  # full-precision floats, 17-19 digits
+    m = exp.metrics("loss")
+    for step, value in enumerate(values):
+        m.append(value=value, step=step)
+    exp.flush()
+    folder = Path(exp.path) / "metrics" / "loss"
+    size = sum(f.stat().st_size for f in folder.iterdir())  # data and its offset index
+    assert size / len(values) <= 60
+    first = orjson.loads((folder / "data.jsonl").read_bytes().splitlines()[0])
+    assert first[1] == {"value": values[0], "step": 0}  # no precision given up
