@@ -1,0 +1,510 @@
+"""Hugging Face ``Trainer`` integration: ``report_to="mldash"`` and ``MLDashCallback``.
+
+>>> from transformers import Trainer, TrainingArguments
+>>> from mldash.integrations.transformers import MLDashCallback
+>>> trainer = Trainer(model, TrainingArguments("out", report_to="none"),  # doctest: +SKIP
+...                   train_dataset=ds, callbacks=[MLDashCallback(project="nlp", name="bert-1")])
+
+or, with no mldash import at all (settings from ``MLDASH_*`` environment variables)::
+
+    TrainingArguments("out", report_to="mldash", run_name="bert-1")
+
+What is recorded mirrors transformers' own WandbCallback / MLflowCallback /
+TensorBoardCallback: every TrainingArguments field, the model config (and a PEFT config)
+and the parameter count as parameters; each logged value as a series at
+``state.global_step`` named ``train/...``, ``eval/...`` or ``test/...``; the single
+values of the end of training (``train_runtime``, ``total_flos``...) as summary values;
+every checkpoint the Trainer saves; and only from the world-process-zero.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+import sys
+import warnings
+import weakref
+from typing import Any, Iterable
+
+from transformers.trainer_callback import ExportableState, TrainerCallback
+
+from mldash import Experiment
+from mldash._hf_hook import TARGET, install_finder
+
+__all__ = ["MLDashCallback", "MLDashReportToCallback", "register"]
+
+# Logged once at the end of training; kept as summary values, as WandbCallback does.
+SINGLE_VALUE_KEYS = frozenset(
+    {"train_runtime", "train_samples_per_second", "train_steps_per_second", "train_loss", "total_flos"}
+)
+_SETTINGS = ("prefix", "project", "name", "folder", "namespace", "root", "remote", "token", "description", "tags")
+_NOT_SAVED = frozenset({"token"})  # never written into checkpoints
+
+
+def metric_name(key: str) -> str:
+    """The series a Trainer log key goes to, grouped like transformers' ``rewrite_logs``.
+
+    >>> metric_name("eval_loss"), metric_name("test_accuracy"), metric_name("loss")
+    ('eval/loss', 'test/accuracy', 'train/loss')
+    """
+    if key.startswith("eval_"):
+        return "eval/" + key[5:]
+    if key.startswith("test_"):
+        return "test/" + key[5:]
+    return "train/" + key
+
+
+class MLDashCallback(TrainerCallback, ExportableState):
+    """Record a ``transformers.Trainer`` run in an mldash experiment.
+
+    Takes the keyword arguments of :class:`mldash.Experiment` (``prefix``, ``project``,
+    ``name``, ``folder``, ``namespace``, ``root``, ``remote``, ``token``, ``description``,
+    ``tags``) or ``experiment=`` an Experiment that exists. Unset, the name comes from
+    ``$MLDASH_PREFIX``/``$MLDASH_NAME``, then ``args.run_name``, then a generated one; the
+    project, root, server URL and token from ``$MLDASH_PROJECT``, ``$MLDASH_ROOT``,
+    ``$MLDASH_URL`` and ``$MLDASH_TOKEN``.
+
+    >>> trainer = Trainer(..., callbacks=[MLDashCallback(project="nlp", name="run-1")])  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        prefix: str | None = None,
+        *,
+        project: str | None = None,
+        name: str | None = None,
+        folder: str | None = None,
+        namespace: str | None = None,
+        root: str | os.PathLike | None = None,
+        remote: str | None = None,
+        token: str | None = None,
+        description: str | None = None,
+        tags: Iterable[str] | None = None,
+        experiment: Experiment | None = None,
+    ) -> None:
+        given = dict(
+            prefix=prefix, project=project, name=name, folder=folder, namespace=namespace,
+            root=os.fspath(root) if root is not None else None, remote=remote, token=token,
+            description=description, tags=list(tags) if tags is not None and not isinstance(tags, str) else tags,
+        )
+        self._settings = {k: v for k, v in given.items() if v is not None}
+        if experiment is not None:
+            if not isinstance(experiment, Experiment):
+                raise TypeError(f"experiment must be an mldash.Experiment, not {type(experiment).__name__}")
+            if self._settings:
+                raise ValueError(
+                    f"pass either experiment= or its settings ({', '.join(sorted(self._settings))}), not both"
+                )
+        else:
+            Experiment(**self._settings)  # bad names fail here, at the call (no I/O)
+        self._given = experiment
+        self._exp: Experiment | None = None
+        self._trial_exp = False
+        self._search_base: tuple[str, list[str], str] | None = None
+        self._trials = 0
+        self._series: dict[str, Any] = {}
+        self._skipped: set[str] = set()
+        self._last_eval: tuple[int, Any] | None = None
+        self._trainer: weakref.ref | None = None
+
+    # ---- which experiment ------------------------------------------------------------
+    @property
+    def experiment(self) -> Experiment | None:
+        """The experiment being written (None before training starts, and off rank zero)."""
+        return self._exp
+
+    def _resolve(self, args, state) -> Experiment:
+        """The experiment of a plain (non-search) run."""
+        if self._given is not None:
+            return self._given
+        settings = dict(self._settings)
+        if "prefix" not in settings and "name" not in settings:
+            saved = _saved_settings(state)
+            if os.environ.get("MLDASH_PREFIX"):
+                settings["prefix"] = os.environ["MLDASH_PREFIX"]
+            elif os.environ.get("MLDASH_NAME"):
+                settings["name"] = os.environ["MLDASH_NAME"]
+            elif saved.get("prefix"):
+                # Resuming from a checkpoint: continue the experiment that wrote it.
+                settings["prefix"] = saved["prefix"]
+                settings.pop("project", None)
+                settings.pop("folder", None)
+                if "root" not in settings and not os.environ.get("MLDASH_ROOT") and saved.get("root"):
+                    settings["root"] = saved["root"]
+            elif args.run_name:
+                folder, name = _split_run_name(args.run_name)
+                settings["name"] = name
+                if folder and "folder" not in settings:
+                    settings["folder"] = folder
+        return Experiment(**settings)
+
+    def _trial_experiment(self, args, state) -> Experiment:
+        """One experiment per hyperparameter-search trial, grouped in a folder."""
+        if self._search_base is None:
+            base = self._given if self._given is not None else self._resolve(args, _NO_STATE)
+            folder = [*(base.folder.split("/") if base.folder else []), base.name]
+            self._search_base = (base.project, folder, base.root)
+        project, folder, root = self._search_base
+        self._trials += 1
+        trial = getattr(self._trainer_obj(), "_trial", None)
+        number = getattr(trial, "number", None)
+        name = state.trial_name or f"trial-{number if number is not None else self._trials - 1}"
+        settings = {k: v for k, v in self._settings.items() if k not in ("prefix", "project", "name", "folder", "root")}
+        if self._given is not None:
+            settings.update(remote=self._given.remote, token=self._given.token, namespace=self._given.namespace)
+            settings = {k: v for k, v in settings.items() if v is not None}
+        return Experiment(project=project, folder="/".join(folder), name=_safe_part(name), root=root, **settings)
+
+    def _setup(self, args, state, model) -> Experiment:
+        if state.is_hyper_param_search and not self._trial_exp:
+            exp = self._trial_experiment(args, state)
+            self._trial_exp = True
+        else:
+            exp = self._exp or self._resolve(args, state)
+        if exp is not self._exp:
+            self._exp = exp
+            self._series = {}
+        exp.start()
+        exp.params.set(_hyperparameters(args, state, model))
+        return exp
+
+    def _trainer_obj(self):
+        return self._trainer() if self._trainer is not None else None
+
+    def _is_active(self) -> bool:
+        return True
+
+    # ---- Trainer events -----------------------------------------------------------------
+    def on_init_end(self, args, state, control, **kwargs):
+        # The Trainer has no hook for an exception that leaves train(). Wrap the train
+        # method of the Trainer that owns this callback, found on the call stack (on_init_end
+        # is called from Trainer.__init__). Alternatives were worse: sys.excepthook misses
+        # exceptions a script or notebook catches, and patching the Trainer class would
+        # change every Trainer in the process, with or without mldash.
+        trainer = _owning_trainer(self)
+        if trainer is not None:
+            self._trainer = weakref.ref(trainer)
+            _watch_train(trainer)
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        _keep_state_slot(self, state)
+        if self._trainer is None:  # added with trainer.add_callback() after __init__
+            trainer = _owning_trainer(self)
+            if trainer is not None:
+                self._trainer = weakref.ref(trainer)
+        if not state.is_world_process_zero or not self._is_active():
+            return
+        if state.is_hyper_param_search:
+            if self._trial_exp and self._exp is not None:
+                self._exp.finish()
+            self._trial_exp = False
+        self._setup(args, state, model)
+
+    def on_log(self, args, state, control, logs=None, model=None, **kwargs):
+        if not state.is_world_process_zero or not logs or not self._is_active():
+            return
+        exp = self._exp if self._exp is not None else self._setup(args, state, model)
+        self._append(exp, logs, state)
+
+    def on_predict(self, args, state, control, metrics=None, model=None, **kwargs):
+        if not state.is_world_process_zero or not metrics or not self._is_active():
+            return
+        exp = self._exp if self._exp is not None else self._setup(args, state, model)
+        self._append(exp, metrics, state)
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        # Logged by on_log already; remembered here to score the next checkpoint.
+        monitor = _monitor_key(args)
+        if monitor is not None and metrics:
+            self._last_eval = (state.global_step, metrics.get(monitor))
+
+    def on_save(self, args, state, control, **kwargs):
+        exp = self._exp
+        if exp is None or not state.is_world_process_zero or not self._is_active():
+            return
+        step = state.global_step
+        info: dict[str, Any] = {"epoch": state.epoch}
+        monitor = _monitor_key(args)
+        if monitor is not None:
+            info["monitor"] = metric_name(monitor)
+            info["mode"] = "max" if args.greater_is_better else "min"
+            if self._last_eval is not None and self._last_eval[0] == step:
+                info["score"] = self._last_eval[1]
+            info["is_best"] = state.best_global_step == step and state.best_metric is not None
+            if info["is_best"]:
+                info["score"] = state.best_metric
+        exp.checkpoint(self._checkpoint_path(args, state), step=step, **info)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        exp = self._exp
+        if exp is None or not state.is_world_process_zero or not self._is_active():
+            return
+        summary: dict[str, Any] = {"global_step": state.global_step, "epoch": state.epoch}
+        if state.best_metric is not None:
+            summary["best_metric"] = state.best_metric
+        if state.best_model_checkpoint:
+            summary["best_model_checkpoint"] = os.path.abspath(state.best_model_checkpoint)
+        exp.summary.set(summary)
+        exp.finish()
+
+    # ---- helpers ----------------------------------------------------------------------
+    def _append(self, exp: Experiment, logs: dict, state) -> None:
+        # Read-only on `logs`: the same dict goes to every other callback.
+        step = state.global_step
+        epoch = state.epoch
+        summary = None
+        series = self._series
+        for key, value in logs.items():
+            metric = series.get(key)
+            if metric is None:
+                if key in SINGLE_VALUE_KEYS:
+                    summary = summary or {}
+                    summary[key] = value
+                    continue
+                metric = self._series_for(exp, key)
+                if metric is None:
+                    continue
+            try:
+                if epoch is None:
+                    metric.append(value=value, step=step)
+                else:
+                    metric.append(value=value, step=step, epoch=epoch)
+            except TypeError as error:
+                self._skip(exp, key, error)
+        if summary:
+            exp.summary.set(summary)
+
+    def _series_for(self, exp: Experiment, key: str):
+        if key in self._skipped:
+            return None
+        try:
+            metric = exp.metrics(metric_name(key))
+        except (TypeError, ValueError) as error:
+            self._skip(exp, key, error)
+            return None
+        self._series[key] = metric
+        return metric
+
+    def _skip(self, exp: Experiment, key: str, error: Exception) -> None:
+        self._series.pop(key, None)
+        if key not in self._skipped:
+            self._skipped.add(key)
+            exp.log(f"mldash: not recording Trainer log key {key!r}: {error}", level="warn")
+
+    def _checkpoint_path(self, args, state) -> str:
+        folder = args.output_dir
+        trainer = self._trainer_obj()
+        if trainer is not None and state.is_hyper_param_search:
+            try:  # trials save under output_dir/run-N
+                folder = trainer._get_output_dir(trial=getattr(trainer, "_trial", None))
+            except Exception:
+                pass
+        return os.path.abspath(os.path.join(folder, f"checkpoint-{state.global_step}"))
+
+    def _record_failure(self, trainer, exc: BaseException) -> None:
+        if isinstance(exc, SystemExit) and exc.code in (0, None):
+            return
+        if not self._is_active() or not trainer.is_world_process_zero():
+            return
+        exp = self._exp
+        if exp is None:
+            exp = self._setup(trainer.args, trainer.state, trainer.model)
+        exp.log_exception(exc)
+        exp.finish()
+
+    def state(self) -> dict:
+        """What a checkpoint keeps (trainer_state.json): the experiment to continue."""
+        args = {k: v for k, v in self._settings.items() if k not in _NOT_SAVED}
+        exp = self._exp if self._exp is not None else self._given
+        if exp is not None and not self._trial_exp:
+            for key in ("project", "name", "folder"):
+                args.pop(key, None)
+            args["prefix"] = exp.prefix
+            args["root"] = exp.root
+        return {"args": args, "attributes": {}}
+
+
+class MLDashReportToCallback(MLDashCallback):
+    """The callback ``report_to="mldash"`` creates, configured from ``MLDASH_*`` variables.
+
+    It steps aside when the same Trainer also has an explicit :class:`MLDashCallback`,
+    so using both never records a run twice.
+    """
+
+    def _is_active(self) -> bool:
+        trainer = self._trainer_obj()
+        if trainer is None:
+            return True
+        return not any(
+            isinstance(cb, MLDashCallback) and not isinstance(cb, MLDashReportToCallback)
+            for cb in trainer.callback_handler.callbacks
+        )
+
+
+# ---- registration with transformers ---------------------------------------------------
+def register(utils=None) -> None:
+    """Add ``"mldash"`` to transformers' ``report_to`` registry (idempotent).
+
+    Called by the start-up hook when ``transformers.integrations.integration_utils`` is
+    imported, and by importing this module. Also makes ``report_to="all"`` include it.
+    """
+    utils = utils if utils is not None else sys.modules[TARGET]
+    registry = utils.INTEGRATION_TO_CALLBACK
+    current = registry.get("mldash")
+    if current is None or getattr(current, "__name__", None) == MLDashReportToCallback.__name__:
+        registry["mldash"] = MLDashReportToCallback
+    available = utils.get_available_reporting_integrations
+    if not getattr(available, "_mldash", False):
+
+        @functools.wraps(available)
+        def get_available_reporting_integrations():
+            names = list(available())
+            if "mldash" not in names:
+                names.append("mldash")
+            return names
+
+        get_available_reporting_integrations._mldash = True
+        utils.get_available_reporting_integrations = get_available_reporting_integrations
+        # transformers.integrations is a lazy module that caches what it handed out.
+        package = sys.modules.get("transformers.integrations")
+        if package is not None and "get_available_reporting_integrations" in vars(package):
+            package.get_available_reporting_integrations = get_available_reporting_integrations
+
+
+def _register_now_or_later() -> None:
+    utils = sys.modules.get(TARGET)
+    if utils is not None and hasattr(utils, "INTEGRATION_TO_CALLBACK"):
+        register(utils)
+    else:
+        install_finder()  # covers interpreters started without the .pth (python -S)
+
+
+# ---- small helpers --------------------------------------------------------------------
+class _NoState:
+    stateful_callbacks: dict = {}
+
+
+_NO_STATE = _NoState()
+
+
+def _owning_trainer(callback):
+    """The Trainer whose callback handler holds ``callback``, from the call stack."""
+    frame = sys._getframe(2)
+    for _ in range(16):
+        if frame is None:
+            return None
+        candidate = frame.f_locals.get("self")
+        handler = getattr(candidate, "callback_handler", None)
+        if handler is not None and any(cb is callback for cb in getattr(handler, "callbacks", ())):
+            return candidate
+        frame = frame.f_back
+    return None
+
+
+def _watch_train(trainer) -> None:
+    """Wrap ``trainer.train`` (on this instance only) to record an exception that leaves it."""
+    if getattr(trainer.__dict__.get("train"), "_mldash_watch", False):
+        return
+    train = trainer.train
+
+    @functools.wraps(train)
+    def train_watched(*args, **kwargs):
+        try:
+            return train(*args, **kwargs)
+        except BaseException as exc:
+            _report_failure(trainer, exc)
+            raise
+
+    train_watched._mldash_watch = True
+    trainer.train = train_watched
+
+
+def _report_failure(trainer, exc: BaseException) -> None:
+    for callback in list(getattr(trainer.callback_handler, "callbacks", ())):
+        if isinstance(callback, MLDashCallback):
+            try:
+                callback._record_failure(trainer, exc)
+            except Exception as error:  # never hide the user's exception behind ours
+                warnings.warn(f"mldash could not record the failed run: {error!r}")
+
+
+def _keep_state_slot(callback, state) -> None:
+    # Trainer._save_checkpoint indexes state.stateful_callbacks[class name]; a state loaded
+    # from a checkpoint written without this callback lacks the key and would raise there.
+    slots = state.stateful_callbacks
+    if isinstance(slots, dict) and type(callback).__name__ not in slots:
+        slots[type(callback).__name__] = callback.state()
+
+
+def _saved_settings(state) -> dict:
+    """The settings a resumed checkpoint kept for this kind of callback."""
+    slots = getattr(state, "stateful_callbacks", None) or {}
+    for name in (MLDashCallback.__name__, MLDashReportToCallback.__name__):
+        saved = slots.get(name)
+        for entry in saved if isinstance(saved, list) else [saved]:
+            if isinstance(entry, dict) and isinstance(entry.get("args"), dict) and entry["args"].get("prefix"):
+                return entry["args"]
+    return {}
+
+
+def _monitor_key(args) -> str | None:
+    monitor = getattr(args, "metric_for_best_model", None)
+    if not monitor:
+        return None
+    return monitor if monitor.startswith("eval_") else f"eval_{monitor}"
+
+
+_UNSAFE = re.compile(r"[^\w.@+=,-]+")
+
+
+def _safe_part(text: str) -> str:
+    part = _UNSAFE.sub("-", str(text)).strip("-. ")[:200]
+    return part or "run"
+
+
+def _split_run_name(run_name: str) -> tuple[str | None, str]:
+    """``"sweep/lr-1e-4"`` -> folder "sweep", name "lr-1e-4"; odd characters become "-"."""
+    parts = [p for p in str(run_name).split("/") if p.strip() not in ("", ".", "..")]
+    parts = [_safe_part(p) for p in parts] or ["run"]
+    return ("/".join(parts[:-1]) or None), parts[-1]
+
+
+def _hyperparameters(args, state, model) -> dict:
+    """Every TrainingArguments field, the model (and PEFT) config and parameter counts."""
+    values: dict[str, Any] = {"args": args.to_dict()}
+    if model is not None:
+        info: dict[str, Any] = {"class": f"{type(model).__module__}.{type(model).__qualname__}"}
+        config = getattr(model, "config", None)
+        if config is not None:
+            info["config"] = config if isinstance(config, dict) else config.to_dict()
+        total, trainable = _count_parameters(model)
+        if total is not None:
+            info["num_parameters"] = total
+            info["num_trainable_parameters"] = trainable
+        values["model"] = info
+        peft = getattr(model, "peft_config", None)
+        if peft:
+            values["peft"] = {
+                adapter: cfg.to_dict() if hasattr(cfg, "to_dict") else cfg
+                for adapter, cfg in (peft.items() if isinstance(peft, dict) else [("default", peft)])
+            }
+    if state.is_hyper_param_search and state.trial_params:
+        values["trial"] = dict(state.trial_params)
+    return values
+
+
+def _count_parameters(model) -> tuple[int | None, int | None]:
+    parameters = getattr(model, "parameters", None)
+    if not callable(parameters):
+        return None, None
+    total = trainable = 0
+    for p in parameters():
+        n = getattr(p, "ds_numel", None) or p.numel()  # DeepSpeed ZeRO-3 keeps shards
+        total += n
+        if p.requires_grad:
+            trainable += n
+    return total, trainable
+
+
+_register_now_or_later()
