@@ -325,21 +325,38 @@ class Backend:
         extra = ["--s3-endpoint", self.s3_endpoint] if self.s3_endpoint else []
         return mldash_cli(*args, *extra, db=self.db, data=self.data)
 
+    def chunk_objects(self) -> list[str]:
+        """Keys of the cold chunk objects written so far (folder or bucket)."""
+        if self.blob and self.blob.startswith("s3://"):
+            import boto3
+
+            bucket, _, prefix = self.blob[5:].partition("/")
+            client = boto3.client("s3", endpoint_url=self.s3_endpoint, region_name="us-east-1",
+                                  aws_access_key_id="testing", aws_secret_access_key="testing")
+            pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+            return sorted(o["Key"] for page in pages for o in page.get("Contents", []))
+        folder = Path(self.blob) if self.blob else Path(self.data) / "chunks"
+        return sorted(str(p.relative_to(folder)) for p in folder.rglob("*.mldc"))
+
     def stop(self) -> None:
         for server in self.servers:
             server.stop()
 
 
+def make_backend(kind: str, folder: Path, request) -> Backend:
+    """A fresh store of ``kind`` ("embedded" or "postgres"); ``request`` gives the session fixtures."""
+    if kind == "embedded":
+        return Backend("embedded", None, None, Path(folder) / "server-data", None)
+    cluster = request.getfixturevalue("postgres")
+    s3 = request.getfixturevalue("moto_s3")
+    bucket = s3.make_bucket()
+    return Backend("postgres", cluster.create_database(), f"s3://{bucket}/chunks", Path(folder) / "server-data", s3.endpoint)
+
+
 @pytest.fixture(params=["embedded", "postgres"])
 def backend(request, tmp_path):
     """A fresh store on each backend: embedded (SQLite + folder), PostgreSQL + moto S3."""
-    if request.param == "embedded":
-        b = Backend("embedded", None, None, tmp_path / "server-data", None)
-    else:
-        cluster = request.getfixturevalue("postgres")
-        s3 = request.getfixturevalue("moto_s3")
-        bucket = s3.make_bucket()
-        b = Backend("postgres", cluster.create_database(), f"s3://{bucket}/chunks", tmp_path / "server-data", s3.endpoint)
+    b = make_backend(request.param, tmp_path, request)
     yield b
     b.stop()
 
