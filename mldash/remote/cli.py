@@ -49,7 +49,7 @@ def sync_command(root, remote, token, namespace, give_up_after) -> None:
     from .sync import plan, run
 
     root = root or os.environ.get("MLDASH_ROOT") or ".mldash"
-    console = Console(highlight=False, stderr=False)
+    console = Console(highlight=False, soft_wrap=True)
     if not os.path.isdir(root):
         raise click.ClickException(f"no such directory {os.path.abspath(root)!r}")
     jobs, result = plan(root, remote, namespace)
