@@ -1,0 +1,43 @@
+// The JSON API, with the read token (if the server asks for one) kept for the tab.
+
+const KEY = "mldash-token";
+
+export class AuthError extends Error {}
+
+(function takeTokenFromUrl() {
+  const url = new URL(window.location.href);
+  const token = url.searchParams.get("token");
+  if (token) {
+    sessionStorage.setItem(KEY, token);
+    url.searchParams.delete("token");
+    history.replaceState(null, "", url.pathname + url.search + url.hash); // keep it out of history
+  }
+})();
+
+export function setToken(token) {
+  if (token) sessionStorage.setItem(KEY, token);
+  else sessionStorage.removeItem(KEY);
+}
+
+export async function get(path, params = {}) {
+  const url = new URL("api/" + path, document.baseURI);
+  for (const [key, value] of Object.entries(params)) {
+    if (value === null || value === undefined || value === "") continue;
+    url.searchParams.set(key, String(value));
+  }
+  const headers = { accept: "application/json" };
+  const token = sessionStorage.getItem(KEY);
+  if (token) headers.authorization = "Bearer " + token;
+  const response = await fetch(url, { headers, cache: "no-store" });
+  if (response.status === 401 || response.status === 403) {
+    let message = "";
+    try { message = (await response.json()).error; } catch (_) { /* not JSON */ }
+    throw new AuthError(message || "a read token is needed");
+  }
+  if (!response.ok) {
+    let message = response.statusText;
+    try { message = (await response.json()).error || message; } catch (_) { /* not JSON */ }
+    throw new Error(message);
+  }
+  return response.json();
+}

@@ -1,0 +1,202 @@
+// Charts of metric series on uPlot. The server sends at most a few points per
+// pixel for the visible x range (min and max of every pixel bucket, so spikes
+// stay); zooming asks it again for the new range, until points are exact.
+
+import * as api from "./api.js";
+import { h, clear } from "./dom.js";
+import { num } from "./format.js";
+
+export const COLORS = ["#2563eb", "#dc2626", "#16a34a", "#9333ea", "#ea580c", "#0891b2", "#c026d3", "#65a30d", "#475569", "#b45309"];
+
+/** TensorBoard-style exponential moving average, debiased at the start. */
+export function smooth(ys, weight) {
+  if (!weight) return ys;
+  let last = 0, n = 0;
+  return ys.map((y) => {
+    if (y === null || !Number.isFinite(y)) return y;
+    last = last * weight + (1 - weight) * y;
+    n += 1;
+    return last / (1 - Math.pow(weight, n));
+  });
+}
+
+function positiveOnly(ys) {
+  return ys.map((y) => (y === null || y <= 0 ? null : y));
+}
+
+/** Shared chart options of a page: {x, smooth, log}. */
+export function defaultOptions() {
+  return { x: "step", smooth: 0, log: false };
+}
+
+class BaseChart {
+  constructor(container, options, height = 220) {
+    this.container = container;
+    this.options = options;
+    this.height = height;
+    this.range = null; // [lo, hi] while zoomed
+    this.plot = null;
+    this.shape = "";
+    this.body = h("div", { class: "chart-body" });
+    this.note = h("div", { class: "chart-note muted" });
+    container.append(this.body, this.note);
+    this._loading = null;
+  }
+
+  width() {
+    return Math.max(200, Math.floor(this.body.clientWidth || this.container.clientWidth || 600));
+  }
+
+  /** Fetch the points for the current range and redraw; safe to call while one is running. */
+  async load() {
+    if (this._loading) {
+      this._again = true;
+      return this._loading;
+    }
+    this._loading = (async () => {
+      try {
+        do {
+          this._again = false;
+          const result = await this.fetch();
+          this.draw(result);
+        } while (this._again);
+      } catch (error) {
+        if (error instanceof api.AuthError) throw error;
+        this.note.textContent = "could not load: " + error.message;
+        this.note.classList.add("error-text");
+      } finally {
+        this._loading = null;
+      }
+    })();
+    return this._loading;
+  }
+
+  zoom(lo, hi) {
+    this.range = lo === null ? null : [lo, hi];
+    return this.load();
+  }
+
+  draw({ xs, series, xKey, note }) {
+    const width = this.width();
+    const smoothing = Number(this.options.smooth) || 0;
+    const data = [xs];
+    const specs = [];
+    series.forEach((s, i) => {
+      const color = COLORS[i % COLORS.length];
+      let ys = s.ys;
+      if (this.options.log) ys = positiveOnly(ys);
+      if (smoothing) {
+        data.push(ys);
+        specs.push({ label: s.label + " (raw)", stroke: color + "40", width: 1, points: { show: false }, spanGaps: s.spanGaps });
+        data.push(smooth(ys, smoothing));
+        specs.push({ label: s.label, stroke: color, width: 1.5, points: { show: false }, spanGaps: s.spanGaps, value: (u, v) => num(v) });
+      } else {
+        data.push(ys);
+        specs.push({ label: s.label, stroke: color, width: 1.5, points: { show: xs.length < 60 }, spanGaps: s.spanGaps, value: (u, v) => num(v) });
+      }
+    });
+    const shape = JSON.stringify([specs.map((s) => s.label), xKey, this.options.log, smoothing > 0]);
+    if (!this.plot || shape !== this.shape || this.plot.width !== width) {
+      if (this.plot) this.plot.destroy();
+      clear(this.body);
+      this.plot = new uPlot(this.plotOptions(specs, xKey, width), data, this.body);
+      this.shape = shape;
+    } else {
+      this.plot.setData(data, this.range === null);
+    }
+    if (this.range !== null) this.plot.setScale("x", { min: this.range[0], max: this.range[1] });
+    this.note.classList.remove("error-text");
+    this.note.textContent = note + (this.range !== null ? " · zoomed (double-click to reset)" : "");
+  }
+
+  plotOptions(specs, xKey, width) {
+    const isTime = xKey === "time";
+    return {
+      width,
+      height: this.height,
+      scales: { x: { time: isTime }, y: { distr: this.options.log ? 3 : 1 } },
+      axes: [{ label: isTime ? "" : xKey, size: isTime ? 50 : 40 }, { size: 60, values: (u, vals) => vals.map(num) }],
+      series: [{ label: xKey, value: (u, v) => (v === null ? "–" : isTime ? new Date(v * 1000).toLocaleString() : num(v)) }, ...specs],
+      legend: { live: true },
+      cursor: { drag: { x: true, y: false, setScale: false } },
+      hooks: {
+        setSelect: [
+          (u) => {
+            if (u.select.width < 3) return;
+            const lo = u.posToVal(u.select.left, "x");
+            const hi = u.posToVal(u.select.left + u.select.width, "x");
+            u.setSelect({ left: 0, top: 0, width: 0, height: 0 }, false);
+            this.zoom(lo, hi);
+          },
+        ],
+        ready: [
+          (u) => {
+            u.over.addEventListener("dblclick", () => this.zoom(null, null));
+          },
+        ],
+      },
+    };
+  }
+
+  destroy() {
+    if (this.plot) this.plot.destroy();
+    this.plot = null;
+  }
+}
+
+/** One metric series of one run; several y fields share the chart. */
+export class SeriesChart extends BaseChart {
+  constructor(container, prefix, name, options) {
+    super(container, options);
+    this.prefix = prefix;
+    this.name = name;
+    this.lastXChoices = null;
+  }
+
+  async fetch() {
+    const [lo, hi] = this.range || [null, null];
+    let x = this.options.x;
+    if (this.lastXChoices && !this.lastXChoices.includes(x)) x = "index"; // e.g. no step field
+    let view = await api.get("series", { prefix: this.prefix, name: this.name, x, lo, hi, width: this.width() });
+    this.lastXChoices = view.x_choices || [];
+    if (view.x !== "index" && !this.lastXChoices.includes(view.x)) {
+      view = await api.get("series", { prefix: this.prefix, name: this.name, x: "index", width: this.width() });
+    }
+    this.view = view;
+    const note = `${view.total.toLocaleString()} points` + (view.exact ? "" : ` · showing ${view.points.x.length.toLocaleString()} (min/max per pixel)`) + (view.x !== this.options.x ? ` · x = ${view.x}` : "");
+    return { xs: view.points.x, xKey: view.x, note, series: view.fields.map((f) => ({ label: f, ys: view.points[f], spanGaps: false })) };
+  }
+}
+
+/** One metric overlaid across runs (the compare view). */
+export class CompareChart extends BaseChart {
+  constructor(container, prefixes, name, options) {
+    super(container, options, 340);
+    this.prefixes = prefixes;
+    this.name = name;
+  }
+
+  async fetch() {
+    const [lo, hi] = this.range || [null, null];
+    const views = await Promise.all(
+      this.prefixes.map((prefix) =>
+        api.get("series", { prefix, name: this.name, x: this.options.x, lo, hi, width: this.width() }).catch(() => null),
+      ),
+    );
+    const tables = [];
+    const series = [];
+    let total = 0;
+    views.forEach((view, i) => {
+      if (!view || !view.fields.length || view.x !== this.options.x) return;
+      const field = view.fields.includes("value") ? "value" : view.fields[0];
+      tables.push([view.points.x, view.points[field]]);
+      series.push({ label: this.prefixes[i], ys: null, spanGaps: true });
+      total += view.total;
+    });
+    if (!tables.length) return { xs: [], xKey: this.options.x, note: "no run has this metric on this x axis", series: [] };
+    const joined = uPlot.join(tables);
+    series.forEach((s, i) => { s.ys = joined[i + 1]; });
+    const missing = this.prefixes.length - tables.length;
+    return { xs: joined[0], xKey: this.options.x, series, note: `${tables.length} runs, ${total.toLocaleString()} points` + (missing ? ` · ${missing} without this metric or x axis` : "") };
+  }
+}

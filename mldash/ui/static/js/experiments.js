@@ -1,0 +1,266 @@
+// The experiments view: a projects/folders tree, a filterable, sortable table,
+// and a selection to compare.
+
+import * as api from "./api.js";
+import { h, add, clear, debounce, select } from "./dom.js";
+import { num, when, duration, durationSeconds, headline, statusText, statusClass, expHref } from "./format.js";
+
+const STATUSES = ["RUNNING", "COMPLETED", "FAILED", "CANCELLED"];
+
+// Kept across navigation within the tab, so "back" returns to the same filters.
+const state = {
+  text: "",
+  status: "",
+  paramFilter: "",
+  folder: "", // "" = all, else a project or project/folder prefix
+  sort: { key: "started", desc: true },
+  selected: new Set(),
+  params: null, // chosen param columns (null = automatic)
+  metrics: null,
+};
+
+/** Parse "lr=0.1, model.arch!=resnet, epochs>=10" into predicates over params. */
+export function parseParamFilter(text) {
+  const out = [];
+  for (const part of text.split(",")) {
+    const m = part.trim().match(/^([^=!<>~]+?)\s*(!=|>=|<=|=|>|<|~)\s*(.*)$/);
+    if (!m) continue;
+    const [, key, op, raw] = m;
+    const want = raw.trim();
+    out.push((params) => {
+      const have = params[key.trim()];
+      if (op === "~") return have !== undefined && String(have).toLowerCase().includes(want.toLowerCase());
+      if (op === "=" || op === "!=") {
+        const equal = have !== undefined && (String(have) === want || (typeof have === "number" && Number(want) === have && want !== ""));
+        return op === "=" ? equal : !equal;
+      }
+      const a = Number(have), b = Number(want);
+      if (have === undefined || Number.isNaN(a) || Number.isNaN(b)) return false;
+      return op === ">" ? a > b : op === "<" ? a < b : op === ">=" ? a >= b : a <= b;
+    });
+  }
+  return out;
+}
+
+function folderOf(row) {
+  return [row.project, ...(row.folder ? String(row.folder).split("/") : [])].filter(Boolean).join("/");
+}
+
+function buildTree(rows) {
+  const root = { name: "", path: "", count: 0, children: new Map() };
+  for (const row of rows) {
+    let node = root;
+    root.count += 1;
+    const parts = folderOf(row).split("/").filter(Boolean);
+    parts.forEach((part, i) => {
+      if (!node.children.has(part)) node.children.set(part, { name: part, path: parts.slice(0, i + 1).join("/"), count: 0, children: new Map() });
+      node = node.children.get(part);
+      node.count += 1;
+    });
+  }
+  return root;
+}
+
+function sameJson(a, b) { return JSON.stringify(a) === JSON.stringify(b); }
+
+function variedParams(rows) {
+  const seen = new Map();
+  for (const row of rows) {
+    for (const [key, value] of Object.entries(row.params || {})) {
+      if (!seen.has(key)) seen.set(key, new Set());
+      seen.get(key).add(JSON.stringify(value));
+    }
+  }
+  const keys = [...seen.keys()].sort();
+  const varied = keys.filter((k) => seen.get(k).size > 1 || rows.some((r) => !(k in (r.params || {}))));
+  return (varied.length ? varied : keys).slice(0, 6);
+}
+
+function commonMetrics(rows) {
+  const counts = new Map();
+  for (const row of rows) for (const name of Object.keys(row.metrics || {})) counts.set(name, (counts.get(name) || 0) + 1);
+  return [...counts.entries()].sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0])).slice(0, 6).map((e) => e[0]);
+}
+
+function sortValue(row, key) {
+  if (key === "name") return row.prefix;
+  if (key === "status") return row.status;
+  if (key === "started") return row.started_at ?? null;
+  if (key === "duration") return durationSeconds(row);
+  if (key.startsWith("p:")) return (row.params || {})[key.slice(2)] ?? null;
+  if (key.startsWith("m:")) return headline((row.metrics || {})[key.slice(2)]) ?? null;
+  return null;
+}
+
+function compare(a, b) {
+  if (a === null && b === null) return 0;
+  if (a === null) return 1; // missing values last, either direction
+  if (b === null) return -1;
+  if (typeof a === "number" && typeof b === "number") return a - b;
+  return String(a).localeCompare(String(b), undefined, { numeric: true });
+}
+
+export function experimentsView(main, ctx) {
+  let rows = [];
+  let lastSignature = "";
+  let timer = null;
+  let stopped = false;
+
+  const search = h("input", { type: "search", placeholder: "Filter by name, tag, description…", value: state.text, "aria-label": "filter text", id: "filter-text" });
+  const paramInput = h("input", { type: "search", placeholder: "Params: lr=0.1, epochs>=10, model~res", value: state.paramFilter, "aria-label": "filter parameters", id: "filter-params" });
+  const statusSelect = select([["", "any status"], ...STATUSES.map((s) => [s, s])], state.status, (v) => { state.status = v; render(); }, { id: "filter-status", "aria-label": "filter status" });
+  const compareButton = h("button", { id: "compare", type: "button", onclick: () => {
+    const q = new URLSearchParams();
+    for (const prefix of state.selected) q.append("run", prefix);
+    location.hash = "#/compare?" + q.toString();
+  } }, "Compare");
+  const columnsBox = h("details", { class: "columns-box" });
+  const tree = h("nav", { class: "tree", "aria-label": "projects and folders" });
+  const table = h("table", { class: "runs", id: "runs" });
+  const count = h("span", { class: "muted", id: "count" });
+
+  search.addEventListener("input", debounce(() => { state.text = search.value; render(); }, 150));
+  paramInput.addEventListener("input", debounce(() => { state.paramFilter = paramInput.value; render(); }, 250));
+
+  add(clear(main), 
+    h("div", { class: "layout" },
+      tree,
+      h("section", { class: "content" },
+        h("div", { class: "toolbar" }, search, statusSelect, paramInput, columnsBox, compareButton, count),
+        h("div", { class: "table-wrap" }, table),
+      ),
+    ),
+  );
+  ctx.crumbs([["Experiments", "#/"]]);
+
+  function visibleRows() {
+    const text = state.text.trim().toLowerCase();
+    const preds = parseParamFilter(state.paramFilter);
+    return rows.filter((row) => {
+      if (state.folder && !(folderOf(row) + "/").startsWith(state.folder + "/")) return false;
+      if (state.status && row.status !== state.status) return false;
+      if (text) {
+        const hay = [row.prefix, row.description, ...(row.tags || [])].filter(Boolean).join(" ").toLowerCase();
+        if (!hay.includes(text)) return false;
+      }
+      return preds.every((p) => p(row.params || {}));
+    });
+  }
+
+  function renderTree() {
+    const top = buildTree(rows);
+    const item = (node, depth) => {
+      const active = state.folder === node.path;
+      const link = h("a", { href: "#/", class: active ? "active" : "", dataset: { path: node.path }, onclick: (e) => { e.preventDefault(); state.folder = node.path; render(); } },
+        node.path ? node.name : "All experiments", h("span", { class: "count" }, String(node.count)));
+      const kids = [...node.children.values()].sort((a, b) => a.name.localeCompare(b.name));
+      return h("li", { style: null }, link, kids.length ? h("ul", {}, kids.map((k) => item(k, depth + 1))) : null);
+    };
+    add(clear(tree), h("ul", {}, item(top, 0)));
+  }
+
+  function renderColumns(allParams, allMetrics, params, metrics) {
+    const open = columnsBox.open;
+    const box = (list, chosen, which) => list.map((key) => h("label", {},
+      h("input", { type: "checkbox", checked: chosen.includes(key), onchange: (e) => {
+        const current = new Set(state[which] || chosen);
+        if (e.target.checked) current.add(key); else current.delete(key);
+        state[which] = [...current];
+        render();
+      } }), " ", key));
+    add(clear(columnsBox), 
+      h("summary", {}, "Columns"),
+      h("div", { class: "columns-list" },
+        h("strong", {}, "Parameters"), box(allParams, params, "params"),
+        h("strong", {}, "Metrics"), box(allMetrics, metrics, "metrics")),
+    );
+    columnsBox.open = open;
+  }
+
+  function render() {
+    renderTree();
+    const shown = visibleRows();
+    const allParams = [...new Set(rows.flatMap((r) => Object.keys(r.params || {})))].sort();
+    const allMetrics = [...new Set(rows.flatMap((r) => Object.keys(r.metrics || {})))].sort();
+    const params = (state.params || variedParams(shown)).filter((k) => allParams.includes(k));
+    const metrics = (state.metrics || commonMetrics(shown)).filter((k) => allMetrics.includes(k));
+    renderColumns(allParams, allMetrics, params, metrics);
+
+    const { key, desc } = state.sort;
+    shown.sort((a, b) => {
+      const va = sortValue(a, key), vb = sortValue(b, key);
+      if (va === null || vb === null) return compare(va, vb);
+      return desc ? compare(vb, va) : compare(va, vb);
+    });
+
+    const header = (label, sortKey, cls = "") => h("th", {
+      class: cls + (key === sortKey ? (desc ? " sorted desc" : " sorted asc") : ""),
+      dataset: { sort: sortKey }, title: "sort by " + label,
+      onclick: () => { state.sort = { key: sortKey, desc: key === sortKey ? !desc : sortKey === "started" }; render(); },
+    }, label);
+    const allBox = h("input", { type: "checkbox", "aria-label": "select all shown", checked: shown.length > 0 && shown.every((r) => state.selected.has(r.prefix)), onchange: (e) => {
+      for (const r of shown) { if (e.target.checked) state.selected.add(r.prefix); else state.selected.delete(r.prefix); }
+      render();
+    } });
+    const thead = h("thead", {}, h("tr", {},
+      h("th", { class: "pick" }, allBox),
+      header("status", "status"), header("experiment", "name"), header("started", "started"), header("duration", "duration", "num"),
+      params.map((p) => header(p, "p:" + p, "param")),
+      metrics.map((m) => header(m, "m:" + m, "num metric")),
+    ));
+    const tbody = h("tbody", {});
+    const frag = document.createDocumentFragment();
+    for (const row of shown) {
+      const p = row.params || {}, m = row.metrics || {};
+      frag.append(h("tr", { class: state.selected.has(row.prefix) ? "picked" : "", dataset: { prefix: row.prefix } },
+        h("td", { class: "pick" }, h("input", { type: "checkbox", "aria-label": "select " + row.prefix, checked: state.selected.has(row.prefix), onchange: (e) => {
+          if (e.target.checked) state.selected.add(row.prefix); else state.selected.delete(row.prefix);
+          e.target.closest("tr").classList.toggle("picked", e.target.checked);
+          updateCompare();
+        } })),
+        h("td", {}, h("span", { class: statusClass(row) }, statusText(row))),
+        h("td", { class: "name" }, h("a", { href: expHref(row.prefix) }, row.name || row.prefix), h("div", { class: "muted small" }, folderOf(row)),
+          (row.tags || []).map((t) => h("span", { class: "tag" }, t))),
+        h("td", { class: "nowrap" }, when(row.started_at)),
+        h("td", { class: "num" }, duration(row)),
+        params.map((k) => h("td", { class: "param" }, k in p ? num(p[k]) : "")),
+        metrics.map((k) => h("td", { class: "num" }, k in m ? num(headline(m[k])) : "")),
+      ));
+    }
+    tbody.append(frag);
+    add(clear(table), thead, tbody);
+    if (!shown.length) tbody.append(h("tr", {}, h("td", { colspan: 5 + params.length + metrics.length, class: "muted empty" },
+      rows.length ? "No experiment matches these filters." : "No experiments yet: run a script that uses mldash.Experiment, then they appear here.")));
+    count.textContent = `${shown.length} of ${rows.length} experiments`;
+    updateCompare();
+  }
+
+  function updateCompare() {
+    const n = [...state.selected].filter((p) => rows.some((r) => r.prefix === p)).length;
+    compareButton.disabled = n < 2;
+    compareButton.textContent = n ? `Compare ${n}` : "Compare";
+  }
+
+  async function refresh() {
+    if (stopped) return;
+    try {
+      const data = await api.get("experiments");
+      const signature = JSON.stringify(data.experiments);
+      if (signature !== lastSignature) {
+        lastSignature = signature;
+        rows = data.experiments;
+        render();
+      } else if (rows.some((r) => r.status === "RUNNING")) {
+        render(); // durations tick
+      }
+      ctx.live(rows.some((r) => r.status === "RUNNING" && !r.stale));
+      main.dataset.loaded = "1";
+    } catch (error) {
+      if (!ctx.failed(error)) return;
+    }
+    if (!stopped) timer = setTimeout(refresh, rows.some((r) => r.status === "RUNNING") ? 3000 : 10000);
+  }
+  refresh();
+
+  return () => { stopped = true; clearTimeout(timer); };
+}
