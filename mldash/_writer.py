@@ -22,6 +22,7 @@ import orjson
 
 from . import _codec
 from ._series import SeriesFile
+from .metrics import TIME_KEY
 
 if TYPE_CHECKING:
     from .metrics import Metric
@@ -40,7 +41,8 @@ _SLICE = 512
 
 
 def encode_points(items) -> tuple[list[bytes], array]:
-    """Lines ``[milliseconds since the epoch, {fields}]``, joined per slice.
+    """Lines ``[milliseconds since the epoch, {fields}]`` for queued point dicts
+    (each carrying its write time under ``TIME_KEY``), joined per slice.
 
     Returns the joined slices and every line's length (for the offset index).
     Each slice is joined at once because orjson leaves every small result in a
@@ -52,15 +54,16 @@ def encode_points(items) -> tuple[list[bytes], array]:
     lengths = array("I")
     for start in range(0, len(items), _SLICE):
         part = items[start : start + _SLICE]
+        times = [int(f.pop(TIME_KEY) * 1000) for f in part]
         try:
-            lines = [dumps((int(t * 1000), f), default=default, option=_LINE) for t, f in part]
+            lines = [dumps((t, f), default=default, option=_LINE) for t, f in zip(times, part)]
         except TypeError:
-            lines = [_encode_point(t, f) for t, f in part]
+            lines = [_encode_point(t, f) for t, f in zip(times, part)]
         else:
             if b"null" in b"".join(lines):
                 lines = [
                     _encode_point(t, f) if b"null" in line else line
-                    for (t, f), line in zip(part, lines)
+                    for t, f, line in zip(times, part, lines)
                 ]
         lengths.extend(map(len, lines))
         chunks.append(b"".join(lines))
@@ -71,12 +74,12 @@ def pack_lines(lines: list[bytes]) -> tuple[list[bytes], array]:
     return [b"".join(lines)], array("I", map(len, lines))
 
 
-def _encode_point(t: float, fields: dict) -> bytes:
+def _encode_point(t: int, fields: dict) -> bytes:
     """The slow path: non-finite floats, ints past 64 bits, odd strings."""
     try:
-        return _codec.dumps_line((int(t * 1000), fields))
+        return _codec.dumps_line((t, fields))
     except TypeError:
-        return _codec.dumps_line((int(t * 1000), _safe_fields(fields)))
+        return _codec.dumps_line((t, _safe_fields(fields)))
 
 
 def _safe_fields(fields: dict) -> dict:
@@ -94,7 +97,7 @@ def _safe_fields(fields: dict) -> dict:
 class Writer:
     """One thread per running experiment; owns every file handle it writes."""
 
-    def __init__(self, exp, interval: float, trigger: int, max_pending: int) -> None:
+    def __init__(self, exp, interval: float, trigger: int, max_pending: int, on_start=None) -> None:
         self.exp = exp
         self.interval = interval
         self.trigger = trigger
@@ -114,6 +117,7 @@ class Writer:
         self._done_seq = 0
         self._sync_seq = 0
         self._closing = False
+        self._on_start = on_start
         self._thread = threading.Thread(target=self._run, name="mldash-writer", daemon=True)
         self._thread.start()
 
@@ -181,12 +185,18 @@ class Writer:
 
     # ---- the writer thread --------------------------------------------------
     def _run(self) -> None:
+        first = True
         while True:
-            self._wake.wait(self.interval if self.error is None else min(self.interval * 4, 2.0))
+            if not first:
+                self._wake.wait(self.interval if self.error is None else min(self.interval * 4, 2.0))
+            first = False
             self._wake.clear()
             with self._cond:
                 seq, sync = self._flush_seq, self._sync_seq
             try:
+                if self._on_start is not None:
+                    self._on_start()  # retried each cycle until it succeeds
+                    self._on_start = None
                 self._drain()
                 if sync > self._done_seq:
                     for f in self._files.values():

@@ -130,11 +130,30 @@ class Experiment:
             self._start_locked()
 
     def _start_locked(self) -> None:
-        os.makedirs(self.path, exist_ok=True)
-        meta_path = os.path.join(self.path, META_FILE)
+        os.makedirs(self.path, exist_ok=True)  # fails here, at the call, on a bad root
+        self._failure = None
+        # experiment.json is written by the writer thread, first thing: its fsync
+        # and the git subprocess stay out of the training loop.
+        self._writer = Writer(
+            self,
+            interval=self.flush_interval,
+            trigger=10_000,
+            max_pending=200_000,
+            on_start=self._write_start_meta,
+        )
+        self._status = RUNNING
+        self._arm_triggers()
+        _lifecycle.register(self)
+        if self.remote:
+            from .remote.uploader import Uploader
+
+            self._uploader = Uploader(self)
+
+    def _write_start_meta(self) -> None:
         now = time.time()
-        with locked(meta_path):
-            meta = read_document(meta_path)
+        info = process_info()
+
+        def started(meta: dict) -> dict:
             if not meta:
                 meta = {
                     "id": uuid.uuid4().hex,
@@ -149,7 +168,7 @@ class Experiment:
                     "tags": [],
                     "description": None,
                 }
-            meta.update(process_info())
+            meta.update(info)
             meta["status"] = RUNNING
             meta["sessions"] = meta.get("sessions", 0) + 1
             meta["resumed_at"] = now if meta["sessions"] > 1 else None
@@ -161,25 +180,10 @@ class Experiment:
                 meta["tags"] = sorted(set(meta.get("tags") or []) | set(self.tags))
             if self.remote:
                 meta["remote"] = self.remote
-            from .params import write_atomic
+            return meta
 
-            write_atomic(meta_path, _codec.dumps(meta, default=str))
-        self._meta_id = meta["id"]
-        self._failure = None
-        self._writer = Writer(
-            self,
-            interval=self.flush_interval,
-            trigger=10_000,
-            max_pending=200_000,
-        )
-        self._status = RUNNING
-        self._arm_triggers()
-        _lifecycle.register(self)
-        threading.Thread(target=self._record_git, name="mldash-git", daemon=True).start()
-        if self.remote:
-            from .remote.uploader import Uploader
-
-            self._uploader = Uploader(self)
+        self._update_meta(started)
+        self._record_git()
 
     def _record_git(self) -> None:
         info = git_info()
@@ -240,9 +244,13 @@ class Experiment:
             self._status = final
             _lifecycle.unregister(self)
             now = time.time()
-            meta = self._update_meta(status=final, finished_at=now, updated_at=now)
-            started = meta.get("resumed_at") or meta.get("started_at") or now
-            self._update_meta(duration=(meta.get("duration") or 0) + (now - started))
+
+            def ended(meta: dict) -> dict:
+                started = meta.get("resumed_at") or meta.get("started_at") or now
+                duration = (meta.get("duration") or 0) + (now - started)
+                return {"status": final, "finished_at": now, "updated_at": now, "duration": duration}
+
+            self._update_meta(ended)
             uploader, self._uploader = self._uploader, None
             if uploader is not None:
                 uploader.close()
@@ -299,8 +307,8 @@ class Experiment:
         self.log(f"Run cancelled: {reason}", level="warn", metadata={"reason": reason})
         self._failure = CANCELLED
 
-    def _update_meta(self, **changes: Any) -> dict:
-        return update_document(os.path.join(self.path, META_FILE), changes)
+    def _update_meta(self, changes=None, **values: Any) -> dict:
+        return update_document(os.path.join(self.path, META_FILE), changes or values)
 
     # ---- data ------------------------------------------------------------------
     def metrics(self, name: str) -> Metric:

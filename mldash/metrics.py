@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 import os
 from collections import deque
-from itertools import repeat
 from time import time as _now
 from typing import TYPE_CHECKING, Any, Iterable
 
@@ -19,6 +18,10 @@ if TYPE_CHECKING:
     from .experiment import Experiment
 
 _PLAIN = frozenset((float, int, str, bool, type(None)))
+# The write time rides in the point's own dict under a key no caller can pass
+# (None): the queued entry stays one dict of atomic values, which CPython does
+# not track for the cyclic GC, instead of a tuple the GC would keep walking.
+TIME_KEY = None
 
 
 def coerce_value(key: Any, value: Any) -> Any:
@@ -87,8 +90,9 @@ class Metric:
                 break
         if not fields:
             raise ValueError("append() needs at least one field, e.g. append(value=0.5, step=1)")
+        fields[TIME_KEY] = _now()
         queue = self._queue
-        queue.append((_now(), fields))
+        queue.append(fields)
         if len(queue) >= self._trigger:
             self._exp._pressure(queue)
 
@@ -101,6 +105,7 @@ class Metric:
             raise TypeError("append_batch() takes a list of dicts; use append(**fields) for one point")
         checked = []
         add = checked.append
+        now = _now()
         for point in points:
             if point.__class__ is not dict:
                 if not isinstance(point, dict):
@@ -113,11 +118,12 @@ class Metric:
                     break
             else:
                 point = point.copy()  # the caller may reuse its dict
+            point[TIME_KEY] = now
             add(point)
         if not checked:
             return
         queue = self._queue
-        queue.extend(zip(repeat(_now()), checked))
+        queue.extend(checked)
         if len(queue) >= self._trigger:
             self._exp._pressure(queue)
 

@@ -210,11 +210,15 @@ def write_atomic(path: str, data: bytes) -> None:
         raise
 
 
-def update_document(path: str, changes: dict) -> dict:
-    """Merge ``changes`` into the JSON document at ``path``, atomically."""
+def update_document(path: str, changes) -> dict:
+    """Merge ``changes`` into the JSON document at ``path``, atomically.
+
+    ``changes`` is a dict, or a function of the current document returning one
+    (for updates that depend on what another process wrote).
+    """
     with locked(path):
         document = read_document(path)
-        document.update(changes)
+        document.update(changes(document) if callable(changes) else changes)
         write_atomic(path, _codec.dumps(document, default=str))
         return document
 
