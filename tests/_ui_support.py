@@ -1,0 +1,121 @@
+"""Fixtures for the dashboard tests: real runs in a tmp root, a real `mldash ui`, real Chromium."""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import subprocess
+import sys
+import time
+
+import mldash
+
+HOSTILE = "<img src=x onerror=alert(1)>"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--no-first-run",
+]
+ARTIFACTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "test-artifacts")
+
+
+def fill_root(root: str) -> dict:
+    """Three finished runs (one failed, one with hostile strings everywhere); returns their prefixes."""
+    runs = {}
+    for lr, name in ((0.1, "lr-0.1"), (0.01, "lr-0.01")):
+        exp = mldash.Experiment(project="vision", folder="resnet", name=name, root=root, tags=["baseline"])
+        with exp:
+            exp.params.set(model={"arch": "resnet18", "depth": 18}, lr=lr, batch_size=32, seed=1)
+            for step in range(300):
+                loss = 2.0 * math.exp(-step * lr / 3) + (5.0 if step == 137 else 0.0)  # one spike
+                exp.metrics("train/loss").append(value=loss, step=step, epoch=step // 100)
+            for epoch in range(3):
+                exp.metrics("val/accuracy").append(value=0.5 + 0.1 * epoch + lr, epoch=epoch, step=(epoch + 1) * 100)
+                exp.checkpoint(f"ckpt/epoch={epoch}.ckpt", step=(epoch + 1) * 100, epoch=epoch, score=0.5 + 0.1 * epoch,
+                               is_best=epoch == 2)
+            exp.summary.set(train_runtime=12.5, best_accuracy=0.7 + lr)
+            for i in range(40):
+                exp.log(f"epoch {i // 10} batch {i} done", level="debug" if i % 2 else "info")
+            exp.log("learning rate looks high", level="warn", metadata={"lr": lr})
+        runs[name] = exp.prefix
+
+    failed = mldash.Experiment(project="nlp", name="bert-crash", root=root)
+    try:
+        with failed:
+            failed.params.set(lr=3e-5, batch_size=16, model={"arch": "bert-base"})
+            for step in range(50):
+                failed.metrics("loss").append(value=1.0 / (step + 1), step=step)
+            raise RuntimeError("CUDA out of memory while allocating tensor")
+    except RuntimeError:
+        pass
+    runs["failed"] = failed.prefix
+
+    evil = mldash.Experiment(project="nlp", name=HOSTILE, root=root, description=HOSTILE, tags=[HOSTILE])
+    with evil:
+        evil.params.set(**{HOSTILE: HOSTILE, "note": "<script>alert(2)</script>"})
+        evil.metrics(HOSTILE).append(value=1.5, step=0)
+        evil.metrics(HOSTILE).append(value=0.5, step=1)
+        evil.log(HOSTILE, level="error", metadata={"traceback": HOSTILE})
+    runs["evil"] = evil.prefix
+    return runs
+
+
+class UiServer:
+    """`python -m mldash ui ROOT --port 0` as a subprocess; ``url`` is what it printed."""
+
+    def __init__(self, root: str, *extra: str) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "mldash", "ui", root, "--port", "0", *extra],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+        self.output = []
+        deadline = time.time() + 30
+        self.url = None
+        while time.time() < deadline:
+            line = self.proc.stdout.readline()
+            if not line:
+                break
+            self.output.append(line)
+            found = re.search(r"(http://\S+?/)(\?token=\S+)?\s", line)
+            if found:
+                self.url = found.group(1)
+                break
+        if self.url is None:
+            self.stop()
+            raise RuntimeError("mldash ui did not print its URL:\n" + "".join(self.output))
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def launch_chromium(playwright):
+    return playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+
+
+def canvas_ink(page, selector: str = "canvas") -> list[int]:
+    """For each canvas under ``selector``: how many pixels are not background (not transparent or white)."""
+    return page.eval_on_selector_all(
+        selector,
+        """cs => cs.map(c => {
+            const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+            let n = 0;
+            for (let i = 0; i < d.length; i += 4) {
+                if (d[i + 3] > 0 && !(d[i] > 240 && d[i + 1] > 240 && d[i + 2] > 240)) n++;
+            }
+            return n;
+        })""",
+    )
+
+
+def screenshot(page, name: str) -> str:
+    os.makedirs(ARTIFACTS, exist_ok=True)
+    path = os.path.join(ARTIFACTS, name)
+    page.screenshot(path=path, full_page=True)
+    return path
