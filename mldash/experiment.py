@@ -154,20 +154,20 @@ class Experiment:
         info = process_info()
 
         def started(meta: dict) -> dict:
-            if not meta:
-                meta = {
-                    "id": uuid.uuid4().hex,
-                    "project": self.project,
-                    "folder": self.folder,
-                    "name": self.name,
-                    "prefix": self.prefix,
-                    "namespace": self.namespace,
-                    "created_at": now,
-                    "started_at": now,
-                    "sessions": 0,
-                    "tags": [],
-                    "description": None,
-                }
+            if "id" not in meta:  # new (other keys may already be there: an early error)
+                meta.update(
+                    id=uuid.uuid4().hex,
+                    project=self.project,
+                    folder=self.folder,
+                    name=self.name,
+                    prefix=self.prefix,
+                    namespace=self.namespace,
+                    created_at=now,
+                    started_at=now,
+                    sessions=0,
+                    tags=[],
+                    description=None,
+                )
             meta.update(info)
             meta["status"] = RUNNING
             meta["sessions"] = meta.get("sessions", 0) + 1
