@@ -57,7 +57,7 @@ def encode_points(items) -> tuple[list[bytes], array]:
         times = [int(f.pop(TIME_KEY) * 1000) for f in part]
         try:
             lines = [dumps((t, f), default=default, option=_LINE) for t, f in zip(times, part)]
-        except TypeError:
+        except Exception:  # one odd value must not hold back the whole series
             lines = [_encode_point(t, f) for t, f in zip(times, part)]
         else:
             if b"null" in b"".join(lines):
@@ -78,7 +78,7 @@ def _encode_point(t: int, fields: dict) -> bytes:
     """The slow path: non-finite floats, ints past 64 bits, odd strings."""
     try:
         return _codec.dumps_line((t, fields))
-    except TypeError:
+    except Exception:
         return _codec.dumps_line((t, _safe_fields(fields)))
 
 
@@ -89,7 +89,7 @@ def _safe_fields(fields: dict) -> dict:
         try:
             orjson.dumps(value, default=_codec.scalar_default)
             out[key] = value
-        except TypeError:
+        except Exception:  # e.g. a tensor whose device can no longer be read
             out[key] = float(value) if isinstance(value, int) else repr(value)
     return out
 
@@ -182,6 +182,36 @@ class Writer:
         self._thread.join(timeout=30)
         for f in self._files.values():
             f.close()
+
+    def rescue(self) -> str | None:
+        """Write what could not be stored to a fresh folder elsewhere; return it.
+
+        Used by finish() when the run's own disk keeps failing, so the process can
+        exit without taking accepted points with it. Same layout as the run.
+        """
+        if not (self._retry or self._retry_logs or self._retry_extra):
+            return None
+        import tempfile
+
+        target = tempfile.mkdtemp(prefix="mldash-rescue-")
+        for folder, (chunks, _lengths) in self._retry.items():
+            rel = os.path.relpath(folder, self.exp.path)
+            os.makedirs(os.path.join(target, rel), exist_ok=True)
+            with open(os.path.join(target, rel, "data.jsonl"), "ab") as f:
+                f.write(b"".join(chunks))
+        if self._retry_logs:
+            os.makedirs(os.path.join(target, "logs"), exist_ok=True)
+            with open(os.path.join(target, "logs", "logs.jsonl"), "ab") as f:
+                for t, level, message, metadata in self._retry_logs:
+                    f.write(_codec.dumps_line(
+                        {"timestamp": t, "level": level, "message": message, "metadata": metadata}
+                    ))
+        for (folder, stem), record in self._retry_extra:
+            rel = os.path.relpath(folder, self.exp.path)
+            os.makedirs(os.path.join(target, rel), exist_ok=True)
+            with open(os.path.join(target, rel, stem + ".jsonl"), "ab") as f:
+                f.write(_codec.dumps_line(record))
+        return target
 
     # ---- the writer thread --------------------------------------------------
     def _run(self) -> None:

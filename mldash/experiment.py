@@ -255,9 +255,14 @@ class Experiment:
             if uploader is not None:
                 uploader.close()
             if writer.error is not None:
+                try:
+                    saved = writer.rescue()
+                    where = f"; they were saved to {saved} instead" if saved else ""
+                except OSError as error:
+                    where = f"; saving them elsewhere failed too ({error})"
                 raise StorageError(
                     f"mldash could not write {writer.pending()} accepted records to {self.path}: "
-                    f"{writer.error}"
+                    f"{writer.error}{where}"
                 ) from writer.error
 
     def _finish_quietly(self) -> None:

@@ -111,8 +111,11 @@ def test_finish_reports_records_it_could_not_write(root):
     data.parent.mkdir(parents=True)
     os.symlink("/dev/full", data)
     exp.metrics("loss").append(v=1)
-    with pytest.raises(mldash.StorageError, match="could not write 1 accepted records"):
+    with pytest.raises(mldash.StorageError, match="could not write 1 accepted records") as caught:
         exp.finish()
+    rescued = Path(str(caught.value).split("saved to ")[1].split(" instead")[0])
+    line = (rescued / "metrics" / "loss" / "data.jsonl").read_bytes()
+    assert json.loads(line)[1] == {"v": 1}
 
 
 def test_memory_stays_bounded_when_the_writer_cannot_keep_up(root):

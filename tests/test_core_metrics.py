@@ -235,3 +235,17 @@ def test_a_value_step_point_costs_at_most_60_bytes_on_disk(exp):
     assert size / len(values) <= 60
     first = orjson.loads((folder / "data.jsonl").read_bytes().splitlines()[0])
     assert first[1] == {"value": values[0], "step": 0}  # no precision given up
+
+
+def test_accelerator_tensors_are_not_read_on_the_callers_thread(exp):
+    """On a device tensor the caller only clones (an async copy); the writer reads it.
+
+    The "meta" device stands in for CUDA here: reading it raises, so a read on the
+    caller's thread would fail the append, and the writer stores what it can.
+    """
+    loss = torch.tensor(0.5, device="meta")
+    exp.metrics("loss").append(value=loss, step=1)  # no .item() here, so no error
+    exp.metrics("loss").append(value=0.25, step=2)
+    data = [p["data"] for p in exp.metrics("loss").read()["data"]]
+    assert data[1] == {"value": 0.25, "step": 2}  # the unreadable point held nothing back
+    assert data[0]["step"] == 1 and "meta" in str(data[0]["value"])
