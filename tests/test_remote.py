@@ -7,15 +7,14 @@ up holding is exactly the local copy, whatever happens to the server meanwhile.
 from __future__ import annotations
 
 import os
-import re
 import shlex
-import signal
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
 
+import orjson
 import pytest
 
 import mldash
@@ -25,29 +24,41 @@ from mldash.remote._replicate import Replicator, pending
 from mldash.remote.client import list_remote_experiments
 from mldash.remote.sync import sync_root
 
-from _remote_support import ServerProcess, free_port
+from _server_support import free_port, make_backend, moto_s3, postgres  # noqa: F401  (fixtures)
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
 LEVELS = ("debug", "info", "warn", "error", "fatal")
 
 
 # ---- fixtures and helpers -----------------------------------------------------------------
+@pytest.fixture(scope="module", params=["embedded", "postgres"])
+def backend(request, tmp_path_factory):
+    """The server's store: embedded (SQLite + folder), or PostgreSQL + moto's S3."""
+    b = make_backend(request.param, tmp_path_factory.mktemp(request.param), request)
+    yield b
+    b.stop()
+
+
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def server(backend):
     """One server for the tests that only add experiments (each under its own prefix)."""
-    proc = ServerProcess(tmp_path_factory.mktemp("server"))
-    proc.start()
-    yield proc
-    proc.stop()
+    return backend.start_server()
+
+
+@pytest.fixture(params=["embedded", "postgres"])
+def fresh_backend(request, tmp_path):
+    """A store of its own, for a test that kills and restarts its server."""
+    b = make_backend(request.param, tmp_path, request)
+    yield b
+    b.stop()
 
 
 @pytest.fixture
-def own_server(tmp_path):
-    """A server this test may kill and restart (same database, same port)."""
-    proc = ServerProcess(tmp_path / "server")
-    yield proc
-    proc.stop()
+def embedded_backend(request, tmp_path):
+    b = make_backend("embedded", tmp_path, request)
+    yield b
+    b.stop()
 
 
 @pytest.fixture
@@ -56,8 +67,9 @@ def quick_sync(monkeypatch):
 
 
 def canonical(value) -> bytes:
-    """JSON with NaN/inf tagged, so that NaN compares equal to NaN."""
-    return _codec.dumps(value)
+    """JSON with NaN/inf tagged (so NaN equals NaN) and keys sorted (PostgreSQL's
+    JSONB keeps its own key order)."""
+    return orjson.dumps(orjson.loads(_codec.dumps(value)), option=orjson.OPT_SORT_KEYS)
 
 
 def read_all_metric(exp: mldash.Experiment, name: str) -> dict:
@@ -172,8 +184,10 @@ def test_writes_after_finish_resume_the_upload(server, root, tmp_path, quick_syn
     assert_server_holds_local_copy(again, server.url, tmp_path)
 
 
-def test_server_down_at_start_then_started_later_receives_everything(own_server, root, tmp_path, quick_sync):
-    exp = mldash.Experiment("remote/late-server", root=root, remote=own_server.url)
+def test_server_down_at_start_then_started_later_receives_everything(embedded_backend, root, tmp_path, quick_sync):
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    exp = mldash.Experiment("remote/late-server", root=root, remote=url)
     exp.start()
     started = time.monotonic()
     for i in range(2000):
@@ -181,16 +195,16 @@ def test_server_down_at_start_then_started_later_receives_everything(own_server,
     exp.log("written while the server was down")
     exp.params.set(lr=0.1)
     assert time.monotonic() - started < 5, "training must not wait for an unreachable server"
-    own_server.start()
+    embedded_backend.start_server(port=port)
     for i in range(2000, 3000):
         exp.metrics("loss").append(value=float(i), step=i)
     exp.finish()
-    assert_server_holds_local_copy(exp, own_server.url, tmp_path)
-    assert server_record(own_server.url, exp.prefix)["status"] == "COMPLETED"
+    assert_server_holds_local_copy(exp, url, tmp_path)
+    assert server_record(url, exp.prefix)["status"] == "COMPLETED"
 
 
-def test_server_killed_mid_run_and_restarted_holds_exactly_what_was_written(own_server, root, tmp_path, quick_sync):
-    own_server.start()
+def test_server_killed_mid_run_and_restarted_holds_exactly_what_was_written(fresh_backend, root, tmp_path, quick_sync):
+    own_server = fresh_backend.start_server()
     exp = mldash.Experiment("remote/killed", root=root, remote=own_server.url, flush_interval=0.05)
     exp.start()
     stop = threading.Event()
@@ -233,25 +247,29 @@ def test_server_killed_mid_run_and_restarted_holds_exactly_what_was_written(own_
     assert_server_holds_local_copy(exp, own_server.url, tmp_path)
 
 
-def test_finish_with_server_down_is_bounded_and_prints_the_sync_command(own_server, root, tmp_path, monkeypatch, capsys):
+def test_finish_with_server_down_prints_the_sync_command_that_uploads_the_rest(
+    embedded_backend, root, tmp_path, monkeypatch, capsys
+):
     monkeypatch.setenv("MLDASH_SYNC_TIMEOUT", "1")
-    exp = mldash.Experiment("remote/offline-finish", root=root, remote=own_server.url)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    exp = mldash.Experiment("remote/offline-finish", root=root, remote=url)
     with exp:
         exp.metrics("loss").append_batch([{"value": float(i)} for i in range(500)])
         exp.log("hello")
     err = capsys.readouterr().err
     assert "500 metric points" in err and "1 log" in err
     command = next(line.strip() for line in err.splitlines() if line.strip().startswith("mldash sync"))
-    assert command == f"mldash sync {shlex.quote(exp.root)} --remote {own_server.url}"
-    assert pending(exp.path, own_server.url, "default")
+    assert command == f"mldash sync {shlex.quote(exp.root)} --remote {url}"
+    assert pending(exp.path, url, "default")
 
     # The printed command, run as printed, uploads the rest.
-    own_server.start()
+    embedded_backend.start_server(port=port)
     result = subprocess.run(shlex.split(command), capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert not pending(exp.path, own_server.url, "default")
-    assert_server_holds_local_copy(exp, own_server.url, tmp_path)
-    assert server_record(own_server.url, exp.prefix)["status"] == "COMPLETED"
+    assert not pending(exp.path, url, "default")
+    assert_server_holds_local_copy(exp, url, tmp_path)
+    assert server_record(url, exp.prefix)["status"] == "COMPLETED"
 
 
 def test_finish_returns_within_the_sync_timeout_when_the_server_is_unreachable(root, monkeypatch, capsys):
@@ -293,13 +311,13 @@ def test_sync_resumes_after_interruption_and_never_sends_a_point_twice(server, r
     exp = mldash.Experiment("offline/interrupted", root=root)
     with exp:
         for name in ("a", "b", "c"):
-            exp.metrics(name).append_batch([{"value": float(i), "step": i} for i in range(20_000)])
+            exp.metrics(name).append_batch([{"value": float(i), "step": i} for i in range(10_000)])
         exp.log("done")
     total_bytes = pending(exp.path, server.url, "default").bytes
 
     # A sync cut short after two batches (Ctrl-C, a dropped connection...).
     api = Api(server.url, None)
-    replicator = Replicator(exp.path, api, "default", server.url, max_batch_bytes=256 * 1024)
+    replicator = Replicator(exp.path, api, "default", server.url, max_batch_bytes=128 * 1024)
     sent = []
 
     def interrupt_after_two(n: int) -> None:
@@ -311,12 +329,12 @@ def test_sync_resumes_after_interruption_and_never_sends_a_point_twice(server, r
         replicator.run_pass(progress=interrupt_after_two)
     api.close()
     held = sum(server_progress(server.url, exp.prefix)["metrics"].values())
-    assert 0 < held < 60_000
+    assert 0 < held < 30_000
 
     result = sync_root(str(root), server.url)
     assert result.uploaded == [exp.prefix] and not result.failed
     assert result.bytes_sent < total_bytes - sum(sent) / 2, "the resumed sync sent again what was acknowledged"
-    assert server_progress(server.url, exp.prefix)["metrics"] == {"a": 20_000, "b": 20_000, "c": 20_000}
+    assert server_progress(server.url, exp.prefix)["metrics"] == {"a": 10_000, "b": 10_000, "c": 10_000}
     assert_server_holds_local_copy(exp, server.url, tmp_path)
 
 
@@ -356,6 +374,32 @@ def test_mldash_ls_remote_lists_the_servers_experiments(server, root, quick_sync
     assert result.returncode == 0, result.stderr
     assert "listing/cancelled" in result.stdout and "CANCELLED" in result.stdout
     assert "listing/ok" not in result.stdout
+
+
+def test_a_refused_token_never_stops_training_and_sync_with_the_right_one_uploads(
+    embedded_backend, root, tmp_path, monkeypatch, capsys
+):
+    created = embedded_backend.cli("token", "create", "ci", "--write", "team")
+    assert created.returncode == 0, created.stderr
+    token = created.stdout.strip().splitlines()[0]
+    url = embedded_backend.start_server().url
+    monkeypatch.setenv("MLDASH_SYNC_TIMEOUT", "1")
+
+    exp = mldash.Experiment("secure/run", root=root, remote=url, token="not-a-token", namespace="team")
+    with exp:
+        exp.metrics("loss").append_batch([{"value": float(i)} for i in range(100)])
+    assert exp.status == "COMPLETED" and len(exp.metrics("loss")) == 100
+    err = capsys.readouterr().err
+    assert "401" in err and "MLDASH_TOKEN" in err
+    command = next(line.strip() for line in err.splitlines() if line.strip().startswith("mldash sync"))
+    assert command.endswith("--namespace team")
+
+    result = subprocess.run(
+        shlex.split(command), capture_output=True, text=True, timeout=120, env={**os.environ, "MLDASH_TOKEN": token}
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    reader = mldash.Experiment("secure/run", root=tmp_path / "reader", remote=url, token=token, namespace="team")
+    assert canonical(reader.metrics("loss").read(0, 1000)) == canonical(exp.metrics("loss").read(0, 1000))
 
 
 def test_import_mldash_does_not_load_requests():
