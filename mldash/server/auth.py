@@ -96,8 +96,8 @@ class Forbidden(Exception):
 class Authenticator:
     """Resolves the Authorization header of a request to a Scope.
 
-    ``mode``: "required" (always check tokens), "off" (open), or "auto" (check
-    tokens as soon as any active token exists; open until then).
+    ``mode``: "required" (always check tokens), "off" (open), or "auto" (open
+    until the first token is created, then always checked, even after revoking).
     """
 
     def __init__(self, store: Store, mode: str = "auto") -> None:
@@ -115,7 +115,9 @@ class Authenticator:
         checked_at, active = self._active
         if time.monotonic() - checked_at > _CACHE_SECONDS:
             with self.store.reading() as conn:
-                active = bool(conn.execute(select(func.count()).select_from(tokens).where(tokens.c.revoked_at.is_(None))).scalar())
+                # Any token ever created, revoked ones too: revoking the last token
+                # must not silently open the server.
+                active = bool(conn.execute(select(func.count()).select_from(tokens)).scalar())
             self._active = (time.monotonic(), active)
         return active
 

@@ -61,7 +61,7 @@ def register(main: click.Group) -> None:
         type=click.Choice(["auto", "required", "off"]),
         default="auto",
         show_default=True,
-        help="auto: tokens are checked once any token exists; required: always; off: open (loopback only).",
+        help="auto: open until the first token is created, then required; required: always; off: open (loopback only).",
     )
     @click.option("--no-ui", is_flag=True, help="Serve only the API, not the dashboard.")
     @click.option("--log-level", default="warning", show_default=True, type=click.Choice(["debug", "info", "warning", "error"]))
@@ -79,19 +79,18 @@ def register(main: click.Group) -> None:
 
         from .auth import list_tokens
 
-        store = _open_store(data, db, blob, s3_endpoint)
         db_url, blob_url = resolve_storage(data, db, blob)
         if not is_loopback(host):
+            store = _open_store(data, db, blob, s3_endpoint)
             active = [t for t in list_tokens(store) if t["revoked_at"] is None]
+            store.close()
             if auth == "off" or (auth == "auto" and not active):
-                store.close()
                 raise click.ClickException(
                     f"refusing to serve {host} without authentication: anyone who can reach it could read and "
                     "write every experiment. Create a token first (mldash token create NAME --write '*' "
                     "with the same --db), or pass --auth required, or bind 127.0.0.1."
                 )
             auth = "required"  # revoking the last token must never open the server
-        store.close()
         os.environ["MLDASH_SERVER_CONFIG"] = orjson.dumps(
             {"db": db_url, "blob": blob_url, "s3_endpoint": s3_endpoint, "auth": auth, "ui": not no_ui}
         ).decode()

@@ -378,14 +378,31 @@ class Store:
                 "INSERT OR IGNORE INTO metric_points (series_id, idx, ts, line) VALUES (?, ?, ?, ?)",
                 [(series_id, first + k, int(p[0]), line) for k, (p, line) in enumerate(zip(points, lines))],
             )
-        else:
-            # One statement for the whole batch: far faster than executemany.
-            conn.exec_driver_sql(
-                "INSERT INTO metric_points (series_id, idx, ts, line) "
-                "SELECT %(s)s, i, t, l FROM unnest(%(i)s::bigint[], %(t)s::bigint[], %(l)s::bytea[]) AS u(i, t, l) "
-                "ON CONFLICT DO NOTHING",
-                {"s": series_id, "i": list(range(first, first + len(points))), "t": [int(p[0]) for p in points], "l": lines},
-            )
+            return
+        # PostgreSQL: binary COPY is about 3x faster than any INSERT. The series row
+        # is locked and these indices are past its total, so they cannot exist yet;
+        # should one exist anyway, the savepoint falls back to ON CONFLICT DO NOTHING.
+        import psycopg
+
+        try:
+            with conn.begin_nested():
+                raw = conn.connection.driver_connection
+                with raw.cursor() as cursor, cursor.copy(
+                    "COPY metric_points (series_id, idx, ts, line) FROM STDIN WITH (FORMAT BINARY)"
+                ) as copy:
+                    copy.set_types(["int4", "int8", "int8", "bytea"])
+                    write = copy.write_row
+                    for k, (p, line) in enumerate(zip(points, lines)):
+                        write((series_id, first + k, int(p[0]), line))
+            return
+        except psycopg.errors.UniqueViolation:
+            pass
+        conn.exec_driver_sql(
+            "INSERT INTO metric_points (series_id, idx, ts, line) "
+            "SELECT %(s)s, i, t, l FROM unnest(%(i)s::bigint[], %(t)s::bigint[], %(l)s::bytea[]) AS u(i, t, l) "
+            "ON CONFLICT DO NOTHING",
+            {"s": series_id, "i": list(range(first, first + len(points))), "t": [int(p[0]) for p in points], "l": lines},
+        )
 
     def compact(self, series_id: int) -> int:
         """Move whole chunks of the oldest hot points into the object store.

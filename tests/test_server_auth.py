@@ -1,0 +1,118 @@
+"""Security: open only on loopback, tokens from the CLI stored hashed, scoped to namespaces."""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+
+from _server_support import Backend, free_port, mldash_cli
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
+
+
+@pytest.fixture
+def embedded(tmp_path):
+    b = Backend("embedded", None, None, tmp_path / "server-data", None)
+    yield b
+    b.stop()
+
+
+def create_token(backend, *args) -> str:
+    result = backend.cli("token", "create", *args)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+def test_a_loopback_server_without_tokens_is_open(embedded):
+    server = embedded.start_server()
+    with httpx.Client(base_url=server.url + "/api/v1") as api:
+        assert api.get("/health").json()["auth"] is False
+        assert api.post("/experiments", json={"prefix": "p/r"}).status_code == 200
+
+
+def test_tokens_are_required_and_scoped_once_one_exists(embedded):
+    writer = create_token(embedded, "team-a-writer", "--write", "team-a")
+    reader = create_token(embedded, "reader", "--read", "team-a", "--read", "team-b")
+    admin = create_token(embedded, "admin", "--write", "*")
+    server = embedded.start_server()
+
+    def call(method, path, token=None, headers=None, **kw):
+        headers = headers or ({"Authorization": f"Bearer {token}"} if token else {})
+        return httpx.request(method, server.url + "/api/v1" + path, headers=headers, **kw)
+
+    assert call("GET", "/experiments").status_code == 401
+    assert call("GET", "/experiments", "mldash_wrong").status_code == 401
+    assert call("GET", "/experiments", headers={"Authorization": "Basic abc"}).status_code == 401
+    missing = call("POST", "/experiments", json={"prefix": "p/r", "namespace": "team-a"})
+    assert missing.status_code == 401 and "token" in missing.json()["detail"]
+
+    exp = call("POST", "/experiments", writer, json={"prefix": "p/r", "namespace": "team-a"})
+    assert exp.status_code == 200
+    exp_id = exp.json()["id"]
+    points = {"series": [{"name": "loss", "start_index": 0, "points": [[1, {"value": 1.0}]]}]}
+    assert call("POST", f"/experiments/{exp_id}/metrics", writer, json=points).status_code == 200
+    # Outside its namespaces, or writing with a read-only token: 403.
+    forbidden = call("POST", "/experiments", writer, json={"prefix": "p/r", "namespace": "team-b"})
+    assert forbidden.status_code == 403 and "team-b" in forbidden.json()["detail"]
+    assert call("POST", f"/experiments/{exp_id}/metrics", reader, json=points).status_code == 403
+    assert call("PATCH", f"/experiments/{exp_id}", reader, json={"meta": {"status": "FAILED"}}).status_code == 403
+    # Reading: the read token may, and write implies read.
+    assert call("GET", f"/experiments/{exp_id}/metrics/read", reader, params={"name": "loss"}).json()["total"] == 1
+    assert call("GET", f"/experiments/{exp_id}", writer).status_code == 200
+    # A listing covers only the namespaces the token can read.
+    call("POST", "/experiments", admin, json={"prefix": "p/other", "namespace": "team-c"})
+    assert [e["namespace"] for e in call("GET", "/experiments", reader).json()["experiments"]] == ["team-a"]
+    assert sorted(e["namespace"] for e in call("GET", "/experiments", admin).json()["experiments"]) == ["team-a", "team-c"]
+    assert call("GET", "/experiments", reader, params={"namespace": "team-c"}).status_code == 403
+    assert call("GET", "/projects", reader).json()["projects"] == [{"namespace": "team-a", "project": "p", "experiments": 1}]
+
+
+def test_tokens_are_stored_hashed_listed_and_revocable(embedded):
+    secret = create_token(embedded, "ci", "--write", "default")
+    db = embedded.data / "mldash.db"
+    with sqlite3.connect(db) as conn:
+        stored = conn.execute("SELECT secret_hash FROM tokens").fetchall()
+        dump = "\n".join(conn.iterdump())
+    assert stored == [(hashlib.sha256(secret.encode()).hexdigest(),)]
+    assert secret not in dump
+    listing = embedded.cli("token", "list")
+    assert "ci" in listing.stdout and secret not in listing.stdout
+
+    server = embedded.start_server()
+    headers = {"Authorization": f"Bearer {secret}"}
+    assert httpx.get(server.url + "/api/v1/experiments", headers=headers).status_code == 200
+    assert embedded.cli("token", "revoke", "1").returncode == 0
+    assert embedded.cli("token", "revoke", "1").returncode != 0  # already revoked: says so
+    deadline = time.monotonic() + 10
+    while httpx.get(server.url + "/api/v1/experiments", headers=headers).status_code != 401:
+        assert time.monotonic() < deadline, "a revoked token kept working"
+        time.sleep(0.2)
+
+
+def test_a_token_needs_a_scope(embedded):
+    result = embedded.cli("token", "create", "nothing")
+    assert result.returncode != 0 and "namespace" in result.stderr
+
+
+def test_other_addresses_refuse_to_start_without_auth(tmp_path):
+    data = tmp_path / "data"
+    args = [sys.executable, "-m", "mldash", "server", "--host", "0.0.0.0", "--port", str(free_port()), "--data", str(data)]
+    refused = subprocess.run(args, capture_output=True, text=True, timeout=60)
+    assert refused.returncode != 0 and "refusing to serve 0.0.0.0 without authentication" in refused.stderr
+    refused = subprocess.run(args + ["--auth", "off"], capture_output=True, text=True, timeout=60)
+    assert refused.returncode != 0 and "refusing" in refused.stderr
+
+    # With a token it starts, and checks tokens.
+    assert mldash_cli("token", "create", "ops", "--write", "*", data=data).returncode == 0
+    backend = Backend("embedded", None, None, data, None)
+    try:
+        server = backend.start_server(host="0.0.0.0")
+        assert httpx.get(server.url + "/api/v1/experiments").status_code == 401
+    finally:
+        backend.stop()
