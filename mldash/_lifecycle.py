@@ -98,6 +98,10 @@ def _on_sigterm(signum, frame):
         # Someone else (a framework) decides how to stop; atexit finishes us.
         previous(signum, frame)
         return
+    if signal.getsignal(signal.SIGTERM) is not _on_sigterm:
+        # A handler installed after ours (Lightning's, say) called us as part of its
+        # chain: it decides how to stop, as it would without us; atexit finishes.
+        return
     for exp in exps:
         exp._finish_quietly()
     signal.signal(signal.SIGTERM, signal.SIG_DFL)

@@ -70,6 +70,32 @@ def encode_points(items) -> tuple[list[bytes], array]:
     return chunks, lengths
 
 
+def encode_entries(entries: list) -> tuple[list[bytes], array]:
+    """Queue entries in order: point dicts to encode, and batches that
+    ``append_batch`` already encoded as ``(bytes, line lengths)``."""
+    if all(e.__class__ is dict for e in entries):
+        return encode_points(entries)
+    chunks: list[bytes] = []
+    lengths = array("I")
+    run: list[dict] = []
+    for entry in entries:
+        if entry.__class__ is dict:
+            run.append(entry)
+            continue
+        if run:
+            c, l = encode_points(run)
+            chunks += c
+            lengths += l
+            run = []
+        chunks.append(entry[0])
+        lengths += entry[1]
+    if run:
+        c, l = encode_points(run)
+        chunks += c
+        lengths += l
+    return chunks, lengths
+
+
 def pack_lines(lines: list[bytes]) -> tuple[list[bytes], array]:
     return [b"".join(lines)], array("I", map(len, lines))
 
@@ -126,12 +152,13 @@ class Writer:
         if not self._wake.is_set():
             self._wake.set()
 
-    def pressure(self, queue: deque) -> None:
+    def pressure(self, queue: deque, weight: int = 1) -> None:
         """Called when a queue reaches its trigger: wake, and block when full."""
         self.wake()
-        if len(queue) >= self.max_pending and threading.current_thread() is not self._thread:
+        limit = self.max_pending
+        if len(queue) * weight >= limit and threading.current_thread() is not self._thread:
             with self._cond:
-                while len(queue) >= self.max_pending and self._thread.is_alive():
+                while len(queue) * weight >= limit and self._thread.is_alive():
                     if self.error is not None:
                         break  # a broken disk must not hang training: say so instead
                     self._cond.wait(0.05)
@@ -149,7 +176,8 @@ class Writer:
     def pending(self) -> int:
         n = len(self.logs) + len(self.extra) + len(self._retry_logs) + len(self._retry_extra)
         n += sum(len(lengths) for _, lengths in self._retry.values())
-        n += sum(len(m._queue) for m in list(self.exp._metrics.values()))
+        for metric in list(self.exp._metrics.values()):
+            n += sum(1 if e.__class__ is dict else len(e[1]) for e in list(metric._queue))
         return n
 
     def flush(self, durable: bool = True, timeout: float | None = None) -> bool:
@@ -282,7 +310,7 @@ class Writer:
         chunks, lengths = self._retry.pop(key, ([], array("I")))
         if n:
             pop = queue.popleft
-            new_chunks, new_lengths = encode_points([pop() for _ in range(n)])
+            new_chunks, new_lengths = encode_entries([pop() for _ in range(n)])
             chunks += new_chunks
             lengths += new_lengths
         if not lengths:

@@ -204,15 +204,18 @@ class Experiment:
             metric._trigger = 0
         self._logs_trigger = 0
 
-    def _pressure(self, queue) -> None:
-        """The slow path of an append: start, surface errors, apply backpressure."""
+    def _pressure(self, queue, weight: int = 1) -> None:
+        """The slow path of an append: start, surface errors, apply backpressure.
+
+        ``weight`` is the points per queued entry (encoded batches are one entry).
+        """
         if self._status != RUNNING:
             self._ensure_started()
         writer = self._writer
         self._arm_triggers()
         writer.check()
-        if len(queue) >= writer.trigger:
-            writer.pressure(queue)
+        if len(queue) * weight >= writer.trigger:
+            writer.pressure(queue, weight)
 
     def _on_write_error(self) -> None:
         # Runs on the writer thread: send the next call down the slow path.

@@ -249,3 +249,15 @@ def test_accelerator_tensors_are_not_read_on_the_callers_thread(exp):
     data = [p["data"] for p in exp.metrics("loss").read()["data"]]
     assert data[1] == {"value": 0.25, "step": 2}  # the unreadable point held nothing back
     assert data[0]["step"] == 1 and "meta" in str(data[0]["value"])
+
+
+def test_appends_and_batches_on_one_series_keep_their_order(exp):
+    m = exp.metrics("mixed")
+    m.append(v=0)
+    m.append_batch([{"v": 1}, {"v": 2}])
+    m.append(v=3)
+    m.append_batch([{"v": 4, "text": "a {brace} and [bracket]"}, {"v": 5, "nan": float("nan")}])
+    m.append_batch(({"v": i} for i in (6, 7)))  # any iterable of dicts
+    data = [p["data"] for p in m.read()["data"]]
+    assert [d["v"] for d in data] == list(range(8))
+    assert data[4]["text"] == "a {brace} and [bracket]" and math.isnan(data[5]["nan"])
