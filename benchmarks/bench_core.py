@@ -45,8 +45,8 @@ print(json.dumps({"seconds": s, "points": N, "bytes": disk(D)}))
     "mldash append": ("""
 import mldash
 exp = mldash.Experiment("bench/append", root=D)
+exp.start()  # like wandb.init / mlflow.start_run, outside the timed loop
 t = time.perf_counter()
-m = None
 for i, v in enumerate(values):
     exp.metrics("loss").append(value=v, step=i)
 exp.finish()
@@ -56,6 +56,7 @@ print(json.dumps({"seconds": s, "points": N, "bytes": disk(os.path.join(D, "benc
     "mldash append_batch (100/batch)": ("""
 import mldash
 exp = mldash.Experiment("bench/batch", root=D)
+exp.start()
 batches = [[{"value": values[j], "step": j} for j in range(i, min(i + 100, N))] for i in range(0, N, 100)]
 t = time.perf_counter()
 for batch in batches:
