@@ -107,6 +107,8 @@ class MLDashCallback(TrainerCallback, ExportableState):
         self._skipped: set[str] = set()
         self._last_eval: tuple[int, Any] | None = None
         self._trainer: weakref.ref | None = None
+        self._training = False
+        self._recorded: BaseException | None = None
 
     # ---- which experiment ------------------------------------------------------------
     @property
@@ -200,18 +202,23 @@ class MLDashCallback(TrainerCallback, ExportableState):
                 self._exp.finish()
             self._trial_exp = False
         self._setup(args, state, model)
+        self._training = True
 
     def on_log(self, args, state, control, logs=None, model=None, **kwargs):
         if not state.is_world_process_zero or not logs or not self._is_active():
             return
         exp = self._exp if self._exp is not None else self._setup(args, state, model)
         self._append(exp, logs, state)
+        if not self._training:  # trainer.evaluate() outside train(): visible at once
+            exp.flush()
 
     def on_predict(self, args, state, control, metrics=None, model=None, **kwargs):
         if not state.is_world_process_zero or not metrics or not self._is_active():
             return
         exp = self._exp if self._exp is not None else self._setup(args, state, model)
         self._append(exp, metrics, state)
+        if not self._training:
+            exp.flush()
 
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):
         # Logged by on_log already; remembered here to score the next checkpoint.
@@ -237,6 +244,7 @@ class MLDashCallback(TrainerCallback, ExportableState):
         exp.checkpoint(self._checkpoint_path(args, state), step=step, **info)
 
     def on_train_end(self, args, state, control, **kwargs):
+        self._training = False
         exp = self._exp
         if exp is None or not state.is_world_process_zero or not self._is_active():
             return
@@ -246,7 +254,10 @@ class MLDashCallback(TrainerCallback, ExportableState):
         if state.best_model_checkpoint:
             summary["best_model_checkpoint"] = os.path.abspath(state.best_model_checkpoint)
         exp.summary.set(summary)
-        exp.finish()
+        if self._trial_exp:
+            exp.flush()  # a search evaluates the trial's objective next; closed after that
+        else:
+            exp.finish()
 
     # ---- helpers ----------------------------------------------------------------------
     def _append(self, exp: Experiment, logs: dict, state) -> None:
@@ -307,11 +318,20 @@ class MLDashCallback(TrainerCallback, ExportableState):
             return
         if not self._is_active() or not trainer.is_world_process_zero():
             return
+        if self._recorded is exc:  # seen leaving train(), now leaving hyperparameter_search()
+            return
+        self._recorded = exc
+        self._training = False
         exp = self._exp
         if exp is None:
             exp = self._setup(trainer.args, trainer.state, trainer.model)
         exp.log_exception(exc)
         exp.finish()
+
+    def _end_search(self) -> None:
+        if self._trial_exp and self._exp is not None:
+            self._exp.finish()  # the last trial: its objective was evaluated after train()
+            self._exp, self._trial_exp, self._search_base, self._trials = None, False, None, 0
 
     def state(self) -> dict:
         """What a checkpoint keeps (trainer_state.json): the experiment to continue."""
@@ -403,30 +423,38 @@ def _owning_trainer(callback):
 
 
 def _watch_train(trainer) -> None:
-    """Wrap ``trainer.train`` (on this instance only) to record an exception that leaves it."""
-    if getattr(trainer.__dict__.get("train"), "_mldash_watch", False):
-        return
-    train = trainer.train
+    """Wrap ``train`` and ``hyperparameter_search`` of this Trainer instance (not its class)
+    to record an exception that leaves them, and to close the last trial of a search."""
+    for method in ("train", "hyperparameter_search"):
+        current = getattr(trainer, method, None)
+        if current is None or getattr(current, "_mldash_watch", False):
+            continue
+        setattr(trainer, method, _watched(trainer, current, search=method != "train"))
 
-    @functools.wraps(train)
-    def train_watched(*args, **kwargs):
+
+def _watched(trainer, method, search: bool):
+    @functools.wraps(method)
+    def watched(*args, **kwargs):
         try:
-            return train(*args, **kwargs)
+            return method(*args, **kwargs)
         except BaseException as exc:
-            _report_failure(trainer, exc)
+            _each_callback(trainer, "_record_failure", trainer, exc)
             raise
+        finally:
+            if search:
+                _each_callback(trainer, "_end_search")
 
-    train_watched._mldash_watch = True
-    trainer.train = train_watched
+    watched._mldash_watch = True
+    return watched
 
 
-def _report_failure(trainer, exc: BaseException) -> None:
+def _each_callback(trainer, method: str, *args) -> None:
     for callback in list(getattr(trainer.callback_handler, "callbacks", ())):
         if isinstance(callback, MLDashCallback):
             try:
-                callback._record_failure(trainer, exc)
+                getattr(callback, method)(*args)
             except Exception as error:  # never hide the user's exception behind ours
-                warnings.warn(f"mldash could not record the failed run: {error!r}")
+                warnings.warn(f"mldash could not record the end of the run: {error!r}")
 
 
 def _keep_state_slot(callback, state) -> None:

@@ -1,0 +1,298 @@
+"""Hugging Face Trainer: MLDashCallback and report_to="mldash" on real tiny models.
+
+Every Trainer here is real (a 1-layer BERT built from a config, synthetic data, CPU);
+runs that need their own interpreter use tests/_transformers_support.py.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("transformers")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from transformers import Trainer, TrainerCallback  # noqa: E402
+
+import mldash  # noqa: E402
+from mldash.integrations.transformers import MLDashCallback, MLDashReportToCallback, metric_name  # noqa: E402
+from mldash.params import flatten  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _transformers_support import dataset, tiny_model, training_args  # noqa: E402
+
+SUPPORT = Path(__file__).parent / "_transformers_support.py"
+pytestmark = pytest.mark.timeout(180)
+
+
+def experiments(root: Path) -> list[str]:
+    """The prefixes of every experiment stored under ``root``."""
+    found = []
+    for folder, _dirs, files in os.walk(root):
+        if "experiment.json" in files:
+            found.append(os.path.relpath(folder, root).replace(os.sep, "/"))
+    return sorted(found)
+
+
+def points(exp: mldash.Experiment, name: str) -> list[dict]:
+    return [p["data"] for p in exp.metrics(name).read(limit=10_000)["data"]]
+
+
+def train(tmp_path, callbacks=(), model=None, data=None, **overrides) -> Trainer:
+    trainer = Trainer(
+        model=model or tiny_model(), args=training_args(tmp_path / "out", **overrides),
+        train_dataset=data or dataset(), eval_dataset=dataset(8, seed=1), callbacks=list(callbacks),
+    )
+    trainer.train()
+    return trainer
+
+
+# ---- report_to="mldash" --------------------------------------------------------------------
+@pytest.mark.slow
+def test_report_to_mldash_works_in_a_script_that_never_imports_mldash(tmp_path, root):
+    env = {**os.environ, "MLDASH_PROJECT": "hf", "MLDASH_NAME": "from-env", "PYTHONPATH": ""}
+    result = subprocess.run(
+        [sys.executable, str(SUPPORT), "report_to", str(tmp_path / "out")],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=170,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "registered: True" in result.stdout, (
+        "the start-up hook did not register mldash; is mldash_transformers.pth installed "
+        "(pip install -e .)?\n" + result.stdout
+    )
+    assert "all: True" in result.stdout  # report_to="all" includes installed mldash
+    assert "'MLDashReportToCallback'" in result.stdout
+    assert experiments(root) == ["hf/from-env"]  # MLDASH_NAME wins over run_name
+    exp = mldash.Experiment("hf/from-env", root=root)
+    assert exp.status == "COMPLETED"
+    assert [p["step"] for p in points(exp, "train/loss")] == [1, 2, 3, 4]
+
+
+def test_report_to_reads_every_setting_from_mldash_variables(tmp_path, monkeypatch):
+    # MLDASH_URL/TOKEN would start an uploader to a server this test does not run, so the
+    # experiment the callback would write is inspected before it starts (no I/O yet).
+    monkeypatch.setenv("MLDASH_PREFIX", "team/sweep/run-7")
+    monkeypatch.setenv("MLDASH_ROOT", str(tmp_path / "runs"))
+    monkeypatch.setenv("MLDASH_URL", "http://127.0.0.1:9")
+    monkeypatch.setenv("MLDASH_TOKEN", "secret")
+    trainer = Trainer(
+        model=tiny_model(), args=training_args(tmp_path / "out", report_to="mldash"), train_dataset=dataset()
+    )
+    (callback,) = [cb for cb in trainer.callback_handler.callbacks if isinstance(cb, MLDashCallback)]
+    assert type(callback) is MLDashReportToCallback
+    exp = callback._resolve(trainer.args, trainer.state)
+    assert (exp.project, exp.folder, exp.name) == ("team", "sweep", "run-7")
+    assert exp.root == str(tmp_path / "runs")
+    assert (exp.remote, exp.token) == ("http://127.0.0.1:9", "secret")
+    assert "token" not in str(callback.state())  # never written into checkpoints
+
+
+def test_run_name_names_the_experiment_unless_a_name_is_given(tmp_path, root):
+    train(tmp_path, [MLDashCallback(project="nlp")], run_name="sweep/lr-1e-4", max_steps=1)
+    train(tmp_path, [MLDashCallback(project="nlp", name="explicit")], run_name="other", max_steps=1)
+    train(tmp_path, [MLDashCallback()], max_steps=1)  # no run_name: a generated name
+    found = experiments(root)
+    assert "nlp/sweep/lr-1e-4" in found and "nlp/explicit" in found
+    assert len(found) == 3 and [p for p in found if p.startswith("default/")]
+
+
+def test_report_to_and_the_callback_together_record_once(tmp_path, root):
+    explicit = tmp_path / "explicit"
+    train(tmp_path, [MLDashCallback(project="once", name="run", root=explicit)], report_to="mldash")
+    assert experiments(explicit) == ["once/run"]
+    assert not root.exists()  # the report_to callback (MLDASH_ROOT) stepped aside
+    exp = mldash.Experiment("once/run", root=explicit)
+    assert len(points(exp, "train/loss")) == 4
+
+
+# ---- what is recorded ----------------------------------------------------------------------
+def test_hyperparameters_hold_every_training_argument_the_model_config_and_size(tmp_path, root):
+    long_id = "org/" + "m" * 3000  # MLflow would cut this at 250 characters
+    model = tiny_model(note="n" * 5000)
+    trainer = train(tmp_path, [MLDashCallback(project="p", name="hp")], model=model,
+                    hub_model_id=long_id, max_steps=1)
+    params = mldash.Experiment("p/hp", root=root).params.get()
+    expected_args = flatten({"args": trainer.args.to_dict()})
+    assert {k: params[k] for k in expected_args} == expected_args
+    assert params["args.hub_model_id"] == long_id
+    assert params["args.learning_rate"] == trainer.args.learning_rate
+    assert params["model.config.hidden_size"] == 16
+    assert params["model.config.note"] == "n" * 5000
+    assert params["model.num_parameters"] == sum(p.numel() for p in model.parameters())
+    assert params["model.class"].endswith("BertForSequenceClassification")
+
+
+def test_peft_config_and_trainable_parameters_are_recorded(tmp_path, root):
+    peft = pytest.importorskip("peft")
+    model = peft.get_peft_model(
+        tiny_model(), peft.LoraConfig(task_type="SEQ_CLS", r=2, lora_alpha=4, target_modules=["query", "value"])
+    )
+    train(tmp_path, [MLDashCallback(project="p", name="lora")], model=model, max_steps=1)
+    params = mldash.Experiment("p/lora", root=root).params.get()
+    assert params["peft.default.r"] == 2
+    assert sorted(params["peft.default.target_modules"]) == ["query", "value"]
+    assert 0 < params["model.num_trainable_parameters"] < params["model.num_parameters"]
+
+
+class LogsProbe(TrainerCallback):
+    """Runs after mldash's callback and keeps what each on_log call received."""
+
+    def __init__(self):
+        self.seen = []
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        self.seen.append(copy.deepcopy(logs))
+
+
+def test_metrics_are_grouped_at_the_global_step_and_logs_stay_untouched(tmp_path, root):
+    probe = LogsProbe()
+    trainer = train(tmp_path, [MLDashCallback(project="p", name="m"), probe],
+                    max_steps=4, eval_strategy="steps", eval_steps=2)
+    trainer.predict(dataset(8, seed=2))
+    exp = mldash.Experiment("p/m", root=root)
+
+    loss = points(exp, "train/loss")
+    assert [p["step"] for p in loss] == [1, 2, 3, 4]
+    assert [p["value"] for p in loss] == [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    assert loss[0]["epoch"] == trainer.state.log_history[0]["epoch"]
+    assert [p["step"] for p in points(exp, "eval/loss")] == [2, 4]
+    assert {"train/learning_rate", "train/grad_norm", "eval/runtime", "test/loss"} <= set(exp.metric_names())
+    assert [p["step"] for p in points(exp, "test/loss")] == [4]
+
+    summary = exp.summary.get()
+    assert summary["train_runtime"] > 0 and summary["total_flos"] > 0 and "train_loss" in summary
+    assert not any(name.endswith(("train_runtime", "total_flos")) for name in exp.metric_names())
+
+    # Every callback after ours received the Trainer's own dict, unchanged.
+    history = [{k: v for k, v in h.items() if k != "step"} for h in trainer.state.log_history]
+    assert probe.seen == history
+    assert metric_name("eval_f1") == "eval/f1" and metric_name("epoch") == "train/epoch"
+
+
+def test_saved_checkpoints_are_recorded_with_the_best_one(tmp_path, root):
+    trainer = train(tmp_path, [MLDashCallback(project="p", name="ckpt")], max_steps=6,
+                    eval_strategy="steps", eval_steps=2, save_strategy="steps", save_steps=2,
+                    metric_for_best_model="loss")
+    exp = mldash.Experiment("p/ckpt", root=root)
+    records = exp.checkpoints()
+    out = (tmp_path / "out").resolve()
+    assert [(r["path"], r["step"]) for r in records] == [(str(out / f"checkpoint-{s}"), s) for s in (2, 4, 6)]
+    assert all(r["monitor"] == "eval/loss" and r["mode"] == "min" for r in records)
+    evals = {h["step"]: h["eval_loss"] for h in trainer.state.log_history if "eval_loss" in h}
+    assert [r["score"] for r in records] == [evals[2], evals[4], evals[6]]
+    best = exp.best_checkpoint
+    assert best["path"] == os.path.abspath(trainer.state.best_model_checkpoint)
+    assert best["score"] == trainer.state.best_metric
+    assert exp.summary.get()["best_metric"] == trainer.state.best_metric
+
+
+# ---- lifecycle -----------------------------------------------------------------------------
+def test_resume_from_checkpoint_continues_the_same_experiment(tmp_path, root):
+    train(tmp_path, [MLDashCallback(project="p")], max_steps=4, save_strategy="steps", save_steps=2)
+    (first,) = experiments(root)
+    # A new Trainer and callback, as in a new process: no name given, none to rediscover.
+    args = training_args(tmp_path / "out", max_steps=6, save_strategy="steps", save_steps=2)
+    trainer = Trainer(model=tiny_model(), args=args, train_dataset=dataset(), callbacks=[MLDashCallback(project="p")])
+    trainer.train(resume_from_checkpoint=str(tmp_path / "out" / "checkpoint-4"))
+    assert experiments(root) == [first]
+    exp = mldash.Experiment(first, root=root)
+    data = exp.metrics("train/loss").read()["data"]
+    assert [p["index"] for p in data] == list(range(6))
+    assert [p["data"]["step"] for p in data] == [1, 2, 3, 4, 5, 6]
+    assert exp.info()["sessions"] == 2 and exp.status == "COMPLETED"
+
+
+class FailAt(TrainerCallback):
+    def __init__(self, step, exc):
+        self.step, self.exc = step, exc
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            raise self.exc
+
+
+@pytest.mark.parametrize(
+    "exc, status", [(RuntimeError("boom at step 3"), "FAILED"), (KeyboardInterrupt(), "CANCELLED")]
+)
+def test_an_exception_in_train_is_recorded_and_still_raised(tmp_path, root, exc, status):
+    with pytest.raises(type(exc)):
+        train(tmp_path, [MLDashCallback(project="p", name="fail"), FailAt(3, exc)])
+    exp = mldash.Experiment("p/fail", root=root)
+    assert exp.status == status
+    assert [p["step"] for p in points(exp, "train/loss")] == [1, 2]
+    if status == "FAILED":
+        (record,) = exp.read_logs(level="error")["data"]
+        meta = record["metadata"]
+        assert meta["error_type"] == "RuntimeError" and meta["message"] == "boom at step 3"
+        assert "boom at step 3" in meta["traceback"] and "on_step_end" in meta["traceback"]
+
+
+def test_a_failure_before_training_starts_is_still_recorded(tmp_path, root):
+    class BadData:
+        def __len__(self):
+            return 4
+
+        def __getitem__(self, i):
+            raise ValueError("unreadable example")
+
+    with pytest.raises(ValueError, match="unreadable example"):
+        train(tmp_path, [MLDashCallback(project="p", name="bad-data")], data=BadData())
+    exp = mldash.Experiment("p/bad-data", root=root)
+    assert exp.status == "FAILED"
+    assert exp.read_logs(level="error")["data"][0]["metadata"]["error_type"] == "ValueError"
+
+
+@pytest.mark.slow
+def test_hyperparameter_search_gives_one_experiment_per_trial(tmp_path, root):
+    pytest.importorskip("optuna")
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    trainer = Trainer(
+        model_init=lambda trial=None: tiny_model(), args=training_args(tmp_path / "out", max_steps=2),
+        train_dataset=dataset(), eval_dataset=dataset(8, seed=1),
+        callbacks=[MLDashCallback(project="hp", name="search")],
+    )
+    trainer.hyperparameter_search(
+        backend="optuna", n_trials=2, direction="minimize",
+        hp_space=lambda trial: {"learning_rate": trial.suggest_float("learning_rate", 1e-5, 1e-3, log=True)},
+    )
+    assert experiments(root) == ["hp/search/trial-0", "hp/search/trial-1"]
+    rates = set()
+    for prefix in experiments(root):
+        exp = mldash.Experiment(prefix, root=root)
+        params = exp.params.get()
+        assert params["args.learning_rate"] == params["trial.learning_rate"]
+        rates.add(params["trial.learning_rate"])
+        assert exp.status == "COMPLETED"
+        assert [p["step"] for p in points(exp, "train/loss")] == [1, 2]
+    assert len(rates) == 2
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_only_the_world_process_zero_writes_in_a_distributed_run(tmp_path, root):
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={_free_port()}",
+         str(SUPPORT), "ddp", str(tmp_path / "out")],
+        cwd=tmp_path, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=170,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "rank 0 world 2 experiment True" in result.stdout
+    assert "rank 1 world 2 experiment False" in result.stdout
+    assert experiments(root) == ["ddp/run"]
+    exp = mldash.Experiment("ddp/run", root=root)
+    assert [p["step"] for p in points(exp, "train/loss")] == [1, 2, 3, 4]
+    assert [r["step"] for r in exp.checkpoints()] == [2, 4]
+    assert exp.status == "COMPLETED"
