@@ -72,6 +72,7 @@ def _install() -> None:
 
     threading.excepthook = thread_excepthook
     atexit.register(_finish_all)
+    os.register_at_fork(after_in_child=_after_fork_in_child)
     _install_sigterm()
 
 
@@ -106,6 +107,15 @@ def _on_sigterm(signum, frame):
         exp._finish_quietly()
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _after_fork_in_child() -> None:
+    # A forked child (a DataLoader worker, say) shares the parent's run: it may
+    # append to it, but it must neither rewrite the parent's pending points nor
+    # decide the run's status when it exits.
+    for exp in open_experiments():
+        exp._after_fork()
+    _open.clear()
 
 
 def _finish_all() -> None:

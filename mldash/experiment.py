@@ -107,6 +107,7 @@ class Experiment:
         self._writer: Writer | None = None
         self._uploader = None
         self._remote_client = None
+        self._forked = False
 
     # ---- lifecycle -----------------------------------------------------------
     @property
@@ -132,6 +133,12 @@ class Experiment:
     def _start_locked(self) -> None:
         os.makedirs(self.path, exist_ok=True)  # fails here, at the call, on a bad root
         self._failure = None
+        if self._forked:  # appends only: the parent owns the run's record and upload
+            self._writer = Writer(self, interval=self.flush_interval, trigger=10_000, max_pending=200_000)
+            self._status = RUNNING
+            self._arm_triggers()
+            _lifecycle.register(self)
+            return
         # experiment.json is written by the writer thread, first thing: its fsync
         # and the git subprocess stay out of the training loop.
         self._writer = Writer(
@@ -244,6 +251,10 @@ class Experiment:
             self._disarm_triggers()
             writer = self._writer
             writer.close()
+            if self._forked:
+                self._status = None
+                _lifecycle.unregister(self)
+                return
             self._status = final
             _lifecycle.unregister(self)
             now = time.time()
@@ -267,6 +278,18 @@ class Experiment:
                     f"mldash could not write {writer.pending()} accepted records to {self.path}: "
                     f"{writer.error}{where}"
                 ) from writer.error
+
+    def _after_fork(self) -> None:
+        from collections import deque
+
+        self._lock = threading.RLock()  # another thread may have held it at fork time
+        self._writer = None
+        self._uploader = None
+        self._status = None
+        self._forked = True
+        for metric in self._metrics.values():
+            metric._queue = deque()  # the parent writes what it had queued
+        self._disarm_triggers()
 
     def _finish_quietly(self) -> None:
         try:

@@ -31,6 +31,7 @@ def test_the_first_write_starts_the_run(root):
     exp = mldash.Experiment("p/lazy", root=root)
     exp.metrics("loss").append(value=1.0)
     assert exp.status == "RUNNING"
+    exp.flush()  # the start record is written by the writer thread, off the hot path
     assert meta(root, "p/lazy")["status"] == "RUNNING"
     exp.finish()
     assert exp.status == "COMPLETED" == meta(root, "p/lazy")["status"]
@@ -274,3 +275,26 @@ def test_examples_custom_loop_runs(tmp_path):
     assert info["status"] == "COMPLETED"
     losses = [json.loads(l)[1]["value"] for l in (runs[0].parent / "metrics" / "train" / "loss" / "data.jsonl").read_text().splitlines()]
     assert losses[-1] < losses[0]  # it really trained
+
+
+def test_a_forked_child_appends_but_does_not_decide_the_status(root):
+    code = SCRIPT_HEAD + (
+        "import os\n"
+        "m = exp.metrics('loss')\n"
+        "for i in range(100): m.append(v=i)\n"
+        "pid = os.fork()\n"
+        "if pid == 0:\n"
+        "    exp.metrics('worker').append(v=1)\n"
+        "    sys.exit(0)  # runs atexit in the child\n"
+        "os.waitpid(pid, 0)\n"
+        "st = exp.status\n"
+        "m.append(v=100)\n"
+        "print(st)\n"
+        "raise SystemExit(3)\n"
+    )
+    result = run_python(code, str(root), check=False)
+    assert result.stdout.strip() == "RUNNING"  # the child's exit did not finish the run
+    exp = mldash.Experiment("p/s", root=root)
+    assert exp.metrics("loss").read()["total"] == 101  # the parent's backlog written once
+    assert exp.metrics("worker").read()["total"] == 1
+    assert json.loads((root / "p" / "s" / "experiment.json").read_text())["sessions"] == 1
