@@ -215,8 +215,10 @@ class MLDashLogger(_LoggerBase):
         series = self._series
         epoch = metrics.get("epoch")
         if epoch is not None:
-            self._last_epoch = epoch
+            self._last_epoch = epoch  # for checkpoints, when the Trainer is unknown
         skip_epoch = epoch is not None and len(metrics) > 1
+        if not skip_epoch:
+            epoch = None  # alone (or absent), epoch is a series of its own
         for key, value in metrics.items():
             if skip_epoch and key == "epoch":
                 continue  # a field of the other points, not a series of its own
@@ -354,7 +356,8 @@ class MLDashLogger(_LoggerBase):
             exp.finish(FAILED)
         elif type(exc).__name__ in _CANCEL_TYPES:
             reason = "terminated by SIGTERM" if type(exc).__name__ == "SIGTERMException" else "interrupted (KeyboardInterrupt)"
-            exp.log(f"Run cancelled: {reason}", level="warn", metadata={"reason": reason})
+            if exp._failure != CANCELLED:  # the core's SIGTERM hook may have said so already
+                exp.log(f"Run cancelled: {reason}", level="warn", metadata={"reason": reason})
             exp.finish(CANCELLED)
         else:
             exp.log_exception(exc)
