@@ -296,3 +296,98 @@ def test_only_the_world_process_zero_writes_in_a_distributed_run(tmp_path, root)
     assert [p["step"] for p in points(exp, "train/loss")] == [1, 2, 3, 4]
     assert [r["step"] for r in exp.checkpoints()] == [2, 4]
     assert exp.status == "COMPLETED"
+
+
+# ---- packaging: the start-up hook from a wheel and from an editable install ---------------
+REPO = Path(__file__).resolve().parents[1]
+REGISTERED = (
+    "import sys\n"
+    "assert 'mldash' not in sys.modules, 'mldash imported at start-up'\n"
+    "import transformers.integrations.integration_utils as u\n"
+    "print('registered', 'mldash' in u.INTEGRATION_TO_CALLBACK, sys.modules['mldash'].__file__)\n"
+)
+
+
+def _copy_sources(target: Path) -> Path:
+    """What a build needs, copied so that no build output lands in the repository."""
+    import shutil
+
+    ignore = shutil.ignore_patterns("__pycache__", "*.egg-info", "build", "node_modules")
+    target.mkdir()
+    for name in ("pyproject.toml", "setup.py", "README.md"):
+        shutil.copy2(REPO / name, target / name)
+    for name in ("mldash", "integrations"):
+        shutil.copytree(REPO / name, target / name, ignore=ignore)
+    return target
+
+
+def _venv(path: Path) -> Path:
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(path)], check=True, timeout=60)
+    return path / "bin" / "python"
+
+
+def _purelib(python: Path) -> Path:
+    out = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                         capture_output=True, text=True, check=True)
+    return Path(out.stdout.strip())
+
+
+def _see_system_packages(python: Path) -> None:
+    # A path line adds the system site-packages (torch, transformers, setuptools) without
+    # running their .pth files, so only the hook installed into this venv can act.
+    import site
+
+    (_purelib(python) / "_system_packages.pth").write_text("\n".join(site.getsitepackages()) + "\n")
+
+
+def _pip(python: Path, *args: str) -> None:
+    subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "-q", "--no-deps",
+                    "--no-build-isolation", *args], check=True, capture_output=True, timeout=120)
+
+
+def _python(python: Path, code: str, cwd: Path) -> str:
+    result = subprocess.run([str(python), "-c", code], cwd=cwd, capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "PYTHONPATH": ""})
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
+
+
+def _registered(python: Path, cwd: Path) -> str:
+    lines = _python(python, REGISTERED, cwd).splitlines()
+    return next((line for line in lines if line.startswith("registered")), "\n".join(lines))
+
+
+@pytest.mark.slow
+def test_a_built_wheel_ships_the_hook_which_does_nothing_without_transformers(tmp_path):
+    from mldash._hf_hook import PTH_NAME, pth_contents
+
+    src = _copy_sources(tmp_path / "src")
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
+                    "-w", str(tmp_path / "dist"), str(src)], check=True, capture_output=True, timeout=120)
+    (wheel,) = (tmp_path / "dist").glob("mldash-*.whl")
+    python = _venv(tmp_path / "venv")
+    _pip(python, str(wheel))
+    assert (_purelib(python) / PTH_NAME).read_text() == pth_contents()
+
+    # No transformers reachable yet: the finder waits, nothing is imported.
+    out = _python(python, (
+        "import sys, json, email.parser\n"
+        "print([getattr(f, '__name__', '') for f in sys.meta_path][0], 'mldash' in sys.modules)\n"
+        "try:\n    import transformers\nexcept ModuleNotFoundError:\n    print('no transformers')\n"
+    ), tmp_path)
+    assert out.split() == ["MLDashTransformersFinder", "False", "no", "transformers"]
+
+    _see_system_packages(python)
+    assert _registered(python, tmp_path).startswith("registered True " + str(_purelib(python)))  # from the wheel
+
+
+@pytest.mark.slow
+def test_an_editable_install_ships_the_hook(tmp_path):
+    from mldash._hf_hook import PTH_NAME, pth_contents
+
+    src = _copy_sources(tmp_path / "src")
+    python = _venv(tmp_path / "venv")
+    _see_system_packages(python)  # the build backend (setuptools) comes from there
+    _pip(python, "-e", str(src))
+    assert (_purelib(python) / PTH_NAME).read_text() == pth_contents()
+    assert _registered(python, tmp_path).startswith("registered True " + str(src / "mldash"))  # from the source
