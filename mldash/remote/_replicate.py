@@ -31,6 +31,11 @@ MAX_BATCH_BYTES = 4 << 20
 _CHUNK = 1 << 16
 
 
+class NotReady(Exception):
+    """The run has not written its experiment.json yet (its writer thread does that
+    first thing after start): nothing to upload for a moment."""
+
+
 @dataclass(frozen=True)
 class Source:
     """One append-only file of an experiment."""
@@ -239,8 +244,8 @@ class Replicator:
 
     def _run(self, state: SyncState, progress) -> bool:
         meta_bytes = _read_bytes(os.path.join(self.path, META))
-        if meta_bytes is None:
-            raise FileNotFoundError(f"{self.path} holds no {META}: not an mldash experiment")
+        if not meta_bytes:
+            raise NotReady(f"{self.path} holds no {META} yet")
         meta = _codec.loads(meta_bytes)
         if not state.experiment_id:
             self._upsert(state, meta, meta_bytes, progress)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from ..params import read_document
-from ._replicate import META, Pending, Replicator, pending
+from ._replicate import META, NotReady, Pending, Replicator, pending
 
 
 @dataclass
@@ -98,7 +98,7 @@ def run(
                         result.failed[job.prefix] = str(error)
                         break
                     time.sleep(min(backoff.next(error.retry_after), give_up_after))
-                except (RemoteError, OSError, ValueError) as error:
+                except (RemoteError, NotReady, OSError, ValueError) as error:
                     result.failed[job.prefix] = str(error)
                     break
                 else:

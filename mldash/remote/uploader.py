@@ -112,7 +112,7 @@ class Uploader:
     # ---- the thread --------------------------------------------------------------------
     def _run(self) -> None:
         from ._http import Api, Backoff, RemoteError, Unavailable
-        from ._replicate import Replicator
+        from ._replicate import NotReady, Replicator
 
         api = None
         try:
@@ -132,6 +132,9 @@ class Uploader:
                 closing = self._closing
                 try:
                     done = replicator.run_pass()
+                except NotReady:
+                    delay = 0.05  # the writer thread is about to write experiment.json
+                    continue
                 except Unavailable as error:
                     self._note_failure(error)
                     delay = backoff.next(error.retry_after)
