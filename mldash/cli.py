@@ -115,7 +115,10 @@ if click is not None:
         if remote:
             from .remote.client import list_remote_experiments
 
-            rows = list_remote_experiments(remote, token, project=project, status=status)
+            try:
+                rows = list_remote_experiments(remote, token, project=project, status=status)
+            except RuntimeError as error:  # unreachable or refused: the message says which
+                raise click.ClickException(str(error)) from None
             title = f"experiments on {remote}"
         else:
             from .store import experiment_summary, find_experiments

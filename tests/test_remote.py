@@ -402,6 +402,28 @@ def test_a_refused_token_never_stops_training_and_sync_with_the_right_one_upload
     assert canonical(reader.metrics("loss").read(0, 1000)) == canonical(exp.metrics("loss").read(0, 1000))
 
 
+def test_ls_remote_on_an_unreachable_server_says_so_without_a_traceback():
+    url = f"http://127.0.0.1:{free_port()}"
+    result = subprocess.run([sys.executable, "-m", "mldash", "ls", "--remote", url],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert f"{url} is unreachable" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_sync_of_an_unreachable_server_gives_up_and_says_how_to_continue(root):
+    with mldash.Experiment("offline/nowhere", root=root) as exp:
+        exp.metrics("loss").append(value=1.0)
+    url = f"http://127.0.0.1:{free_port()}"
+    result = subprocess.run(
+        [sys.executable, "-m", "mldash", "sync", str(root), "--remote", url, "--give-up-after", "1"],
+        capture_output=True, text=True, timeout=60, env={**os.environ, "COLUMNS": "200"},
+    )
+    assert result.returncode == 1
+    assert "offline/nowhere" in result.stdout and "unreachable" in result.stdout
+    assert "Run the same command again" in result.stdout
+    assert pending(exp.path, url, "default").points == 1
+
+
 def test_import_mldash_does_not_load_requests():
     code = "import sys, mldash, mldash.cli; assert 'requests' not in sys.modules, 'requests loaded'"
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

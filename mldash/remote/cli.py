@@ -89,7 +89,12 @@ def sync_command(root, remote, token, namespace, give_up_after) -> None:
         def advance(n: int) -> None:
             bar.advance(task, n)
 
-        run(jobs, token, result, progress=advance, on_job=on_job, give_up_after=give_up_after)
+        try:
+            run(jobs, token, result, progress=advance, on_job=on_job, give_up_after=give_up_after)
+        except KeyboardInterrupt:
+            bar.stop()
+            console.print("Interrupted. Run the same command again to continue where it stopped.")
+            raise SystemExit(130) from None
         bar.update(task, description="done" if not result.failed else "stopped", completed=max(total, result.bytes_sent))
     if result.uploaded:
         console.print(f"[green]Uploaded {len(result.uploaded)} run(s).[/]")
