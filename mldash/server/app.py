@@ -243,7 +243,8 @@ def create_app(store: Store, *, auth: str = "auto", max_body: int = MAX_BODY, ui
     @app.post(f"{API}/experiments/{{exp_id}}/metrics", openapi_extra=_body(METRICS_BODY))
     async def append_metrics(request: Request, exp_id: int = ExpId, scope: Scope = Depends(caller)):
         body = _object(await _json(request))
-        await run_in_threadpool(for_experiment, scope, exp_id, "write")
+        if scope is not OPEN:
+            await run_in_threadpool(for_experiment, scope, exp_id, "write")
         return await run_in_threadpool(store.append_metrics, exp_id, body.get("series"))
 
     @app.get(f"{API}/experiments/{{exp_id}}/metrics")
@@ -264,7 +265,7 @@ def create_app(store: Store, *, auth: str = "auto", max_body: int = MAX_BODY, ui
         except (TypeError, ValueError) as error:
             raise StoreError(str(error)) from None
         for_experiment(scope, exp_id, "read")
-        return store.read_metric(exp_id, name, start_index, limit)
+        return Response(store.read_metric_json(exp_id, name, start_index, limit), media_type="application/json")
 
     @app.post(f"{API}/experiments/{{exp_id}}/logs", openapi_extra=_body(RECORDS_BODY))
     async def append_logs(request: Request, exp_id: int = ExpId, scope: Scope = Depends(caller)):

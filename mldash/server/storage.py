@@ -424,14 +424,15 @@ class Store:
             exp_id, total, cold = row
             size = chunks.CHUNK_POINTS
             while total - cold > HOT_LIMIT:
-                rows = conn.execute(
-                    select(metric_points.c.idx, metric_points.c.ts, metric_points.c.line)
-                    .where(metric_points.c.series_id == series_id, metric_points.c.idx >= cold, metric_points.c.idx < cold + size)
-                    .order_by(metric_points.c.idx)
-                ).all()
-                if len(rows) != size or rows[0].idx != cold:  # never chunk a range with a hole
+                rows = conn.exec_driver_sql(
+                    "SELECT idx, ts, line FROM metric_points WHERE series_id = %s AND idx >= %s AND idx < %s ORDER BY idx"
+                    if not self.is_sqlite
+                    else "SELECT idx, ts, line FROM metric_points WHERE series_id = ? AND idx >= ? AND idx < ? ORDER BY idx",
+                    (series_id, cold, cold + size),
+                ).fetchall()
+                if len(rows) != size or rows[0][0] != cold or rows[-1][0] != cold + size - 1:  # never chunk a range with a hole
                     break
-                data = chunks.encode([bytes(r.line) for r in rows])
+                data = chunks.encode([bytes(r[2]) for r in rows])
                 chunk_no = cold // size
                 key = chunk_key(exp_id, series_id, chunk_no)
                 self.blobs.put(key, data)
@@ -439,7 +440,7 @@ class Store:
                     _insert(conn)(metric_chunks)
                     .values(
                         series_id=series_id, chunk_no=chunk_no, first_index=cold, count=size, key=key,
-                        size=len(data), first_ts=rows[0].ts, last_ts=rows[-1].ts,
+                        size=len(data), first_ts=rows[0][1], last_ts=rows[-1][1],
                     )
                     .on_conflict_do_nothing()
                 )
@@ -466,8 +467,12 @@ class Store:
             for name, total, line in rows
         }
 
-    def read_metric(self, exp_id: int, name: str, start_index: int = 0, limit: int = 1000) -> dict:
-        """``Metric.read()``'s shape, stitched from cold chunks and hot rows."""
+    def metric_lines(self, exp_id: int, name: str, start_index: int = 0, limit: int = 1000) -> tuple[list[bytes], int]:
+        """The stored JSON lines of points ``start_index..`` (at most ``limit``) and the series total.
+
+        Cold chunks and hot rows are read in one snapshot, so a compaction
+        running at the same time can neither hide nor repeat a point.
+        """
         with self.reading() as conn:
             row = conn.execute(
                 select(series.c.id, series.c.total, series.c.cold_count).where(
@@ -476,26 +481,43 @@ class Store:
             ).first()
             if row is None:
                 _require_experiment(conn, exp_id)
-                lines, total = [], 0
-            else:
-                series_id, total, cold = row
-                end = min(start_index + limit, total)
-                lines = []
-                if start_index < min(end, cold):
-                    lines.extend(self._cold_lines(exp_id, series_id, start_index, min(end, cold)))
-                hot_from = max(start_index, cold)
-                if hot_from < end:
-                    lines.extend(
-                        bytes(r[0])
-                        for r in conn.execute(
-                            select(metric_points.c.line)
-                            .where(metric_points.c.series_id == series_id, metric_points.c.idx >= hot_from, metric_points.c.idx < end)
-                            .order_by(metric_points.c.idx)
-                        )
-                    )
-        data = decode_points(lines, start_index)
+                return [], 0
+            series_id, total, cold = row
+            end = min(start_index + limit, total)
+            lines: list[bytes] = []
+            if start_index < min(end, cold):
+                lines.extend(self._cold_lines(exp_id, series_id, start_index, min(end, cold)))
+            hot_from = max(start_index, cold)
+            if hot_from < end:
+                rows = conn.exec_driver_sql(
+                    "SELECT line FROM metric_points WHERE series_id = %s AND idx >= %s AND idx < %s ORDER BY idx"
+                    if not self.is_sqlite
+                    else "SELECT line FROM metric_points WHERE series_id = ? AND idx >= ? AND idx < ? ORDER BY idx",
+                    (series_id, hot_from, end),
+                ).fetchall()
+                lines.extend(bytes(r[0]) for r in rows)
+        return lines, total
+
+    def read_metric(self, exp_id: int, name: str, start_index: int = 0, limit: int = 1000) -> dict:
+        """``Metric.read()``'s shape, stitched from cold chunks and hot rows."""
+        lines, total = self.metric_lines(exp_id, name, start_index, limit)
         end_index = start_index + len(lines) - 1
-        return {"data": data, "start_index": start_index, "end_index": end_index, "total": total, "has_more": end_index + 1 < total}
+        return {
+            "data": decode_points(lines, start_index),
+            "start_index": start_index,
+            "end_index": end_index,
+            "total": total,
+            "has_more": end_index + 1 < total,
+        }
+
+    def read_metric_json(self, exp_id: int, name: str, start_index: int = 0, limit: int = 1000) -> bytes:
+        """``read_metric`` already encoded as JSON, built from the stored lines
+        without decoding their fields (NaN/inf stay tagged as stored)."""
+        lines, total = self.metric_lines(exp_id, name, start_index, limit)
+        end_index = start_index + len(lines) - 1
+        return b'{"data":[%b],"start_index":%d,"end_index":%d,"total":%d,"has_more":%b}' % (
+            points_json(lines, start_index), start_index, end_index, total, b"true" if end_index + 1 < total else b"false",
+        )
 
     def _cold_lines(self, exp_id: int, series_id: int, start: int, end: int) -> list[bytes]:
         size = chunks.CHUNK_POINTS
@@ -628,6 +650,20 @@ class Store:
     def metric_names(self, exp_id: int) -> list[str]:
         with self.reading() as conn:
             return sorted(r[0] for r in conn.execute(select(series.c.name).where(series.c.experiment_id == exp_id)))
+
+
+def points_json(lines: list[bytes], first_index: int) -> bytes:
+    """Stored lines ``[ms, {fields}]`` as read() points, comma-joined, by slicing bytes.
+
+    Lines are compact orjson output (written by append_metrics), so the first
+    comma ends the timestamp and the fields object runs to the closing bracket.
+    """
+    out = []
+    dumps, loads = orjson.dumps, orjson.loads
+    for i, line in enumerate(lines, first_index):
+        cut = line.index(b",")
+        out.append(b'{"index":%d,"timestamp":%b,"data":%b}' % (i, dumps(loads(line[1:cut]) / 1000), line[cut + 1 : -1]))
+    return b",".join(out)
 
 
 def chunk_key(exp_id: int, series_id: int, chunk_no: int) -> str:

@@ -1,0 +1,222 @@
+"""Team server benchmarks: ingest throughput (vs an MLflow tracking server's
+log_batch), read latency deep in a mostly-cold series, and server memory.
+
+    python benchmarks/bench_server.py                 # everything, default sizes
+    python benchmarks/bench_server.py --ingest-points 2000000 --read-points 10000000
+
+Starts its own servers (embedded SQLite; PostgreSQL + moto S3 from the test
+support module; `mlflow server`), prints a table, writes benchmarks/results/server.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import orjson
+import psutil
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+from _server_support import AWS_ENV, free_port, start_moto, start_postgres, start_server, wait_for_port  # noqa: E402
+
+os.environ.update(AWS_ENV)
+BATCH = 1000
+T0 = 1_700_000_000_000
+
+
+def batch_body(start: int, names=("train/loss",)) -> bytes:
+    series = [
+        {"name": n, "start_index": start, "points": [[T0 + i, {"value": 1.0 / (i + 1), "step": i, "epoch": i // 10_000}] for i in range(start, start + BATCH)]}
+        for n in names
+    ]
+    return gzip.compress(orjson.dumps({"series": series}), 1)
+
+
+class RSSSampler(threading.Thread):
+    def __init__(self, pid: int) -> None:
+        super().__init__(daemon=True)
+        self.proc = psutil.Process(pid)
+        self.samples: list[int] = []
+        self.running = True
+
+    def run(self) -> None:
+        while self.running:
+            try:
+                self.samples.append(self.proc.memory_info().rss)
+            except psutil.Error:
+                return
+            time.sleep(0.2)
+
+
+def bench_ingest(url: str, points: int, pid: int) -> dict:
+    """One client, batches of 1,000 points of one series, sent back to back (keep-alive, gzip)."""
+    client = httpx.Client(base_url=url + "/api/v1", timeout=60)
+    exp_id = client.post("/experiments", json={"prefix": f"bench/ingest-{time.time_ns()}"}).json()["id"]
+    # Encode ahead: this measures the server, the uploader's own cost is benchmarked elsewhere.
+    bodies = [batch_body(s) for s in range(0, points, BATCH)]
+    headers = {"Content-Encoding": "gzip", "Content-Type": "application/json"}
+    sampler = RSSSampler(pid)
+    sampler.start()
+    rss_start = psutil.Process(pid).memory_info().rss
+    started = time.perf_counter()
+    for body in bodies:
+        response = client.post(f"/experiments/{exp_id}/metrics", content=body, headers=headers)
+        response.raise_for_status()
+    elapsed = time.perf_counter() - started
+    sampler.running = False
+    sampler.join()
+    assert response.json()["counts"]["train/loss"] == points
+    return {
+        "points_per_s": points / elapsed,
+        "rss_start_mb": rss_start / 2**20,
+        "rss_peak_mb": max(sampler.samples or [rss_start]) / 2**20,
+        "rss_end_mb": psutil.Process(pid).memory_info().rss / 2**20,
+    }
+
+
+def bench_mlflow(points: int) -> float | None:
+    """MLflow tracking server, SQLite backend, MlflowClient.log_batch of 1,000 metrics."""
+    try:
+        from mlflow.entities import Metric
+        from mlflow.tracking import MlflowClient
+    except ImportError:
+        return None
+    folder = Path(tempfile.mkdtemp(prefix="bench-mlflow-"))
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+         "--backend-store-uri", f"sqlite:///{folder}/mlflow.db", "--default-artifact-root", str(folder / "art"), "--workers", "1"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for_port(port, 120, proc)
+        client = MlflowClient(f"http://127.0.0.1:{port}")
+        for _ in range(100):
+            try:
+                exp = client.create_experiment(f"bench-{time.time_ns()}")
+                break
+            except Exception:
+                time.sleep(0.5)
+        run = client.create_run(exp).info.run_id
+        batches = [[Metric("train_loss", 1.0 / (i + 1), T0 + i, i) for i in range(s, s + BATCH)] for s in range(0, points, BATCH)]
+        started = time.perf_counter()
+        for metrics in batches:
+            client.log_batch(run, metrics=metrics)
+        return points / (time.perf_counter() - started)
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+def bulk_load(store_args: dict, points: int) -> int:
+    """Fill one series with ``points`` points through the Store (same code path as the API, no HTTP)."""
+    from mldash.server.storage import Store
+
+    store = Store(store_args["db"], store_args["blob"], s3_endpoint=store_args.get("s3_endpoint"))
+    exp_id = store.upsert_experiment("default", "bench/deep", {})["id"]
+    step = 50_000
+    for start in range(0, points, step):
+        pts = [[T0 + i, {"value": 1.0 / (i + 1), "step": i}] for i in range(start, min(start + step, points))]
+        store.append_metrics(exp_id, [{"name": "train/loss", "start_index": start, "points": pts}])
+    store.close()
+    return exp_id
+
+
+def bench_reads(url: str, exp_id: int, points: int, samples: int = 200) -> dict:
+    import random
+
+    rng = random.Random(0)
+    client = httpx.Client(base_url=url + "/api/v1", timeout=60)
+    path = f"/experiments/{exp_id}/metrics/read"
+    for _ in range(5):  # warm the connection
+        client.get(path, params={"name": "train/loss", "start_index": 0, "limit": 1000})
+    times = []
+    for _ in range(samples):
+        start = rng.randrange(0, points - 1000)
+        t = time.perf_counter()
+        got = client.get(path, params={"name": "train/loss", "start_index": start, "limit": 1000}).json()
+        times.append(time.perf_counter() - t)
+        assert got["data"][0]["index"] == start and len(got["data"]) == 1000
+    times.sort()
+    return {"median_ms": statistics.median(times) * 1000, "p95_ms": times[int(0.95 * len(times))] * 1000}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--ingest-points", type=int, default=1_000_000)
+    parser.add_argument("--mlflow-points", type=int, default=20_000)
+    parser.add_argument("--read-points", type=int, default=10_000_000)
+    parser.add_argument("--pg-read-points", type=int, default=2_000_000)
+    parser.add_argument("--skip-postgres", action="store_true")
+    args = parser.parse_args()
+
+    rows = []
+    cleanup = []
+    try:
+        # Embedded: SQLite + a chunk folder.
+        data = Path(tempfile.mkdtemp(prefix="bench-server-"))
+        server = start_server(data=data, extra_args=["--no-ui"])
+        cleanup.append(server.stop)
+        ingest = bench_ingest(server.url, args.ingest_points, server.proc.pid)
+        rows.append(("ingest", "mldash embedded (SQLite + folder)", f"{ingest['points_per_s']:,.0f} points/s",
+                     f"RSS {ingest['rss_start_mb']:.0f} -> peak {ingest['rss_peak_mb']:.0f} -> {ingest['rss_end_mb']:.0f} MB over {args.ingest_points:,} points"))
+        print(rows[-1], flush=True)
+        server.stop()
+        exp_id = bulk_load({"db": f"sqlite:///{data}/mldash.db", "blob": str(data / "chunks")}, args.read_points)
+        server.start()
+        reads = bench_reads(server.url, exp_id, args.read_points)
+        rows.append(("read(limit=1000)", f"mldash embedded, {args.read_points:,}-point series", f"median {reads['median_ms']:.1f} ms", f"p95 {reads['p95_ms']:.1f} ms, random start"))
+        print(rows[-1], flush=True)
+        server.stop()
+
+        if not args.skip_postgres:
+            pg = start_postgres(fsync=True)
+            cleanup.append(pg.stop)
+            s3 = start_moto()
+            cleanup.append(s3.stop)
+            store_args = {"db": pg.create_database(), "blob": f"s3://{s3.make_bucket()}/chunks", "s3_endpoint": s3.endpoint}
+            server = start_server(store_args["db"], store_args["blob"], s3_endpoint=s3.endpoint, data=data / "pg", extra_args=["--no-ui"])
+            cleanup.append(server.stop)
+            ingest = bench_ingest(server.url, args.ingest_points, server.proc.pid)
+            rows.append(("ingest", "mldash PostgreSQL 15 + S3 (moto)", f"{ingest['points_per_s']:,.0f} points/s",
+                         f"RSS {ingest['rss_start_mb']:.0f} -> peak {ingest['rss_peak_mb']:.0f} -> {ingest['rss_end_mb']:.0f} MB"))
+            print(rows[-1], flush=True)
+            exp_id = bulk_load(store_args, args.pg_read_points)
+            reads = bench_reads(server.url, exp_id, args.pg_read_points)
+            rows.append(("read(limit=1000)", f"mldash PostgreSQL + S3 (moto), {args.pg_read_points:,}-point series", f"median {reads['median_ms']:.1f} ms", f"p95 {reads['p95_ms']:.1f} ms"))
+            print(rows[-1], flush=True)
+
+        rate = bench_mlflow(args.mlflow_points)
+        if rate is not None:
+            rows.append(("ingest", "MLflow tracking server (SQLite), log_batch", f"{rate:,.0f} points/s", f"{args.mlflow_points:,} points"))
+            print(rows[-1], flush=True)
+    finally:
+        for fn in reversed(cleanup):
+            try:
+                fn()
+            except Exception:
+                pass
+
+    header = f"Machine: {platform.machine()}, {os.cpu_count()} cores, {psutil.virtual_memory().total / 2**30:.0f} GiB, Python {platform.python_version()}, {time.strftime('%Y-%m-%d')}; client and server on the same machine."
+    lines = ["# Team server benchmarks", "", header, "", "| what | system | result | notes |", "|---|---|---|---|"]
+    lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]
+    text = "\n".join(lines) + "\n"
+    print(text)
+    out = ROOT / "benchmarks" / "results" / "server.md"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+
+
+if __name__ == "__main__":
+    main()
