@@ -21,7 +21,7 @@ import orjson
 from .. import _codec
 from .._series import STRIDE, SeriesReader
 from ..params import read_document
-from ._http import Api, Conflict, NotFound
+from ._http import Api, Conflict, NotFound, RemoteError
 from ._state import SyncState, read_state
 
 META = "experiment.json"
@@ -229,17 +229,23 @@ class Replicator:
         Raises ``Unavailable`` (try later) or ``RemoteError`` (request refused).
         """
         with self.state.locked() as state:
-            try:
-                return self._run(state, progress)
-            except NotFound:
-                # The server lost the experiment (a new database?): start over.
-                state.forget_server()
-                state.save()
-                self._reconciled = False
-            except Conflict:
-                # A batch would leave a gap: the server holds less than our cursors
-                # say. Resume every file from what it does hold.
-                self._reconciled = False
+            for _attempt in range(3):
+                try:
+                    return self._run(state, progress)
+                except NotFound:
+                    # The server lost the experiment (a new database?): start over.
+                    state.forget_server()
+                    state.save()
+                    self._reconciled = False
+                except Conflict:
+                    # A batch would leave a gap: the server holds less than our cursors
+                    # say. Resume every file from what it does hold.
+                    self._reconciled = False
+                except RemoteError as error:
+                    if error.status != 413 or self.max_batch_bytes <= _CHUNK:
+                        raise
+                    # A proxy in front of the server may take less than the API's 32 MiB.
+                    self.max_batch_bytes = max(_CHUNK, self.max_batch_bytes // 4)
             return self._run(state, progress)
 
     def _run(self, state: SyncState, progress) -> bool:
