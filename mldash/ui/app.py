@@ -56,6 +56,9 @@ SECURITY_HEADERS = {
     "x-frame-options": "DENY",
 }
 
+# experiment.json fields the experiments table does not show (they are most of its bytes).
+_LIST_OMITS = frozenset(("packages", "platform", "executable", "cwd", "argv", "python", "env", "git", "path"))
+
 AuthHook = Callable[[Request], Any]
 
 
@@ -233,7 +236,9 @@ class _Api:
         self._errors: dict[str, tuple[int, list]] = {}
 
     def experiments(self, params) -> dict:
-        return {"experiments": self.source.list_experiments(params.get("project") or None)}
+        rows = self.source.list_experiments(params.get("project") or None)
+        # The table needs none of the environment details; the experiment view has them.
+        return {"experiments": [{k: v for k, v in row.items() if k not in _LIST_OMITS} for row in rows]}
 
     def experiment(self, params) -> dict:
         prefix = _need(params, "prefix")

@@ -147,11 +147,12 @@ class LocalSource:
 
     def _row(self, path: str) -> dict:
         """experiment.json + params + latest metric points, cached on the files' stat."""
-        names = _metric_names(path)
+        series = _scan_metrics(os.path.join(path, "metrics"))
+        names = sorted(series)
         key = (
             _stamp(os.path.join(path, META_FILE)),
             _stamp(os.path.join(path, "parameters", "parameters.json")),
-            tuple((n, _stamp(os.path.join(path, "metrics", *n.split("/"), "data.jsonl"))) for n in names),
+            tuple((n, series[n]) for n in names),
         )
         cached = self._rows.get(path)
         if cached is not None and cached[0] == key:
@@ -189,6 +190,22 @@ class LocalSource:
             while total > self.max_points and len(self._series) > 1:
                 _, old = self._series.popitem(last=False)
                 total -= old.cols.n
+
+
+def _scan_metrics(base: str, prefix: str = "") -> dict[str, tuple[int, int]]:
+    """``{metric name: (size, mtime_ns) of its data.jsonl}``; one scandir per folder."""
+    found: dict[str, tuple[int, int]] = {}
+    try:
+        entries = list(os.scandir(base))
+    except OSError:
+        return found
+    for entry in entries:
+        if entry.is_dir(follow_symlinks=False):
+            found.update(_scan_metrics(entry.path, prefix + entry.name + "/"))
+        elif entry.name == "data.jsonl" and prefix:
+            st = entry.stat()
+            found[prefix[:-1]] = (st.st_size, st.st_mtime_ns)
+    return found
 
 
 def _stamp(path: str) -> tuple[int, int] | None:

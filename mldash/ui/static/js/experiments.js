@@ -6,6 +6,7 @@ import { h, add, clear, debounce, select } from "./dom.js";
 import { num, when, duration, durationSeconds, headline, statusText, statusClass, expHref } from "./format.js";
 
 const STATUSES = ["RUNNING", "COMPLETED", "FAILED", "CANCELLED"];
+const PAGE = 100; // rows drawn at a time
 
 // Kept across navigation within the tab, so "back" returns to the same filters.
 const state = {
@@ -105,6 +106,8 @@ export function experimentsView(main, ctx) {
   let lastSignature = "";
   let timer = null;
   let stopped = false;
+  let observer = null;
+  let keep = 0;
 
   const search = h("input", { type: "search", placeholder: "Filter by name, tag, description…", value: state.text, "aria-label": "filter text", id: "filter-text" });
   const paramInput = h("input", { type: "search", placeholder: "Params: lr=0.1, epochs>=10, model~res", value: state.paramFilter, "aria-label": "filter parameters", id: "filter-params" });
@@ -209,10 +212,9 @@ export function experimentsView(main, ctx) {
       metrics.map((m) => header(m, "m:" + m, "num metric")),
     ));
     const tbody = h("tbody", {});
-    const frag = document.createDocumentFragment();
-    for (const row of shown) {
+    const makeRow = (row) => {
       const p = row.params || {}, m = row.metrics || {};
-      frag.append(h("tr", { class: state.selected.has(row.prefix) ? "picked" : "", dataset: { prefix: row.prefix } },
+      return h("tr", { class: state.selected.has(row.prefix) ? "picked" : "", dataset: { prefix: row.prefix } },
         h("td", { class: "pick" }, h("input", { type: "checkbox", "aria-label": "select " + row.prefix, checked: state.selected.has(row.prefix), onchange: (e) => {
           if (e.target.checked) state.selected.add(row.prefix); else state.selected.delete(row.prefix);
           e.target.closest("tr").classList.toggle("picked", e.target.checked);
@@ -225,9 +227,31 @@ export function experimentsView(main, ctx) {
         h("td", { class: "num" }, duration(row)),
         params.map((k) => h("td", { class: "param" }, k in p ? num(p[k]) : "")),
         metrics.map((k) => h("td", { class: "num" }, k in m ? num(headline(m[k])) : "")),
-      ));
-    }
-    tbody.append(frag);
+      );
+    };
+    // Rows go in by pages as the table scrolls into view: a table of thousands of
+    // runs opens at once, and sorting and filtering still cover every run.
+    let drawn = 0;
+    const more = h("tr", { class: "more" }, h("td", { colspan: 5 + params.length + metrics.length, class: "muted" }));
+    const drawPage = () => {
+      const frag = document.createDocumentFragment();
+      for (const row of shown.slice(drawn, drawn + PAGE)) frag.append(makeRow(row));
+      drawn = Math.min(shown.length, drawn + PAGE);
+      keep = Math.max(keep, drawn);
+      more.remove();
+      tbody.append(frag);
+      if (drawn < shown.length) {
+        more.firstChild.textContent = `showing ${drawn} of ${shown.length}; scroll for more`;
+        tbody.append(more);
+      }
+    };
+    if (observer) observer.disconnect();
+    observer = new IntersectionObserver((entries) => { if (entries.some((e) => e.isIntersecting)) drawPage(); }, { rootMargin: "400px" });
+    observer.observe(more);
+    const keepRows = keep; // a live refresh keeps as many rows as were scrolled into view
+    keep = 0;
+    drawPage();
+    while (drawn < keepRows && drawn < shown.length) drawPage();
     add(clear(table), thead, tbody);
     if (!shown.length) tbody.append(h("tr", {}, h("td", { colspan: 5 + params.length + metrics.length, class: "muted empty" },
       rows.length ? "No experiment matches these filters." : "No experiments yet: run a script that uses mldash.Experiment, then they appear here.")));
@@ -262,5 +286,5 @@ export function experimentsView(main, ctx) {
   }
   refresh();
 
-  return () => { stopped = true; clearTimeout(timer); };
+  return () => { stopped = true; clearTimeout(timer); if (observer) observer.disconnect(); };
 }
