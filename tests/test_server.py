@@ -234,3 +234,11 @@ def test_bad_requests_get_a_4xx_with_a_clear_message(api, method, path, body, st
     response = api.request(method.upper(), path.replace("{id}", str(exp_id)), content=body)
     assert response.status_code == status, response.text
     assert words in response.json()["detail"]
+
+
+def test_the_dashboard_is_served_over_the_same_store(api):
+    new_experiment(api, "dash/board-run", status="RUNNING")
+    base = str(api.base_url).removesuffix("/api/v1/").removesuffix("/api/v1")
+    assert httpx.get(base + "/", follow_redirects=False).headers["location"] == "/ui/"
+    listing = httpx.get(base + "/ui/api/experiments")
+    assert listing.status_code == 200 and "dash/board-run" in listing.text

@@ -71,6 +71,10 @@ def test_tokens_are_required_and_scoped_once_one_exists(embedded):
     assert sorted(e["namespace"] for e in call("GET", "/experiments", admin).json()["experiments"]) == ["team-a", "team-c"]
     assert call("GET", "/experiments", reader, params={"namespace": "team-c"}).status_code == 403
     assert call("GET", "/projects", reader).json()["projects"] == [{"namespace": "team-a", "project": "p", "experiments": 1}]
+    # The dashboard checks the same tokens and shows only readable namespaces.
+    assert httpx.get(server.url + "/ui/api/experiments").status_code == 401
+    board = httpx.get(server.url + "/ui/api/experiments", headers={"Authorization": f"Bearer {reader}"})
+    assert board.status_code == 200 and "p/r" in board.text and "p/other" not in board.text
 
 
 def test_tokens_are_stored_hashed_listed_and_revocable(embedded):

@@ -304,23 +304,40 @@ def create_app(store: Store, *, auth: str = "auto", max_body: int = MAX_BODY, ui
     if max_body:
         app.add_middleware(BodyMiddleware, max_bytes=max_body)
     if ui:
-        mount_dashboard(app, store)
+        mount_dashboard(app, store, authenticator)
     return app
 
 
-def mount_dashboard(app: FastAPI, store: Store) -> bool:
-    """Serve the dashboard at / when mldash.ui.app provides ``create_app(source)``.
+def mount_dashboard(app: FastAPI, store: Store, authenticator: Authenticator | None = None) -> bool:
+    """Serve the dashboard at /ui/ (and redirect / there) when mldash.ui.app exists.
 
-    The hook: the dashboard app gets a ``ServerSource`` (mldash/server/ui_source.py)
-    and is mounted after the API routes, so /api/v1, /docs and /openapi.json win.
+    The dashboard gets a ``ServerSource`` over this store and an auth hook that
+    checks the same tokens as the API; each request then sees only the
+    namespaces its token may read.
     """
     try:
         from ..ui.app import create_app as create_ui
     except ImportError:
         return False
+    from starlette.exceptions import HTTPException
+    from starlette.responses import RedirectResponse
+
     from .ui_source import ServerSource
 
-    app.mount("/", create_ui(ServerSource(store)))
+    def check(request: Request):
+        if authenticator is None:
+            return OPEN
+        try:
+            return authenticator.scope(request.headers.get("authorization"))
+        except Unauthorized as error:
+            raise HTTPException(401, str(error)) from None
+
+    app.mount("/ui", create_ui(ServerSource(store), auth=check, title="mldash server"))
+
+    @app.get("/", include_in_schema=False)
+    def _root():
+        return RedirectResponse("/ui/")
+
     return True
 
 

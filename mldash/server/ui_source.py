@@ -23,7 +23,19 @@ class ServerSource:
 
     def __init__(self, store: Store, namespaces: list[str] | None = None) -> None:
         self.store = store
-        self.namespaces = namespaces
+        self._namespaces = namespaces
+
+    @property
+    def namespaces(self) -> list[str] | None:
+        """Fixed ones, else those the current dashboard request's token may read."""
+        if self._namespaces is not None:
+            return self._namespaces
+        try:
+            from ..ui.app import current_principal
+        except ImportError:
+            return None
+        scope = current_principal.get()
+        return scope.readable() if hasattr(scope, "readable") else None
 
     def _id(self, prefix: str) -> int:
         namespace = None
