@@ -246,3 +246,28 @@ def test_a_running_experiment_updates_live(page, server, root):
     finally:
         exp.finish()
     page.wait_for_selector("#exp-status:text('COMPLETED')", timeout=20_000)
+
+
+def test_a_big_table_draws_a_page_of_rows_then_more_on_scroll_and_filters_cover_all(page, tmp_path):
+    root = str(tmp_path)
+    for i in range(130):
+        exp = mldash.Experiment(project="sweep", name=f"trial-{i:03d}", root=root)
+        exp.params.set(trial=i, lr=0.001 * (i + 1))
+        exp.finish()
+    server = UiServer(root)
+    try:
+        page.goto(server.url)
+        page.wait_for_selector("#main[data-loaded] #runs tbody tr[data-prefix]")
+        assert page.locator("#count").inner_text() == "130 of 130 experiments"
+        assert len(shown_prefixes(page)) == 100
+        page.locator("#runs tr.more").scroll_into_view_if_needed()
+        page.wait_for_function("() => document.querySelectorAll('#runs tbody tr[data-prefix]').length === 130")
+        page.fill("#filter-params", "trial>=125")  # a filter reaches rows never drawn before
+        page.wait_for_function("() => document.querySelectorAll('#runs tbody tr[data-prefix]').length === 5")
+        page.fill("#filter-params", "")
+        page.wait_for_selector("#count:text('130 of 130 experiments')")
+        page.click("#runs th[data-sort='p:trial']")
+        page.wait_for_selector("#runs th.sorted.asc[data-sort='p:trial']")
+        assert shown_prefixes(page)[:2] == ["sweep/trial-000", "sweep/trial-001"]
+    finally:
+        server.stop()
