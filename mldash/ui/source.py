@@ -3,6 +3,15 @@
 The dashboard app (``mldash.ui.app``) talks only to a ``DataSource``; ``mldash ui``
 passes a ``LocalSource`` and ``mldash server`` passes its own implementation, so
 both serve the same dashboard.
+
+Optional methods the app uses when a source has them (``getattr``; none is required):
+
+* ``metric_view(prefix, name, x="index", lo=None, hi=None, width=1000) -> dict``: the
+  chart's points, downsampled keeping spikes: ``mldash.ui.series.view(columns, ...)``
+  plus ``"x_choices"``. Without it the app reads the series once through
+  ``read_metric`` pages, keeps it as ``mldash.ui.series.Columns`` and extends it as
+  the series grows.
+* ``warm(prefix) -> None``: called when a run is opened, to start loading its series.
 """
 
 from __future__ import annotations
