@@ -146,6 +146,7 @@ def main() -> None:
     repeats = args.repeats or (2 if args.quick else 5)
     loops = {"append": 50_000 if args.quick else 300_000, "torch": 500 if args.quick else 3000}
 
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     data = tempfile.mkdtemp(prefix="mldash-bench-server-")
     server, live_url = start_server(data)
     down_url = f"http://127.0.0.1:{free_port()}"
@@ -169,7 +170,7 @@ def main() -> None:
         f"{platform.python_version()}; `python benchmarks/bench_remote_append.py"
         f"{' --quick' if args.quick else ''}`; median of {repeats} interleaved runs, each in a fresh "
         "interpreter; the server (embedded store) runs on this machine, pinned to one core and the training "
-        "process to the other (taskset).",
+        f"process to the other (taskset). Load average before the run: {load}.",
         "",
         "| loop | mode | points | loop time (median) | per point | vs local | finish() | uploader start | on server |",
         "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
@@ -195,7 +196,7 @@ def main() -> None:
         "",
         "Loop time is what training pays, timed once the uploader has started (its one-off start:",
         "importing requests on its own thread and the first connection, is the 'uploader start' column).",
-        "Loop time is what training pays. With a live server, finish() includes waiting until the",
+        "With a live server, finish() includes waiting until the",
         "server holds every point (the uploader works during the loop, so only the tail is left);",
         "with the server down it returns at once here because MLDASH_SYNC_TIMEOUT=0 in this",
         "benchmark (default 10 s) and prints the `mldash sync` command instead.",

@@ -280,7 +280,8 @@ def test_finish_returns_within_the_sync_timeout_when_the_server_is_unreachable(r
     started = time.monotonic()
     exp.finish()
     took = time.monotonic() - started
-    assert took < 1.5 + 3.0, f"finish() took {took:.1f}s with a 1.5s sync timeout"
+    # Unbounded, it would wait for ever; the slack is for a loaded CI machine.
+    assert took < 1.5 + 8.0, f"finish() took {took:.1f}s with a 1.5s sync timeout"
     assert exp.status == "COMPLETED"
     assert "mldash sync" in capsys.readouterr().err
 
