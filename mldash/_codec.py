@@ -47,7 +47,9 @@ def tag_nonfinite(obj: Any) -> Any:
     if isinstance(obj, (list, tuple)):
         return [tag_nonfinite(v) for v in obj]
     if isinstance(obj, orjson.Fragment):
-        return orjson.Fragment(b"null") if obj.contents == b"null" else obj
+        # Log metadata arrives pre-encoded by dumps(), already tagged; orjson
+        # gives no access to a Fragment's bytes (there is no .contents).
+        return obj
     item = getattr(obj, "item", None)
     if item is not None and getattr(obj, "ndim", 0) == 0:
         value = item()
