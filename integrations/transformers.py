@@ -109,6 +109,7 @@ class MLDashCallback(TrainerCallback, ExportableState):
         self._trainer: weakref.ref | None = None
         self._training = False
         self._recorded: BaseException | None = None
+        self._superseded = False
 
     # ---- which experiment ------------------------------------------------------------
     @property
@@ -175,7 +176,23 @@ class MLDashCallback(TrainerCallback, ExportableState):
         return self._trainer() if self._trainer is not None else None
 
     def _is_active(self) -> bool:
-        return True
+        return not self._superseded
+
+    def _check_superseded(self) -> None:
+        """Decide (at init and at train begin) whether another callback takes over."""
+
+    def __getstate__(self) -> dict:
+        # Picklable (Ray Tune ships the Trainer to workers): drop the live experiment,
+        # the Trainer reference and caches; a given Experiment travels as its prefix.
+        state = self.__dict__.copy()
+        state.update(_exp=None, _trainer=None, _series={}, _recorded=None, _trial_exp=False)
+        if self._given is not None:
+            given = self._given
+            state["_given"] = None
+            state["_settings"] = {k: v for k, v in dict(
+                prefix=given.prefix, root=given.root, remote=given.remote, token=given.token,
+                namespace=given.namespace).items() if v is not None}
+        return state
 
     # ---- Trainer events -----------------------------------------------------------------
     def on_init_end(self, args, state, control, **kwargs):
@@ -188,6 +205,7 @@ class MLDashCallback(TrainerCallback, ExportableState):
         if trainer is not None:
             self._trainer = weakref.ref(trainer)
             _watch_train(trainer)
+        self._check_superseded()
 
     def on_train_begin(self, args, state, control, model=None, **kwargs):
         _keep_state_slot(self, state)
@@ -195,6 +213,7 @@ class MLDashCallback(TrainerCallback, ExportableState):
             trainer = _owning_trainer(self)
             if trainer is not None:
                 self._trainer = weakref.ref(trainer)
+        self._check_superseded()
         if not state.is_world_process_zero or not self._is_active():
             return
         if state.is_hyper_param_search:
@@ -352,11 +371,9 @@ class MLDashReportToCallback(MLDashCallback):
     so using both never records a run twice.
     """
 
-    def _is_active(self) -> bool:
+    def _check_superseded(self) -> None:
         trainer = self._trainer_obj()
-        if trainer is None:
-            return True
-        return not any(
+        self._superseded = trainer is not None and any(
             isinstance(cb, MLDashCallback) and not isinstance(cb, MLDashReportToCallback)
             for cb in trainer.callback_handler.callbacks
         )

@@ -111,6 +111,24 @@ def test_report_to_and_the_callback_together_record_once(tmp_path, root):
     assert len(points(exp, "train/loss")) == 4
 
 
+def test_an_existing_experiment_can_be_given_and_the_callback_pickles(tmp_path, root):
+    import pickle
+
+    exp = mldash.Experiment("given/run", root=tmp_path / "given", tags=["mine"])
+    callback = MLDashCallback(experiment=exp)
+    train(tmp_path, [callback], max_steps=2)
+    assert callback.experiment is exp and exp.status == "COMPLETED"
+    assert len(points(exp, "train/loss")) == 2
+    with pytest.raises(ValueError, match="not both"):
+        MLDashCallback(experiment=exp, name="other")
+
+    # Ray Tune ships the Trainer, callbacks included, to its workers.
+    clone = pickle.loads(pickle.dumps(callback))
+    assert clone.experiment is None
+    again = clone._resolve(training_args(tmp_path / "out"), None)
+    assert (again.prefix, again.root) == ("given/run", exp.root)
+
+
 # ---- what is recorded ----------------------------------------------------------------------
 def test_hyperparameters_hold_every_training_argument_the_model_config_and_size(tmp_path, root):
     long_id = "org/" + "m" * 3000  # MLflow would cut this at 250 characters
