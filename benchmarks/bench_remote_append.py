@@ -59,7 +59,7 @@ up = exp._uploader
 while up is not None and not (up.caught_up or up.error is not None) and time.perf_counter() - ts < 30:
     time.sleep(0.01)
 startup = time.perf_counter() - ts
-t0 = time.perf_counter()
+t0 = time.perf_counter(); c0 = time.thread_time()
 if loop == "append":
     m = exp.metrics("loss")
     for i in range(n):
@@ -73,11 +73,11 @@ else:
         exp.metrics("train/lr").append(value=0.01, step=step)
         exp.metrics("train/grad_norm").append(value=1.0, step=step)
     points = 3 * n
-t1 = time.perf_counter()
+t1 = time.perf_counter(); c1 = time.thread_time()
 with contextlib.redirect_stderr(io.StringIO()):  # the "not uploaded" notice of the down mode
     exp.finish()
 t2 = time.perf_counter()
-print(json.dumps({"loop": t1 - t0, "finish": t2 - t1, "points": points, "startup": startup}))
+print(json.dumps({"loop": t1 - t0, "cpu": c1 - c0, "finish": t2 - t1, "points": points, "startup": startup}))
 """
 
 
@@ -172,15 +172,17 @@ def main() -> None:
         "interpreter; the server (embedded store) runs on this machine, pinned to one core and the training "
         f"process to the other (taskset). Load average before the run: {load}.",
         "",
-        "| loop | mode | points | loop time (median) | per point | vs local | finish() | uploader start | on server |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| loop | mode | points | loop time (median) | per point | vs local | loop CPU, main thread | vs local | finish() | uploader start | on server |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for loop, n in loops.items():
         base = statistics.median(r["loop"] for r in results[(loop, "local")])
+        base_cpu = statistics.median(r["cpu"] for r in results[(loop, "local")])
         for mode in ("local", "remote", "remote, down"):
             rows = results[(loop, mode)]
             loop_s = statistics.median(r["loop"] for r in rows)
             finish_s = statistics.median(r["finish"] for r in rows)
+            cpu_s = statistics.median(r["cpu"] for r in rows)
             points = rows[0]["points"]
             held = "-"
             start_s = "-" if mode == "local" else f"{statistics.median(r['startup'] for r in rows):.2f} s"
@@ -190,12 +192,15 @@ def main() -> None:
             label = "bare append() calls" if loop == "append" else "tiny PyTorch MLP step + 3 appends"
             lines.append(
                 f"| {label} | {mode} | {points:,} | {loop_s:.3f} s | {loop_s / points * 1e6:.2f} µs "
-                f"| {loop_s / base:.2f}x | {finish_s:.2f} s | {start_s} | {held} |"
+                f"| {loop_s / base:.2f}x | {cpu_s:.3f} s | {cpu_s / base_cpu:.2f}x | {finish_s:.2f} s | {start_s} | {held} |"
             )
     lines += [
         "",
         "Loop time is what training pays, timed once the uploader has started (its one-off start:",
         "importing requests on its own thread and the first connection, is the 'uploader start' column).",
+        "'Loop CPU, main thread' is the CPU time the training thread itself spent (time.thread_time):",
+        "what the append calls cost it, unaffected by other processes; the wall-clock loop time also",
+        "includes waiting for the GIL held by the writer/uploader threads and for a busy machine.",
         "With a live server, finish() includes waiting until the",
         "server holds every point (the uploader works during the loop, so only the tail is left);",
         "with the server down it returns at once here because MLDASH_SYNC_TIMEOUT=0 in this",
