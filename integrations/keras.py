@@ -584,18 +584,21 @@ def _safe(fn):
 
 # ---- failures ------------------------------------------------------------------------
 # Keras has no hook for an exception that escapes ``fit``: callbacks only see the
-# normal path (``on_train_end`` is simply never called). So the first
-# MLDashCallback that is constructed wraps ``keras.Model.fit`` once per process.
-# The wrapper looks for MLDashCallbacks among the call's callbacks and, when
-# ``fit`` raises, records the exception on their experiments (FAILED with the
-# traceback; KeyboardInterrupt gives CANCELLED) before re-raising it unchanged.
-# Patching the class (not the instance in ``set_model``) matters: Keras calls
-# ``set_model`` from inside ``fit``, too late to wrap the call in progress, while
-# ``MLDashCallback(...)`` is always constructed before ``fit`` is called. This
-# works in plain scripts, notebooks and under pytest alike (no excepthook needed,
-# and a caught exception is still recorded). Models whose class overrides ``fit``
-# are covered as long as they call ``super().fit``. A call without our callback
-# pays one scan of its callbacks list.
+# normal path (``on_train_end`` is simply never called). So importing this module
+# wraps ``keras.Model.fit`` once per process. The wrapper looks for
+# MLDashCallbacks among the call's callbacks and, when ``fit`` raises, records the
+# exception on their experiments (FAILED with the traceback; KeyboardInterrupt
+# gives CANCELLED) before re-raising it unchanged.
+# Why the class and why at import: Keras calls ``set_model`` from inside ``fit``,
+# too late to wrap the call in progress, and in ``model.fit(callbacks=[
+# MLDashCallback()])`` Python looks ``model.fit`` up before it builds the
+# callback, so patching in the constructor would miss the first call. The import
+# always comes first. This works in plain scripts, notebooks and under pytest
+# alike (no excepthook needed, a caught exception is still recorded, and an error
+# before training begins, such as a bad input shape, is recorded too). Models
+# whose class overrides ``fit`` are covered as long as they call ``super().fit``;
+# for anything else the core's excepthook still marks an uncaught error. A fit
+# without our callback pays one scan of its callbacks list.
 _guard_lock = threading.Lock()
 _guarded = False
 
@@ -653,3 +656,6 @@ def _our_callbacks(callbacks: Any) -> list[MLDashCallback]:
         elif isinstance(item, (list, tuple)):
             stack.extend(reversed(item))
     return found
+
+
+_install_fit_guard()
