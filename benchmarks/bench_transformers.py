@@ -45,6 +45,7 @@ os.environ.update(MLDASH_ROOT=os.path.join(work, "mldash"), MLDASH_PROJECT="benc
                   MLFLOW_TRACKING_URI="sqlite:///" + os.path.join(work, "mlflow.db"),
                   DISABLE_MLFLOW_INTEGRATION="FALSE")
 import torch
+torch.set_num_threads(1)  # steadier timings on a shared 2-core machine
 from transformers import BertConfig, BertForSequenceClassification, Trainer, TrainingArguments
 from transformers.integrations import INTEGRATION_TO_CALLBACK
 if case == "mldash":
@@ -178,7 +179,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--out", default=None, help="also write the tables as markdown here")
     options = parser.parse_args()
-    steps = options.steps or (100 if options.quick else 400)
+    steps = options.steps or (100 if options.quick else 300)
     repeats = options.repeats or (1 if options.quick else 3)
 
     rows = per_step(steps, repeats)

@@ -110,6 +110,7 @@ class MLDashCallback(TrainerCallback, ExportableState):
         self._training = False
         self._recorded: BaseException | None = None
         self._superseded = False
+        self._pending_summary: dict[str, Any] = {}
 
     # ---- which experiment ------------------------------------------------------------
     @property
@@ -267,7 +268,8 @@ class MLDashCallback(TrainerCallback, ExportableState):
         exp = self._exp
         if exp is None or not state.is_world_process_zero or not self._is_active():
             return
-        summary: dict[str, Any] = {"global_step": state.global_step, "epoch": state.epoch}
+        summary: dict[str, Any] = {**self._pending_summary, "global_step": state.global_step, "epoch": state.epoch}
+        self._pending_summary = {}
         if state.best_metric is not None:
             summary["best_metric"] = state.best_metric
         if state.best_model_checkpoint:
@@ -303,7 +305,10 @@ class MLDashCallback(TrainerCallback, ExportableState):
             except TypeError as error:
                 self._skip(exp, key, error)
         if summary:
-            exp.summary.set(summary)
+            if self._training:  # train_runtime & co. come just before on_train_end:
+                self._pending_summary.update(summary)  # one summary write there, not two
+            else:
+                exp.summary.set(summary)
 
     def _series_for(self, exp: Experiment, key: str):
         if key in self._skipped:
@@ -344,6 +349,9 @@ class MLDashCallback(TrainerCallback, ExportableState):
         exp = self._exp
         if exp is None:
             exp = self._setup(trainer.args, trainer.state, trainer.model)
+        if self._pending_summary:
+            exp.summary.set(self._pending_summary)
+            self._pending_summary = {}
         exp.log_exception(exc)
         exp.finish()
 
