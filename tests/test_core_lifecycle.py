@@ -298,3 +298,17 @@ def test_a_forked_child_appends_but_does_not_decide_the_status(root):
     assert exp.metrics("loss").read()["total"] == 101  # the parent's backlog written once
     assert exp.metrics("worker").read()["total"] == 1
     assert json.loads((root / "p" / "s" / "experiment.json").read_text())["sessions"] == 1
+
+
+def test_log_metadata_with_none_nan_and_nesting_reads_back(root):
+    exp = mldash.Experiment("p/logmeta", root=root)
+    exp.log("odd", metadata={"none": None, "nan": float("nan"), "nested": {"inf": float("-inf"), "xs": [1, None]}})
+    exp.log("after")  # the writer keeps going
+    records = exp.read_logs()["data"]
+    import math
+
+    meta = records[0]["metadata"]
+    assert meta["none"] is None and math.isnan(meta["nan"])
+    assert meta["nested"]["inf"] == float("-inf") and meta["nested"]["xs"] == [1, None]
+    assert records[1]["message"] == "after"
+    exp.finish()
