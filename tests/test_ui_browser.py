@@ -22,6 +22,19 @@ if not os.path.exists("/usr/bin/chromium"):
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def column_cache(tmp_path_factory):
+    """The dashboard's disk cache of parsed columns goes to a tmp folder, not ~/.cache."""
+    folder = str(tmp_path_factory.mktemp("ui-cache"))
+    old = os.environ.get("MLDASH_UI_CACHE")
+    os.environ["MLDASH_UI_CACHE"] = folder  # read by LocalSource and by `mldash ui` subprocesses
+    yield folder
+    if old is None:
+        os.environ.pop("MLDASH_UI_CACHE", None)
+    else:
+        os.environ["MLDASH_UI_CACHE"] = old
+
+
 @pytest.fixture(scope="module")
 def root(tmp_path_factory):
     root = str(tmp_path_factory.mktemp("ui-browser"))

@@ -44,13 +44,22 @@ def register(main: click.Group) -> None:
         help="Require this bearer token to read (recommended with --host other than 127.0.0.1).",
     )
     @click.option("--title", default="mldash", show_default=True, help="Title shown in the page.")
-    def ui_command(root, port, host, open_browser, token, title) -> None:
+    @click.option(
+        "--cache-dir",
+        type=click.Path(file_okay=False),
+        envvar="MLDASH_UI_CACHE",
+        help="Where parsed columns of big series are kept between runs "
+        "(default $XDG_CACHE_HOME/mldash/ui or ~/.cache/mldash/ui).",
+    )
+    @click.option("--no-cache", is_flag=True, help="Keep no parsed columns on disk.")
+    def ui_command(root, port, host, open_browser, token, title, cache_dir, no_cache) -> None:
         """Serve the dashboard over the runs in ROOT (default $MLDASH_ROOT or .mldash).
 
         \b
         Experiments table, one run's charts/logs/errors/checkpoints, and a
         compare view; it reads the files as training writes them, so running
-        experiments update live. Read-only: it never changes ROOT.
+        experiments update live. Read-only: it never changes ROOT (parsed
+        columns of big series are cached under --cache-dir instead).
         """
         try:
             import uvicorn
@@ -71,7 +80,8 @@ def register(main: click.Group) -> None:
                 "pass --token to require one.",
                 err=True,
             )
-        source = LocalSource(root)
+        source = LocalSource(root, cache=False if no_cache else (cache_dir or True))
+        source.warm_recent()  # in the background: the newest big series, before anyone asks
         app = create_app(source, auth=token_auth(token) if token else None, title=title)
         sock = _bind(host, port)
         shown = "127.0.0.1" if host in ("0.0.0.0", "") else ("[::1]" if host == "::" else host)

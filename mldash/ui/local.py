@@ -8,14 +8,21 @@ fast on big roots and long series:
 * the parsed columns of every metric series viewed, grown by parsing only the
   bytes appended since (a running experiment costs its new lines per poll), and
   dropped least-recently-used past ``max_points``.
+
+Big series are also kept on disk (``mldash.ui.colcache``, outside ROOT), so a
+restarted dashboard reads their columns back instead of parsing again, and a
+background thread loads the most recently written big series as soon as the
+dashboard starts, and every series of a run as soon as its page is requested.
+That thread steps aside (between ~1 MiB pieces) while a request is being served.
 """
 
 from __future__ import annotations
 
 import os
 import threading
-from collections import OrderedDict
-from concurrent.futures import ThreadPoolExecutor
+import time
+from collections import OrderedDict, deque
+from contextlib import contextmanager
 
 from .. import _codec
 from .._naming import metric_parts
@@ -25,23 +32,32 @@ from ..metrics import last_point, read_series
 from ..params import read_document
 from ..store import find_experiments, load_meta, resolve
 from ..store import metric_names as _metric_names
+from .colcache import ColumnCache, State, read_tail
 from .series import Columns, parse_lines, parse_uniform, view
 
 LEVELS = ("debug", "info", "warn", "error", "fatal")
-_READ_BLOCK = 64 << 20  # parse a huge file in pieces so memory stays flat
+_READ_BLOCK = 64 << 20  # read a huge file in pieces so memory stays flat
+# Parse in pieces of about this size: they stay in the CPU cache (faster than one big
+# piece), a line that needs the slow parser slows only its piece, and the warmer can
+# step aside between pieces.
+_PARSE_BLOCK = 1 << 20
+# Series files at least this big go to the disk cache and are loaded at start-up; smaller
+# ones parse in a few milliseconds.
+CACHE_MIN_BYTES = 1 << 20
 
 
 class _Series:
     """One metric file's parsed columns and how far into the file they go."""
 
-    __slots__ = ("cols", "offset", "lines", "inode", "lock")
+    __slots__ = ("folder", "cols", "state", "lock", "saved", "tried_cache")
 
-    def __init__(self) -> None:
+    def __init__(self, folder: str) -> None:
+        self.folder = folder
         self.cols = Columns()
-        self.offset = 0
-        self.lines = 0
-        self.inode = None
+        self.state = State()
         self.lock = threading.Lock()
+        self.saved = 0  # bytes of the file that the disk cache holds
+        self.tried_cache = False
 
 
 class LocalSource:
@@ -52,16 +68,36 @@ class LocalSource:
     ['vision/resnet/run-1']
     """
 
-    def __init__(self, root: str | os.PathLike = ".mldash", *, max_points: int = 20_000_000) -> None:
+    def __init__(
+        self,
+        root: str | os.PathLike = ".mldash",
+        *,
+        max_points: int = 20_000_000,
+        cache: ColumnCache | str | os.PathLike | None | bool = True,
+    ) -> None:
+        """``cache``: True for the default disk cache folder (``colcache.default_folder()``),
+        a folder or a ``ColumnCache``, or False/None for none."""
         self.root = os.path.abspath(os.fspath(root))
         self.max_points = max_points
+        if cache is True:
+            cache = ColumnCache()
+        elif cache is False or cache is None:
+            cache = None
+        elif not isinstance(cache, ColumnCache):
+            cache = ColumnCache(cache)
+        self.cache: ColumnCache | None = cache
         self._rows: dict[str, tuple[tuple, dict]] = {}
         self._series: OrderedDict[str, _Series] = OrderedDict()
         self._lock = threading.Lock()
-        self._warmer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mldash-ui-warm")
+        self._busy = 0  # requests being served; the warmer waits for 0
+        self._warmer = _Warmer(self)
 
     # ---- the DataSource protocol ---------------------------------------------------------
     def list_experiments(self, project: str | None = None) -> list[dict]:
+        with self._serving():
+            return self._list_experiments(project)
+
+    def _list_experiments(self, project: str | None) -> list[dict]:
         rows = []
         seen = set()
         for path in find_experiments(self.root):
@@ -77,6 +113,10 @@ class LocalSource:
         return rows
 
     def get_experiment(self, prefix: str) -> dict:
+        with self._serving():
+            return self._get_experiment(prefix)
+
+    def _get_experiment(self, prefix: str) -> dict:
         path = self._path(prefix)
         row = dict(self._row(path))
         row["summary"] = read_document(os.path.join(path, "summary.json"))
@@ -96,7 +136,8 @@ class LocalSource:
     ) -> dict:
         if level is not None and level not in LEVELS:
             raise ValueError(f"unknown log level {level!r}; use one of {', '.join(LEVELS)}")
-        return read_log_records(os.path.join(self._path(prefix), "logs"), start_index, limit, level)
+        with self._serving():
+            return read_log_records(os.path.join(self._path(prefix), "logs"), start_index, limit, level)
 
     # ---- optional methods the app uses when a source has them ----------------------------
     def metric_view(
@@ -109,26 +150,54 @@ class LocalSource:
         width: int = 1000,
     ) -> dict:
         """The downsampled series for one chart (see ``mldash.ui.series.view``)."""
-        entry = self._load(self._metric_folder(prefix, name))
-        with entry.lock:
-            out = view(entry.cols, x, lo, hi, width)
-            out["x_choices"] = entry.cols.x_choices()
+        with self._serving():
+            entry = self._load(self._metric_folder(prefix, name))
+            with entry.lock:
+                out = view(entry.cols, x, lo, hi, width)
+                out["x_choices"] = entry.cols.x_choices()
+        self._warmer.save_later(entry)
         out["name"] = name
         return out
 
     def warm(self, prefix: str) -> None:
-        """Start parsing every series of ``prefix`` in the background (the charts come next)."""
+        """Start loading every series of ``prefix`` in the background (the charts come next).
+
+        It goes ahead of the start-up warming (``warm_recent``).
+        """
         try:
             path = self._path(prefix)
         except KeyError:
             return
-        for name in _metric_names(path):
-            self._warmer.submit(self._load, os.path.join(path, "metrics", *name.split("/")))
+        names = _metric_names(path)
+        self._warmer.push([os.path.join(path, "metrics", *n.split("/")) for n in names], urgent=True)
+
+    def warm_recent(self, budget: int | None = None) -> None:
+        """In the background: load the most recently written big series (running runs first).
+
+        Loads series of at least ``CACHE_MIN_BYTES`` until about ``budget`` points
+        (default half of ``max_points``), from the disk cache where it has them;
+        ``mldash ui`` calls this at start. Also trims the disk cache.
+        """
+        self._warmer.push_recent(self.max_points // 2 if budget is None else budget)
+
+    def wait_warm(self, timeout: float | None = None) -> bool:
+        """Block until the background loading has nothing left to do (tests, benchmarks)."""
+        return self._warmer.wait_idle(timeout)
 
     def close(self) -> None:
-        self._warmer.shutdown(wait=False, cancel_futures=True)
+        self._warmer.stop()
 
     # ---- internals -----------------------------------------------------------------------
+    @contextmanager
+    def _serving(self):
+        with self._lock:
+            self._busy += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._busy -= 1
+
     def _path(self, prefix: str) -> str:
         try:
             return resolve(self.root, prefix)
@@ -172,17 +241,45 @@ class LocalSource:
         self._rows[path] = (key, row)
         return row
 
-    def _load(self, folder: str) -> _Series:
-        """The series in ``folder``, parsed up to its current end."""
+    def _entry(self, folder: str) -> _Series:
         with self._lock:
             entry = self._series.get(folder)
             if entry is None:
-                entry = self._series[folder] = _Series()
+                entry = self._series[folder] = _Series(folder)
             self._series.move_to_end(folder)
-        with entry.lock:
-            _catch_up(entry, os.path.join(folder, "data.jsonl"))
-        self._evict()
         return entry
+
+    def _load(self, folder: str) -> _Series:
+        """The series in ``folder``, parsed up to its current end."""
+        return self._load_step(folder)[0]
+
+    def _load_step(self, folder: str, step_aside=None) -> tuple[_Series, bool]:
+        """``_load``, except that ``step_aside()`` (the warmer's) is asked between pieces:
+        when it says True the parse stops there (complete is False), to be continued
+        by whoever comes next."""
+        entry = self._entry(folder)
+        data_path = os.path.join(folder, "data.jsonl")
+        with entry.lock:
+            if not entry.tried_cache and entry.state.offset == 0 and self.cache is not None:
+                entry.tried_cache = True
+                hit = self.cache.load(data_path) if _size(data_path) >= CACHE_MIN_BYTES else None
+                if hit is not None:
+                    entry.cols, entry.state = hit
+                    entry.saved = entry.state.offset
+            complete = _catch_up(entry, data_path, step_aside)
+        self._evict()
+        return entry, complete
+
+    def _save(self, entry: _Series) -> None:
+        """Write ``entry`` to the disk cache when it is big and enough is new since the last write."""
+        if self.cache is None:
+            return
+        with entry.lock:
+            offset = entry.state.offset
+            if offset < CACHE_MIN_BYTES or offset - entry.saved < max(CACHE_MIN_BYTES, entry.saved // 4):
+                return
+            self.cache.save(os.path.join(entry.folder, "data.jsonl"), entry.cols, entry.state)
+            entry.saved = offset  # also when it failed (read-only cache): retried after more growth
 
     def _evict(self) -> None:
         with self._lock:
@@ -208,6 +305,13 @@ def _scan_metrics(base: str, prefix: str = "") -> dict[str, tuple[int, int]]:
     return found
 
 
+def _size(path: str) -> int:
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0
+
+
 def _stamp(path: str) -> tuple[int, int] | None:
     try:
         st = os.stat(path)
@@ -216,29 +320,181 @@ def _stamp(path: str) -> tuple[int, int] | None:
     return st.st_size, st.st_mtime_ns
 
 
-def _catch_up(entry: _Series, data_path: str) -> None:
-    """Parse the complete lines appended since the last call (all of them the first time)."""
+def _catch_up(entry: _Series, data_path: str, step_aside=None) -> bool:
+    """Parse the complete lines appended since the last call (all of them the first time).
+
+    Returns False when ``step_aside()`` stopped it early.
+    """
+    complete = True
     try:
         f = open(data_path, "rb")
     except FileNotFoundError:
-        return
+        return complete
     with f:
-        st = os.fstat(f.fileno())
-        if st.st_ino != entry.inode or st.st_size < entry.offset:
-            entry.cols, entry.offset, entry.lines, entry.inode = Columns(), 0, 0, st.st_ino
-        while entry.offset < st.st_size:
-            f.seek(entry.offset)
-            chunk = f.read(min(_READ_BLOCK, st.st_size - entry.offset))
+        fd = f.fileno()
+        st = os.fstat(fd)
+        state = entry.state
+        if not state.inode or not state.still_matches(fd, st):  # new, replaced or rewritten
+            entry.cols, entry.saved = Columns(), 0
+            state = entry.state = State(st.st_dev, st.st_ino)
+        start = state.offset
+        while state.offset < st.st_size:
+            f.seek(state.offset)
+            chunk = f.read(min(_READ_BLOCK, st.st_size - state.offset))
             cut = chunk.rfind(b"\n") + 1
             if not cut:
                 break  # a line still being written
-            chunk = chunk[:cut]
-            fast = parse_uniform(chunk)
-            if fast is not None:
-                entry.cols.extend_matrix(entry.lines, *fast)
-                entry.lines += len(fast[0])
+            pos = 0
+            while pos < cut:
+                end = cut if cut - pos <= _PARSE_BLOCK else chunk.rfind(b"\n", pos, pos + _PARSE_BLOCK) + 1
+                if end <= pos:  # one line longer than a piece
+                    end = chunk.find(b"\n", pos) + 1
+                _parse_piece(entry, chunk[pos:end])
+                state.offset += end - pos
+                pos = end
+                if step_aside is not None and pos < cut and step_aside():
+                    complete = False
+                    break
+            if not complete:
+                break
+        if state.offset != start:
+            state.tail = read_tail(fd, state.offset)
+    return complete
+
+
+def _parse_piece(entry: _Series, piece: bytes) -> None:
+    state = entry.state
+    fast = parse_uniform(piece)
+    if fast is not None:
+        entry.cols.extend_matrix(state.lines, *fast)
+        state.lines += len(fast[0])
+    else:
+        indices, times, rows, count = parse_lines(piece, state.lines)
+        entry.cols.extend(indices, times, rows)
+        state.lines += count
+
+
+class _Warmer:
+    """One daemon thread that loads series ahead of the requests for them.
+
+    Two queues: ``warm(prefix)`` (a page being opened) before start-up warming.
+    Between pieces of a parse it steps aside while the source serves a request;
+    a request for the series being warmed simply continues its parse.
+    """
+
+    def __init__(self, source: "LocalSource") -> None:
+        self.source = source
+        self.urgent: deque = deque()
+        self.later: deque = deque()
+        self.cond = threading.Condition()
+        self.working = False
+        self.stopped = False
+        self.thread: threading.Thread | None = None
+
+    def _start(self) -> None:
+        if self.thread is None:
+            self.thread = threading.Thread(target=self._run, name="mldash-ui-warm", daemon=True)
+            self.thread.start()
+
+    def push(self, folders: list[str], urgent: bool = False) -> None:
+        with self.cond:
+            if urgent:
+                self.urgent.extendleft(("load", f) for f in reversed(folders))
             else:
-                indices, times, rows, count = parse_lines(chunk, entry.lines)
-                entry.cols.extend(indices, times, rows)
-                entry.lines += count
-            entry.offset += cut
+                self.later.extend(("load", f) for f in folders)
+            self._start()
+            self.cond.notify()
+
+    def push_recent(self, budget: int) -> None:
+        with self.cond:
+            self.later.append(("recent", budget))
+            self._start()
+            self.cond.notify()
+
+    def save_later(self, entry: _Series) -> None:
+        if self.source.cache is None or entry.state.offset - entry.saved < CACHE_MIN_BYTES:
+            return  # the common case, decided without the thread
+        with self.cond:
+            self.urgent.append(("save", entry))
+            self._start()
+            self.cond.notify()
+
+    def stop(self) -> None:
+        with self.cond:
+            self.stopped = True
+            self.urgent.clear()
+            self.later.clear()
+            self.cond.notify_all()
+
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self.cond:
+            while self.urgent or self.later or self.working:
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    return False
+                self.cond.wait(left)
+        return True
+
+    def _busy(self) -> bool:
+        return self.source._busy > 0 or self.stopped
+
+    def _wait_quiet(self) -> None:
+        """Let requests go first: wait while one is being served (re-checked every 5 ms)."""
+        while self._busy() and not self.stopped:
+            time.sleep(0.005)
+
+    def _run(self) -> None:
+        while True:
+            with self.cond:
+                while not (self.urgent or self.later or self.stopped):
+                    self.working = False
+                    self.cond.notify_all()
+                    self.cond.wait()
+                if self.stopped:
+                    self.working = False
+                    self.cond.notify_all()
+                    return
+                task = (self.urgent or self.later).popleft()
+                self.working = True
+            try:
+                self._do(task)
+            except Exception:  # a series that fails to load will fail again, visibly, on request
+                pass
+
+    def _do(self, task) -> None:
+        kind, arg = task
+        source = self.source
+        if kind == "save":
+            source._save(arg)
+        elif kind == "load":
+            while not self.stopped:
+                self._wait_quiet()
+                entry, complete = source._load_step(arg, self._busy)
+                if complete:
+                    source._save(entry)
+                    break
+        elif kind == "recent":
+            folders = _recent_big_series(source.root, arg, self._wait_quiet)
+            self.push(folders)
+            if source.cache is not None:
+                source.cache.prune()
+
+
+def _recent_big_series(root: str, budget: int, pause) -> list[str]:
+    """Metric folders whose data.jsonl is at least CACHE_MIN_BYTES, newest first, about ``budget`` points."""
+    found = []
+    for path in find_experiments(root):
+        pause()
+        base = os.path.join(path, "metrics")
+        for name, (size, mtime) in _scan_metrics(base).items():
+            if size >= CACHE_MIN_BYTES:
+                found.append((mtime, size, os.path.join(base, *name.split("/"))))
+    found.sort(reverse=True)
+    chosen, points = [], 0
+    for _, size, folder in found:
+        points += size // 60  # about 60 bytes a {value, step} point
+        if points > budget and chosen:
+            break
+        chosen.append(folder)
+    return chosen

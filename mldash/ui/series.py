@@ -43,6 +43,21 @@ class Columns:
         self.numeric: set[str] = set()
         self._sorted: dict[str, tuple[int, np.ndarray | None]] = {}
 
+    @classmethod
+    def from_arrays(
+        cls, index: np.ndarray, time: np.ndarray, fields: dict[str, np.ndarray], numeric: set[str]
+    ) -> "Columns":
+        """Columns over existing float64 arrays of one length (e.g. read from the disk cache).
+
+        They are used as they are; the first ``extend`` copies them into bigger ones.
+        """
+        cols = cls()
+        cols.n = cols._cap = len(index)
+        cols.index, cols.time = index, time
+        cols.fields = dict(fields)
+        cols.numeric = set(numeric) & set(fields)
+        return cols
+
     def _grow(self, extra: int) -> None:
         need = self.n + extra
         if need <= self._cap:
@@ -182,17 +197,21 @@ def parse_lines(chunk: bytes, first_index: int) -> tuple[list[int], list[float],
     return list(indices), [t / 1000 for t in stamps], list(data), count
 
 
-_NUMBER_BYTES = b"0123456789.eE+- \n"
-_BRACKETS = bytes.maketrans(b"[]}", b"   ")
+_NUMBER_BYTES = b"0123456789.eE+-, "
+_FLATTEN = bytes.maketrans(b"[]}\n", b"   ,")
 
 
 def parse_uniform(chunk: bytes) -> tuple[np.ndarray, list[str]] | None:
     """Fast path: when every line has the first line's numeric fields in its order.
 
     Turns ``[1712000000000,{"value":0.5,"step":3}]`` lines into a float matrix
-    (time ms, then one column per field) with bytes.replace and numpy's text
-    parser, about twice as fast as building a dict per line. Returns None
-    whenever any line differs (the caller then takes ``parse_lines``).
+    (time ms, then one column per field): ``bytes.replace`` drops the keys, so
+    the chunk becomes one flat JSON array of numbers that orjson reads (with
+    correct rounding) about three times as fast as a dict per line, and twice
+    as fast as numpy's text parser. Returns None whenever any line differs (the
+    caller then takes ``parse_lines``): strings, bools, null, tagged NaN, other
+    keys or another key order all leave letters or quotes behind, and a missing
+    field changes the count.
     """
     end = chunk.find(b"\n")
     if end < 0:
@@ -207,20 +226,21 @@ def parse_uniform(chunk: bytes) -> tuple[np.ndarray, list[str]] | None:
     for key, value in first[1].items():
         if value.__class__ not in (int, float) or orjson.dumps(key) != b'"' + key.encode() + b'"':
             return None
-    text = chunk.replace(b",{" + orjson.dumps(keys[0]) + b":", b" ")
+    text = chunk.replace(b",{" + orjson.dumps(keys[0]) + b":", b",")
     for key in keys[1:]:
-        text = text.replace(b"," + orjson.dumps(key) + b":", b" ")
-    text = text.translate(_BRACKETS)
+        text = text.replace(b"," + orjson.dumps(key) + b":", b",")
+    text = text.translate(_FLATTEN)
     if text.translate(None, _NUMBER_BYTES):
         return None  # strings, bools, null, tagged NaN, other keys: not uniform
-    lines = chunk.count(b"\n")
     try:
-        values = np.fromstring(text, dtype=float, sep=" ")
-    except ValueError:
+        values = orjson.loads(b"[" + text[:-1] + b"]")  # the last newline became a comma
+        matrix = np.array(values, dtype=float)
+    except (orjson.JSONDecodeError, ValueError, TypeError, OverflowError):
         return None
-    if values.size != lines * (len(keys) + 1):
+    lines = chunk.count(b"\n")
+    if matrix.ndim != 1 or matrix.size != lines * (len(keys) + 1):
         return None  # a line lacks a field
-    return values.reshape(lines, len(keys) + 1), keys
+    return matrix.reshape(lines, len(keys) + 1), keys
 
 
 def view(
