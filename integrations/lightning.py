@@ -222,12 +222,13 @@ class MLDashLogger(_LoggerBase):
         for key, value in metrics.items():
             if skip_epoch and key == "epoch":
                 continue  # a field of the other points, not a series of its own
+            if value.__class__ is dict:
+                self._log_nested(key, value, step, epoch)
+                continue
             metric = series.get(key)
             if metric is None:
                 metric = self._metric_for(exp, key)
-            if value.__class__ is dict:
-                self._log_nested(key, value, step, epoch)
-            elif step is None:
+            if step is None:
                 if epoch is None:
                     metric.append(value=value)
                 else:

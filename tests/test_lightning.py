@@ -37,15 +37,15 @@ def steps(exp, name):
 # ---- 1. the Logger interface ---------------------------------------------------
 @pytest.mark.timeout(180)
 @pytest.mark.parametrize("package", PACKAGES)
-def test_checkpoints_land_in_the_experiment_directory_and_are_recorded(tmp_path, package):
+def test_checkpoints_land_in_the_experiment_directory_and_are_recorded(root, package):
     callbacks = importlib.import_module(f"{package}.callbacks")
     TinyModule, TinyData = classes(package)
-    logger = MLDashLogger("vision/folder/run-1", root=tmp_path)
+    logger = MLDashLogger("vision/folder/run-1", root=root)
     assert isinstance(logger, importlib.import_module(f"{package}.loggers").Logger)
     assert (logger.name, logger.version) == ("vision", "folder/run-1")
-    assert logger.save_dir == str(tmp_path)
-    assert logger.root_dir == str(tmp_path / "vision")
-    assert logger.log_dir == str(tmp_path / "vision" / "folder" / "run-1")
+    assert logger.save_dir == str(root)
+    assert logger.root_dir == str(root / "vision")
+    assert logger.log_dir == str(root / "vision" / "folder" / "run-1")
     checkpoint = callbacks.ModelCheckpoint(monitor="val_loss", mode="min", save_top_k=-1, save_last=True)
     trainer(package, logger=logger, callbacks=[checkpoint], max_epochs=3).fit(TinyModule(), TinyData())
 
@@ -65,12 +65,12 @@ def test_checkpoints_land_in_the_experiment_directory_and_are_recorded(tmp_path,
     assert best["score"] == min(r["score"] for r in saved)
 
 
-def test_constructing_writes_nothing_and_other_ranks_never_write(tmp_path):
+def test_constructing_writes_nothing_and_other_ranks_never_write(root):
     from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
-    logger = MLDashLogger(project="p", root=tmp_path)
-    assert logger.version and logger.log_dir.startswith(str(tmp_path))  # known before any I/O
-    assert os.listdir(tmp_path) == []
+    logger = MLDashLogger(project="p", root=root)
+    assert logger.version and logger.log_dir.startswith(str(root))  # known before any I/O
+    assert not root.exists()
     previous = rank_zero_only.rank
     rank_zero_only.rank = 1
     try:
@@ -80,14 +80,14 @@ def test_constructing_writes_nothing_and_other_ranks_never_write(tmp_path):
         logger.finalize("success")
     finally:
         rank_zero_only.rank = previous
-    assert os.listdir(tmp_path) == []
+    assert not root.exists()
     assert isinstance(logger.experiment, mldash.Experiment)  # rank zero: created on first use
     assert logger.experiment is logger.experiment
     assert logger.experiment.status == "RUNNING"
 
 
-def test_the_logger_is_not_iterable_and_survives_pickling(tmp_path):
-    logger = MLDashLogger("p/pickled", root=tmp_path)
+def test_the_logger_is_not_iterable_and_survives_pickling(root):
+    logger = MLDashLogger("p/pickled", root=root)
     assert not hasattr(logger, "__iter__") and not isinstance(logger, Iterable)  # Trainer would unpack it
     logger.log_metrics({"loss": 1.0}, step=0)  # started: holds a writer thread and files
     logger.experiment.flush()  # two writers on one series append in flush order
@@ -96,12 +96,12 @@ def test_the_logger_is_not_iterable_and_survives_pickling(tmp_path):
     clone.log_metrics({"loss": 0.5}, step=1)
     clone.finalize("success")
     logger.finalize("success")
-    assert steps(mldash.Experiment("p/pickled", root=tmp_path), "loss") == [0, 1]
+    assert steps(mldash.Experiment("p/pickled", root=root), "loss") == [0, 1]
 
 
-def test_an_existing_experiment_is_used_and_left_open_on_success(tmp_path):
+def test_an_existing_experiment_is_used_and_left_open_on_success(root):
     TinyModule, TinyData = classes()
-    exp = mldash.Experiment("mine/run", root=tmp_path)
+    exp = mldash.Experiment("mine/run", root=root)
     exp.params.set(owner="me")
     logger = MLDashLogger(experiment=exp)
     assert logger.log_dir == exp.path and logger.experiment is exp
@@ -122,7 +122,7 @@ class Optim:
     betas: tuple = (0.9, 0.99)
 
 
-def test_hyperparameters_in_every_form_are_flattened_without_truncation(tmp_path):
+def test_hyperparameters_in_every_form_are_flattened_without_truncation(root):
     from omegaconf import OmegaConf
 
     TinyModule, TinyData = classes()
@@ -138,7 +138,7 @@ def test_hyperparameters_in_every_form_are_flattened_without_truncation(tmp_path
         scale=torch.tensor([1.0, 2.0]),
         note=long_text,
     )
-    logger = MLDashLogger("hp/run", root=tmp_path)
+    logger = MLDashLogger("hp/run", root=root)
     t = trainer(logger=logger, max_epochs=1)
     t.fit(model, TinyData(batch_size=4, n=8))
     t.validate(model, TinyData(batch_size=4, n=8))  # logs the same hparams again
@@ -157,11 +157,11 @@ def test_hyperparameters_in_every_form_are_flattened_without_truncation(tmp_path
     assert logger.experiment.status == "COMPLETED"
 
 
-def test_hyperparameter_objects_passed_directly(tmp_path):
+def test_hyperparameter_objects_passed_directly(root):
     from lightning.fabric.utilities.data import AttributeDict
     from omegaconf import OmegaConf
 
-    logger = MLDashLogger("hp/direct", root=tmp_path)
+    logger = MLDashLogger("hp/direct", root=root)
     logger.log_hyperparams(Namespace(a=1, b=Namespace(c=2)))
     logger.log_hyperparams(AttributeDict(d={"e": 3}))
     logger.log_hyperparams(OmegaConf.create({"f": {"g": 4}}))
@@ -174,11 +174,11 @@ def test_hyperparameter_objects_passed_directly(tmp_path):
 
 
 # ---- 3. metrics and steps --------------------------------------------------------
-def test_metrics_keep_lightnings_steps_and_epochs(tmp_path):
+def test_metrics_keep_lightnings_steps_and_epochs(root):
     from lightning.pytorch.callbacks import LearningRateMonitor
 
     TinyModule, TinyData = classes()
-    logger = MLDashLogger("m/run", root=tmp_path)
+    logger = MLDashLogger("m/run", root=root)
     t = trainer(logger=logger, max_epochs=2, callbacks=[LearningRateMonitor(logging_interval="step")])
     t.fit(TinyModule(), TinyData())  # 4 train batches and 2 val batches per epoch
     exp = logger.experiment
@@ -196,8 +196,8 @@ def test_metrics_keep_lightnings_steps_and_epochs(tmp_path):
     assert "epoch" not in exp.metric_names()  # epoch is a field of the points
 
 
-def test_repeated_and_backward_steps_are_all_stored(tmp_path):
-    logger = MLDashLogger("m/steps", root=tmp_path)
+def test_repeated_and_backward_steps_are_all_stored(root):
+    logger = MLDashLogger("m/steps", root=root)
     for step, value in [(5, 1.0), (3, 2.0), (3, 3.0), (0, 4.0), (None, 5.0)]:
         logger.log_metrics({"loss": value}, step=step)
         logger.save()
@@ -210,8 +210,8 @@ def test_repeated_and_backward_steps_are_all_stored(tmp_path):
     assert points(exp, "epoch") == [{"value": 2, "step": 9}]
 
 
-def test_save_leaves_writing_to_the_background_and_finalize_makes_it_durable(tmp_path):
-    logger = MLDashLogger("m/save", root=tmp_path, flush_interval=60)
+def test_save_leaves_writing_to_the_background_and_finalize_makes_it_durable(root):
+    logger = MLDashLogger("m/save", root=root, flush_interval=60)
     for step in range(100):
         logger.log_metrics({"a": step, "b": -step, "epoch": 0}, step=step)
         logger.save()
@@ -222,10 +222,10 @@ def test_save_leaves_writing_to_the_background_and_finalize_makes_it_durable(tmp
         assert len(f.readlines()) == 100
 
 
-def test_metric_prefix_group_separator_and_odd_names(tmp_path):
+def test_metric_prefix_group_separator_and_odd_names(root):
     from lightning.pytorch.utilities import grad_norm
 
-    logger = MLDashLogger("m/names", root=tmp_path, metric_prefix="fold1", group_separator=".")
+    logger = MLDashLogger("m/names", root=root, metric_prefix="fold1", group_separator=".")
     assert logger.group_separator == "."
     layer = torch.nn.Linear(2, 1)
     layer(torch.ones(1, 2)).sum().backward()
@@ -244,9 +244,9 @@ def test_metric_prefix_group_separator_and_odd_names(tmp_path):
 @pytest.mark.timeout(180)
 @pytest.mark.parametrize("hook, at", [("training_step", 2), ("validation_step", 4),
                                       ("on_validation_epoch_end", 0), ("configure_optimizers", 0)])
-def test_an_exception_in_any_hook_fails_the_run_with_its_traceback(tmp_path, hook, at):
+def test_an_exception_in_any_hook_fails_the_run_with_its_traceback(root, hook, at):
     TinyModule, TinyData = classes()
-    logger = MLDashLogger("f/run", root=tmp_path)
+    logger = MLDashLogger("f/run", root=root)
     with pytest.raises(RuntimeError, match="boom"):
         trainer(logger=logger, max_epochs=3).fit(TinyModule(fail_in=hook, fail_at=at), TinyData())
     exp = logger.experiment
@@ -259,7 +259,7 @@ def test_an_exception_in_any_hook_fails_the_run_with_its_traceback(tmp_path, hoo
 
 
 @pytest.mark.parametrize("package", PACKAGES)
-def test_keyboard_interrupt_cancels_the_run(tmp_path, package):
+def test_keyboard_interrupt_cancels_the_run(root, package):
     TinyModule, TinyData = classes(package)
 
     class Interrupted(TinyModule):
@@ -268,7 +268,7 @@ def test_keyboard_interrupt_cancels_the_run(tmp_path, package):
                 raise KeyboardInterrupt
             return super().training_step(batch, batch_idx)
 
-    logger = MLDashLogger("f/interrupted", root=tmp_path)
+    logger = MLDashLogger("f/interrupted", root=root)
     sigint = signal.getsignal(signal.SIGINT)
     try:
         with pytest.raises(SystemExit):  # Lightning's graceful shutdown exits with 1
@@ -283,22 +283,22 @@ def test_keyboard_interrupt_cancels_the_run(tmp_path, package):
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)
-def test_sigterm_cancels_the_run_after_lightnings_graceful_stop(tmp_path):
-    proc = subprocess.run([sys.executable, SUPPORT, "sigterm", str(tmp_path)], capture_output=True,
+def test_sigterm_cancels_the_run_after_lightnings_graceful_stop(root):
+    proc = subprocess.run([sys.executable, SUPPORT, "sigterm", str(root)], capture_output=True,
                           text=True, timeout=280)
     assert "Received SIGTERM" in proc.stderr + proc.stdout, proc.stderr[-3000:]
-    exp = mldash.Experiment("sig/run", root=tmp_path)
+    exp = mldash.Experiment("sig/run", root=root)
     assert exp.status == "CANCELLED"
     warnings = exp.read_logs(level="warn")["data"]
     assert [w["message"] for w in warnings] == ["Run cancelled: terminated by SIGTERM"]
     # Lightning stopped at the end of the batch and ran its on_exception hooks
-    assert os.path.isfile(os.path.join(tmp_path, "on_exception.ckpt"))
+    assert os.path.isfile(os.path.join(root, "on_exception.ckpt"))
     assert steps(exp, "train_loss_step") == [0, 1, 2, 3]
 
 
-def test_fit_then_test_completes_the_run(tmp_path):
+def test_fit_then_test_completes_the_run(root):
     TinyModule, TinyData = classes()
-    logger = MLDashLogger("c/run", root=tmp_path)
+    logger = MLDashLogger("c/run", root=root)
     model, data = TinyModule(), TinyData()
     t = trainer(logger=logger, max_epochs=1)
     t.fit(model, data)
@@ -313,13 +313,13 @@ def test_fit_then_test_completes_the_run(tmp_path):
 # ---- 6. distributed --------------------------------------------------------------
 @pytest.mark.slow
 @pytest.mark.timeout(400)
-def test_ddp_on_two_cpu_processes_writes_one_experiment_once(tmp_path):
-    proc = subprocess.run([sys.executable, SUPPORT, "ddp", str(tmp_path)], capture_output=True,
+def test_ddp_on_two_cpu_processes_writes_one_experiment_once(root):
+    proc = subprocess.run([sys.executable, SUPPORT, "ddp", str(root)], capture_output=True,
                           text=True, timeout=380)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert os.listdir(tmp_path) == ["ddp"]
-    (name,) = os.listdir(tmp_path / "ddp")  # every rank built a logger; one experiment exists
-    exp = mldash.Experiment(f"ddp/{name}", root=tmp_path)
+    assert os.listdir(root) == ["ddp"]
+    (name,) = os.listdir(root / "ddp")  # every rank built a logger; one experiment exists
+    exp = mldash.Experiment(f"ddp/{name}", root=root)
     assert exp.status == "COMPLETED"
     assert steps(exp, "train_loss_step") == [0, 1, 2, 3]  # 2 steps an epoch, 2 epochs, once each
     assert steps(exp, "val_step_loss") == [0, 1]  # one batch a rank, in each of 2 epochs
@@ -330,16 +330,16 @@ def test_ddp_on_two_cpu_processes_writes_one_experiment_once(tmp_path):
 
 
 # ---- 7. resume -------------------------------------------------------------------
-def test_resuming_from_a_checkpoint_continues_the_same_experiment(tmp_path):
+def test_resuming_from_a_checkpoint_continues_the_same_experiment(root):
     from lightning.pytorch.callbacks import ModelCheckpoint
 
     TinyModule, TinyData = classes()
-    first = MLDashLogger("r/run", root=tmp_path)
+    first = MLDashLogger("r/run", root=root)
     checkpoint = ModelCheckpoint(save_last=True)
     trainer(logger=first, max_epochs=1, callbacks=[checkpoint]).fit(TinyModule(), TinyData())
     last = checkpoint.last_model_path
 
-    second = MLDashLogger("r/run", root=tmp_path)
+    second = MLDashLogger("r/run", root=root)
     trainer(logger=second, max_epochs=2, callbacks=[ModelCheckpoint(save_last=True)]).fit(
         TinyModule(), TinyData(), ckpt_path=last)
     exp = second.experiment
