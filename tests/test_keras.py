@@ -37,6 +37,7 @@ def backend_env(backend: str) -> dict:
         TF_CPP_MIN_LOG_LEVEL="2",
         CUDA_VISIBLE_DEVICES="",
         JAX_PLATFORMS="cpu",
+        OMP_NUM_THREADS="1",  # tiny models: one thread each, three backends at once
     )
     return env
 
