@@ -59,29 +59,61 @@ class RSSSampler(threading.Thread):
             time.sleep(0.2)
 
 
-def bench_ingest(url: str, points: int, pid: int) -> dict:
-    """One client, batches of 1,000 points of one series, sent back to back (keep-alive, gzip)."""
+def _cpu(procs: list) -> float:
+    """CPU seconds (user + system) used so far by these psutil processes."""
+    total = 0.0
+    for proc in procs:
+        try:
+            t = proc.cpu_times()
+            total += t.user + t.system
+        except psutil.Error:
+            pass
+    return total
+
+
+def helper_processes(user: str | None = None, pids: tuple = ()) -> list:
+    """The processes that serve a benchmark besides the server: PostgreSQL's (by user), moto's."""
+    procs = [psutil.Process(pid) for pid in pids]
+    if user:
+        procs += [p for p in psutil.process_iter(["username"]) if p.info["username"] == user]
+    return procs
+
+
+def bench_ingest(url: str, points: int, pid: int, helpers: list = ()) -> dict:
+    """One client, batches of 1,000 points of one series, sent back to back (keep-alive, gzip).
+
+    Besides the rate it reports CPU milliseconds per batch of the client, the
+    server process and its helpers (PostgreSQL, moto): on a shared machine the
+    wall-clock rate swings with the load, the CPU cost per batch much less.
+    """
     client = httpx.Client(base_url=url + "/api/v1", timeout=60)
     exp_id = client.post("/experiments", json={"prefix": f"bench/ingest-{time.time_ns()}"}).json()["id"]
     # Encode ahead: this measures the server, the uploader's own cost is benchmarked elsewhere.
     bodies = [batch_body(s) for s in range(0, points, BATCH)]
     headers = {"Content-Encoding": "gzip", "Content-Type": "application/json"}
+    server = psutil.Process(pid)
     sampler = RSSSampler(pid)
     sampler.start()
-    rss_start = psutil.Process(pid).memory_info().rss
+    rss_start = server.memory_info().rss
+    cpu_server, cpu_helpers, cpu_client = _cpu([server]), _cpu(helpers), time.process_time()
     started = time.perf_counter()
     for body in bodies:
         response = client.post(f"/experiments/{exp_id}/metrics", content=body, headers=headers)
         response.raise_for_status()
     elapsed = time.perf_counter() - started
+    n = len(bodies)
+    cpu_client = (time.process_time() - cpu_client) / n * 1000
+    cpu_server = (_cpu([server]) - cpu_server) / n * 1000
+    cpu_helpers = (_cpu(helpers) - cpu_helpers) / n * 1000
     sampler.running = False
     sampler.join()
     assert response.json()["counts"]["train/loss"] == points
     return {
         "points_per_s": points / elapsed,
+        "cpu_ms": {"client": cpu_client, "server": cpu_server, "db+s3": cpu_helpers},
         "rss_start_mb": rss_start / 2**20,
         "rss_peak_mb": max(sampler.samples or [rss_start]) / 2**20,
-        "rss_end_mb": psutil.Process(pid).memory_info().rss / 2**20,
+        "rss_end_mb": server.memory_info().rss / 2**20,
     }
 
 

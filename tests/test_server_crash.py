@@ -116,6 +116,9 @@ def test_two_servers_on_one_postgresql_serve_the_same_data(request, tmp_path):
             with httpx.Client(base_url=url + "/api/v1") as client:
                 view = client.get(f"/experiments/{exp_id}").json()
                 assert view["params"] == {"lr": 0.1} and view["tags"] == ["x"]
+        deadline = time.monotonic() + 60  # compaction runs in the background
+        while len(pg_backend.chunk_objects()) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
         assert len(pg_backend.chunk_objects()) == 2
     finally:
         pg_backend.stop()

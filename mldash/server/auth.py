@@ -121,6 +121,25 @@ class Authenticator:
             self._active = (time.monotonic(), active)
         return active
 
+    def cached_scope(self, authorization: str | None) -> Scope | None:
+        """``scope()`` when it needs no database query (the usual case), else None.
+
+        Lets the event loop resolve a caller without a thread hop; the answer
+        (or the Unauthorized raised) is exactly what ``scope()`` would give.
+        """
+        now = time.monotonic()
+        if self.mode == "off" or (self.mode == "auto" and now - self._active[0] <= _CACHE_SECONDS and not self._active[1]):
+            return OPEN
+        if not authorization:
+            return None  # scope() decides (it may need to refresh whether auth is on)
+        kind, _, secret = authorization.partition(" ")
+        cached = self._cache.get(hash_secret(secret.strip()))
+        if cached is None or now - cached[0] >= _CACHE_SECONDS:
+            return None
+        if self.mode == "auto" and now - self._active[0] > _CACHE_SECONDS:
+            return None
+        return self.scope(authorization)
+
     def scope(self, authorization: str | None) -> Scope:
         if not self.enabled():
             return OPEN

@@ -1,8 +1,11 @@
 """The server's tables (SQLAlchemy Core), the same on SQLite and PostgreSQL.
 
-Metric points are "hot" rows keyed by (series, index) until their series passes
-``chunks.CHUNK_POINTS`` hot points; older points then live in immutable chunk
-objects and ``series.cold_count`` says how many leading points are cold.
+Metric points are "hot" while their series holds at most ``chunks.CHUNK_POINTS``
+of them beyond the cold part: one ``metric_batches`` row per ingested batch
+(the batch's JSON lines in one blob), so ingest costs O(1) rows per batch.
+Older points live in immutable chunk objects and ``series.cold_count`` says how
+many leading points are cold. Hot batch rows of a series tile
+``[cold_count, total)`` exactly: no gap, no overlap.
 """
 
 from __future__ import annotations
@@ -61,16 +64,19 @@ series = Table(
     UniqueConstraint("experiment_id", "name", name="uq_series_name"),
 )
 
-metric_points = Table(
-    "metric_points",
+metric_batches = Table(
+    "metric_batches",
     metadata,
     Column("series_id", Integer, nullable=False),
-    Column("idx", BigInteger, nullable=False),
-    Column("ts", BigInteger, nullable=False),  # ms since the epoch, as in data.jsonl
-    Column("line", LargeBinary, nullable=False),  # the point's JSON line, as sent
-    # The unique (experiment, name, index) key that makes a retried batch a no-op.
-    PrimaryKeyConstraint("series_id", "idx", name="pk_metric_points"),
-    sqlite_with_rowid=False,
+    Column("start_idx", BigInteger, nullable=False),  # index of the first point in this row
+    Column("n_points", Integer, nullable=False),
+    Column("first_ts", BigInteger),  # ms since the epoch, as in data.jsonl
+    Column("last_ts", BigInteger),
+    # The points' JSON lines exactly as in data.jsonl, joined by b"\n" (compact
+    # JSON never holds a raw newline, so splitting on it is exact).
+    Column("lines", LargeBinary, nullable=False),
+    # One row per (series, first index): two writers can never both store a batch there.
+    PrimaryKeyConstraint("series_id", "start_idx", name="pk_metric_batches"),
 )
 
 metric_chunks = Table(
@@ -123,4 +129,4 @@ tokens = Table(
     Column("revoked_at", Float),
 )
 
-__all__ = ["metadata", "experiments", "series", "metric_points", "metric_chunks", "logs", "checkpoints", "tokens", "Text"]
+__all__ = ["metadata", "experiments", "series", "metric_batches", "metric_chunks", "logs", "checkpoints", "tokens", "Text"]

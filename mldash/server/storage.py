@@ -13,26 +13,69 @@ while a batch extends them, and compaction holds a per-series advisory lock
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import threading
 import time
 from collections import OrderedDict
-from typing import Any, Iterator
+from typing import Any, Iterator, NamedTuple
 
 import orjson
-from sqlalchemy import and_, create_engine, event, func, select, text, update
+from sqlalchemy import and_, create_engine, event, func, inspect, select, text, update
 
 from .. import _codec
 from .._naming import metric_parts, split_path
 from ..metrics import decode_points
 from . import chunks
 from .blobs import open_blobs
-from .schema import checkpoints, experiments, logs, metadata, metric_chunks, metric_points, series, tokens
+from .schema import checkpoints, experiments, logs, metadata, metric_batches, metric_chunks, series, tokens
 
 LEVELS = ("debug", "info", "warn", "error", "fatal")
 STATUSES = ("RUNNING", "COMPLETED", "FAILED", "CANCELLED")
 DOCUMENT_KINDS = {"parameters": "params", "summary": "summary"}
 HOT_LIMIT = chunks.CHUNK_POINTS  # a series keeps at most this many hot points after compaction
+MAX_HOT = 4 * HOT_LIMIT  # past this, a request compacts its series itself (the compactor is behind)
+log = logging.getLogger("mldash.server")
+
+# The hot path's statements, written for psycopg (%s; %b sends bytes in binary);
+# Store._sql holds them for the dialect in use (SQLite: "?", no FOR UPDATE).
+_SQL = {
+    "series_for_update": "SELECT id, total, cold_count FROM series WHERE experiment_id = %s AND name = %s FOR UPDATE",
+    "series_lookup": "SELECT id, total, cold_count FROM series WHERE experiment_id = %s AND name = %s",
+    "insert_series": "INSERT INTO series (experiment_id, name, total, cold_count) VALUES (%s, %s, 0, 0) ON CONFLICT DO NOTHING",
+    "experiment_exists": "SELECT id FROM experiments WHERE id = %s",
+    "series_counts": "SELECT experiment_id, total, cold_count FROM series WHERE id = %s",
+    "insert_batch": "INSERT INTO metric_batches (series_id, start_idx, n_points, first_ts, last_ts, lines) VALUES (%s, %s, %s, %s, %s, %b)",
+    "set_total": "UPDATE series SET total = %s, last_line = %b WHERE id = %s",
+    "insert_batch_set_total": (
+        "WITH b AS (INSERT INTO metric_batches (series_id, start_idx, n_points, first_ts, last_ts, lines) "
+        "VALUES (%s, %s, %s, %s, %s, %b)) UPDATE series SET total = %s, last_line = %b WHERE id = %s"
+    ),
+    # PostgreSQL only: lock the series row, and when the batch starts at its total,
+    # insert the batch row and move the total, all in one statement; it returns
+    # the series as it was, so the caller sees whether anything was stored.
+    "append_where_it_ends": (
+        "WITH s AS (SELECT id, total, cold_count FROM series WHERE experiment_id = %s AND name = %s FOR UPDATE), "
+        "b AS (INSERT INTO metric_batches (series_id, start_idx, n_points, first_ts, last_ts, lines) "
+        "SELECT id, total, %s, %s, %s, %b FROM s WHERE total = %s), "
+        "u AS (UPDATE series SET total = s.total + %s, last_line = %b FROM s WHERE series.id = s.id AND s.total = %s) "
+        "SELECT id, total, cold_count FROM s"
+    ),
+    "cold_for_update": "SELECT cold_count FROM series WHERE id = %s FOR UPDATE",
+    "delete_batches": "DELETE FROM metric_batches WHERE series_id = %s AND start_idx >= %s AND start_idx < %s",
+    "set_cold": "UPDATE series SET cold_count = %s WHERE id = %s",
+    "batches_from": (
+        "SELECT start_idx, n_points, first_ts, last_ts, lines FROM metric_batches "
+        "WHERE series_id = %s AND start_idx >= %s AND start_idx < %s ORDER BY start_idx"
+    ),
+    # The row holding hot_from (the last one starting at or before it) and those after, up to end.
+    "batches_overlapping": (
+        "SELECT start_idx, lines FROM metric_batches WHERE series_id = %s AND start_idx >= "
+        "(SELECT COALESCE(MAX(start_idx), 0) FROM metric_batches WHERE series_id = %s AND start_idx <= %s) "
+        "AND start_idx < %s ORDER BY start_idx"
+    ),
+    "over_hot": "SELECT id FROM series WHERE total - cold_count > %s",
+}
 _NAMESPACE_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
 
 
@@ -80,8 +123,13 @@ def _json_dumps(obj: Any) -> str:
 
 
 class Store:
-    def __init__(self, db_url: str, blob_url: str, *, s3_endpoint: str | None = None, create: bool = True) -> None:
+    def __init__(
+        self, db_url: str, blob_url: str, *, s3_endpoint: str | None = None, create: bool = True, sync_commit: bool = False
+    ) -> None:
         self.db_url = normalize_db_url(db_url)
+        # PostgreSQL: wait for the WAL flush on every metric batch's commit (off by
+        # default: ingest then costs no disk round trip; see ingesting()).
+        self.sync_commit = sync_commit
         self.blobs = open_blobs(blob_url, s3_endpoint)
         self.is_sqlite = self.db_url.startswith("sqlite")
         if self.is_sqlite:
@@ -112,6 +160,13 @@ class Store:
         self._write_lock = threading.Lock() if self.is_sqlite else contextlib.nullcontext()
         self._headers: OrderedDict[str, Any] = OrderedDict()
         self._headers_lock = threading.Lock()
+        if self.is_sqlite:
+            self._sql = {k: v.replace(" FOR UPDATE", "").replace("%s", "?").replace("%b", "?") for k, v in _SQL.items()}
+        else:
+            self._sql = dict(_SQL)
+        self._compact_lock = threading.Lock()  # one compaction at a time in this process
+        self._raw_free: list = []  # pooled DBAPI connections kept for ingesting()
+        self._compactor = _Compactor(self)
         if create:
             self.create_tables()
 
@@ -123,12 +178,23 @@ class Store:
                 # Two servers starting at once must not both create the tables.
                 with conn.begin():
                     conn.execute(text("SELECT pg_advisory_xact_lock(7237001)"))
+                    new_batches = not inspect(conn).has_table("metric_batches")
                     metadata.create_all(conn)
+                    if new_batches:
+                        # Hot blobs are short-lived and already compact JSON: storing them
+                        # uncompressed (TOAST without pglz) saves CPU on every ingest.
+                        conn.exec_driver_sql("ALTER TABLE metric_batches ALTER COLUMN lines SET STORAGE EXTERNAL")
+                    _migrate_point_rows(conn)
             else:
                 with conn.execution_options(sqlite_write=True).begin():
                     metadata.create_all(conn)
+                    _migrate_point_rows(conn)
 
     def close(self) -> None:
+        """Finish pending compactions, then release the database connections."""
+        self._compactor.stop()
+        while self._raw_free:
+            self._release(self._raw_free.pop())
         self.engine.dispose()
 
     @contextlib.contextmanager
@@ -138,6 +204,75 @@ class Store:
             conn = conn.execution_options(sqlite_write=True)
             with conn.begin():
                 yield conn
+
+    @contextlib.contextmanager
+    def ingesting(self, autocommit: bool = False) -> Iterator[Any]:
+        """A raw DBAPI cursor in a write transaction, for the ingest hot path.
+
+        SQLAlchemy's Connection costs about as much CPU per statement as SQLite
+        needs to store a whole 1,000-point batch row, so ingest talks to the
+        driver directly. Connections come from the engine's pool (so they get
+        its connect-time setup) and are kept on a short free list instead of
+        being returned, which also skips the pool's per-checkout ping; one that
+        fails is invalidated, and since ingest is idempotent the client's retry
+        is safe.
+        """
+        with self._write_lock:
+            try:
+                fairy = self._raw_free.pop()
+            except IndexError:
+                fairy = self.engine.raw_connection()
+            raw = fairy.driver_connection
+            if not self.is_sqlite and not self.sync_commit and not fairy.info.get("mldash_async_commit"):
+                # Commit without waiting for the WAL flush (see docs/server.md): a
+                # killed server loses nothing, a crashed database at most the last
+                # fraction of a second, which the local-first clients resend.
+                raw.execute("SET synchronous_commit = off")
+                raw.commit()
+                fairy.info["mldash_async_commit"] = True
+            try:
+                cursor = raw.cursor()
+                if autocommit and not self.is_sqlite:  # one statement, its own transaction
+                    raw.autocommit = True
+                    try:
+                        yield cursor
+                    finally:
+                        raw.autocommit = False
+                    return
+                if self.is_sqlite:
+                    cursor.execute("BEGIN IMMEDIATE")
+                yield cursor
+                if self.is_sqlite:
+                    cursor.execute("COMMIT")
+                else:
+                    raw.commit()
+            except BaseException:
+                try:
+                    if self.is_sqlite:
+                        if raw.in_transaction:
+                            raw.execute("ROLLBACK")
+                    else:
+                        raw.rollback()
+                except Exception:
+                    fairy.invalidate()
+                    fairy = None
+                raise
+            finally:
+                if fairy is not None:
+                    if len(self._raw_free) < 8:
+                        self._raw_free.append(fairy)
+                    else:
+                        self._release(fairy)
+
+    def _release(self, fairy) -> None:
+        """Give an ingest connection back to the engine's pool, as the pool made it."""
+        try:
+            if fairy.info.pop("mldash_async_commit", False):
+                fairy.driver_connection.execute("RESET synchronous_commit")
+                fairy.driver_connection.commit()
+            fairy.close()
+        except Exception:
+            fairy.invalidate()
 
     @contextlib.contextmanager
     def reading(self) -> Iterator[Any]:
@@ -326,133 +461,202 @@ class Store:
 
         ``batches`` is ``[{"name", "start_index", "points": [[ms, {fields}], ...]}]``.
         A batch must not leave a gap: its start_index is at most the number of
-        points the server holds for that series (409 otherwise).
+        points the server holds for that series (409 otherwise). Each series'
+        new points become one ``metric_batches`` row, whatever their number.
         """
-        prepared = [_prepare_series(b) for b in _list_of(batches, "series")]
+        # Checked and serialized before any lock is taken; sorted by name (stable,
+        # so one name's entries keep their order) so that two requests always lock
+        # series rows in the same order and can never deadlock each other.
+        prepared = sorted((_prepare_series(b) for b in _list_of(batches, "series")), key=lambda p: p.name)
+        if not self.is_sqlite and len(prepared) == 1 and prepared[0].points:
+            done = self._append_where_it_ends(exp_id, prepared[0])
+            if done is not None:
+                return done
         accepted = 0
         counts: dict[str, int] = {}
-        to_compact = []
-        with self.writing() as conn:
-            _require_experiment(conn, exp_id)
-            for name, start, points in prepared:
-                series_id, total, cold = self._series_for_update(conn, exp_id, name)
+        hot: dict[int, int] = {}
+        sql = self._sql
+        with self.ingesting() as cursor:
+            if not prepared:
+                self._require_experiment_raw(cursor, exp_id)
+            for batch in prepared:
+                name, start, points = batch.name, batch.start, batch.points
+                cursor.execute(sql["series_for_update"], (exp_id, name))
+                row = cursor.fetchone()
+                if row is None:  # a new series
+                    self._require_experiment_raw(cursor, exp_id)
+                    cursor.execute(sql["insert_series"], (exp_id, name))
+                    cursor.execute(sql["series_for_update"], (exp_id, name))
+                    row = cursor.fetchone()
+                series_id, total, cold = row
                 if start > total:
                     raise Conflict(
                         f"metric {name!r}: start_index {start} would leave a gap; the server holds "
                         f"{total} points (indices 0..{total - 1}), so send from index {total}"
                     )
-                new = points[total - start :]
-                if new:
-                    first = max(start, total)
-                    lines = [orjson.dumps(p) for p in new]
-                    self._insert_points(conn, series_id, first, new, lines)
-                    total = first + len(new)
-                    conn.execute(
-                        update(series).where(series.c.id == series_id).values(total=total, last_line=lines[-1])
-                    )
-                    accepted += len(new)
+                skip = total - start  # already stored: a retry, or an overlap
+                if skip < len(points):
+                    if skip > 0:
+                        points = points[skip:]
+                        blob = _lines_blob(points)
+                    else:
+                        blob = batch.blob
+                    last_line = blob[blob.rfind(b"\n") + 1 :]
+                    first_ts, last_ts = _ts(points[0][0]), _ts(points[-1][0])
+                    new_total = total + len(points)
+                    if self.is_sqlite:
+                        cursor.execute(sql["insert_batch"], (series_id, total, len(points), first_ts, last_ts, blob))
+                        cursor.execute(sql["set_total"], (new_total, last_line, series_id))
+                    else:  # one round trip for both
+                        cursor.execute(
+                            sql["insert_batch_set_total"],
+                            (series_id, total, len(points), first_ts, last_ts, blob, new_total, last_line, series_id),
+                        )
+                    accepted += len(points)
+                    total = new_total
                 counts[name] = total
-                if total - cold > HOT_LIMIT:
-                    to_compact.append(series_id)
-        for series_id in to_compact:
-            self.compact(series_id)
+                hot[series_id] = total - cold
+        self._after_append(hot)
         return {"accepted": accepted, "counts": counts}
 
-    def _series_for_update(self, conn, exp_id: int, name: str) -> tuple[int, int, int]:
-        stmt = (
-            select(series.c.id, series.c.total, series.c.cold_count)
-            .where(series.c.experiment_id == exp_id, series.c.name == name)
-            .with_for_update()
-        )
-        row = conn.execute(stmt).first()
-        if row is None:
-            conn.execute(
-                _insert(conn)(series).values(experiment_id=exp_id, name=name, total=0, cold_count=0).on_conflict_do_nothing()
+    def _append_where_it_ends(self, exp_id: int, batch: _Series) -> dict | None:
+        """PostgreSQL, one series whose batch starts exactly at its stored total
+        (what a client streaming points sends): lock the series, store the batch
+        row and move the total in one autocommitted statement, one round trip.
+        None when the series is new or the batch overlaps or leaves a gap: the
+        statement then changed nothing, and the general path takes over."""
+        points, blob = batch.points, batch.blob
+        n = len(points)
+        with self.ingesting(autocommit=True) as cursor:
+            cursor.execute(
+                self._sql["append_where_it_ends"],
+                (exp_id, batch.name, n, _ts(points[0][0]), _ts(points[-1][0]), blob, batch.start,
+                 n, blob[blob.rfind(b"\n") + 1 :], batch.start),
             )
-            row = conn.execute(stmt).first()
-        return row.id, row.total, row.cold_count
+            row = cursor.fetchone()
+        if row is None or row[1] != batch.start:
+            return None
+        series_id, before, cold = row
+        self._after_append({series_id: before + n - cold})
+        return {"accepted": n, "counts": {batch.name: before + n}}
 
-    def _insert_points(self, conn, series_id: int, first: int, points: list, lines: list[bytes]) -> None:
-        if self.is_sqlite:
-            conn.exec_driver_sql(
-                "INSERT OR IGNORE INTO metric_points (series_id, idx, ts, line) VALUES (?, ?, ?, ?)",
-                [(series_id, first + k, int(p[0]), line) for k, (p, line) in enumerate(zip(points, lines))],
-            )
-            return
-        # PostgreSQL: binary COPY is about 3x faster than any INSERT. The series row
-        # is locked and these indices are past its total, so they cannot exist yet;
-        # should one exist anyway, the savepoint falls back to ON CONFLICT DO NOTHING.
-        import psycopg
+    def _require_experiment_raw(self, cursor, exp_id: int) -> None:
+        cursor.execute(self._sql["experiment_exists"], (exp_id,))
+        if cursor.fetchone() is None:
+            raise NotFound(f"no experiment with id {exp_id}")
 
-        try:
-            with conn.begin_nested():
-                raw = conn.connection.driver_connection
-                with raw.cursor() as cursor, cursor.copy(
-                    "COPY metric_points (series_id, idx, ts, line) FROM STDIN WITH (FORMAT BINARY)"
-                ) as copy:
-                    copy.set_types(["int4", "int8", "int8", "bytea"])
-                    write = copy.write_row
-                    for k, (p, line) in enumerate(zip(points, lines)):
-                        write((series_id, first + k, int(p[0]), line))
+    def _after_append(self, hot: dict[int, int]) -> None:
+        """Hand series past HOT_LIMIT hot points to the background compactor.
+
+        Compaction (a chunk object written to the folder or bucket, then a short
+        transaction) runs off the request path, so an ingest request costs a few
+        rows, never an object upload. Should the compactor fall behind, the
+        request that finds a series past MAX_HOT compacts it itself: the hot tier
+        stays bounded whatever the ingest rate.
+        """
+        due = [s for s, n in hot.items() if n > HOT_LIMIT]
+        if not due:
             return
-        except psycopg.errors.UniqueViolation:
-            pass
-        conn.exec_driver_sql(
-            "INSERT INTO metric_points (series_id, idx, ts, line) "
-            "SELECT %(s)s, i, t, l FROM unnest(%(i)s::bigint[], %(t)s::bigint[], %(l)s::bytea[]) AS u(i, t, l) "
-            "ON CONFLICT DO NOTHING",
-            {"s": series_id, "i": list(range(first, first + len(points))), "t": [int(p[0]) for p in points], "l": lines},
-        )
+        for series_id in [s for s in due if hot[s] > MAX_HOT]:
+            self.compact(series_id)
+        self._compactor.submit(due)
+
+    def wait_for_compaction(self, timeout: float | None = None) -> bool:
+        """Block until the background compactor has nothing left to do (tests, benchmarks)."""
+        return self._compactor.wait(timeout)
 
     def compact(self, series_id: int) -> int:
-        """Move whole chunks of the oldest hot points into the object store.
+        """Move whole chunks of a series' oldest hot points into the object store.
 
-        Returns how many chunks this call wrote. The chunk object is written
-        before the transaction that records it commits, and its key is fixed by
-        (series, chunk number), so a crash in between leaves at worst an object
-        that the next compaction overwrites with the same bytes.
+        Returns how many chunks this call wrote. Each chunk is read in one
+        snapshot, written as an object (its key is fixed by series and chunk
+        number, its bytes by the points, so writing it twice is harmless), then
+        recorded in a short transaction that re-checks ``cold_count`` under the
+        series lock: if another compactor got there first, ours changes nothing.
+        The series row is locked only for that last step, so ingest carries on
+        while the object uploads.
         """
         written = 0
-        with self.writing() as conn:
-            if not self.is_sqlite:
-                got = conn.execute(text("SELECT pg_try_advisory_xact_lock(7237002, :s)"), {"s": series_id}).scalar()
-                if not got:
-                    return 0  # another server process is compacting this series
-            row = conn.execute(
-                select(series.c.experiment_id, series.c.total, series.c.cold_count).where(series.c.id == series_id)
-            ).first()
-            exp_id, total, cold = row
-            size = chunks.CHUNK_POINTS
-            while total - cold > HOT_LIMIT:
-                rows = conn.exec_driver_sql(
-                    "SELECT idx, ts, line FROM metric_points WHERE series_id = %s AND idx >= %s AND idx < %s ORDER BY idx"
-                    if not self.is_sqlite
-                    else "SELECT idx, ts, line FROM metric_points WHERE series_id = ? AND idx >= ? AND idx < ? ORDER BY idx",
-                    (series_id, cold, cold + size),
-                ).fetchall()
-                if len(rows) != size or rows[0][0] != cold or rows[-1][0] != cold + size - 1:  # never chunk a range with a hole
-                    break
-                data = chunks.encode([bytes(r[2]) for r in rows])
+        with self._compact_lock, self._compaction_guard(series_id) as ours:
+            if not ours:
+                return 0  # another server process is compacting this series
+            while True:
+                plan = self._chunk_plan(series_id)
+                if plan is None:
+                    return written
+                exp_id, cold, chunk_lines, first_ts, rest, rest_ts = plan
+                size = chunks.CHUNK_POINTS
                 chunk_no = cold // size
                 key = chunk_key(exp_id, series_id, chunk_no)
+                data = chunks.encode(chunk_lines)
                 self.blobs.put(key, data)
-                conn.execute(
-                    _insert(conn)(metric_chunks)
-                    .values(
-                        series_id=series_id, chunk_no=chunk_no, first_index=cold, count=size, key=key,
-                        size=len(data), first_ts=rows[0][1], last_ts=rows[-1][1],
+                sql = self._sql
+                with self.writing() as conn:
+                    if conn.exec_driver_sql(sql["cold_for_update"], (series_id,)).scalar() != cold:
+                        return written  # someone else recorded this chunk meanwhile
+                    conn.execute(
+                        _insert(conn)(metric_chunks)
+                        .values(
+                            series_id=series_id, chunk_no=chunk_no, first_index=cold, count=size, key=key,
+                            size=len(data), first_ts=first_ts, last_ts=_line_ts(chunk_lines[-1]),
+                        )
+                        .on_conflict_do_nothing()
                     )
-                    .on_conflict_do_nothing()
-                )
-                conn.execute(
-                    metric_points.delete().where(
-                        metric_points.c.series_id == series_id, metric_points.c.idx >= cold, metric_points.c.idx < cold + size
-                    )
-                )
-                cold += size
-                conn.execute(update(series).where(series.c.id == series_id).values(cold_count=cold))
+                    conn.exec_driver_sql(sql["delete_batches"], (series_id, cold, cold + size))
+                    if rest:  # the part of the last batch row beyond the chunk stays hot
+                        conn.exec_driver_sql(
+                            sql["insert_batch"],
+                            (series_id, cold + size, len(rest), _line_ts(rest[0]), rest_ts, b"\n".join(rest)),
+                        )
+                    conn.exec_driver_sql(sql["set_cold"], (cold + size, series_id))
                 written += 1
-        return written
+
+    @contextlib.contextmanager
+    def _compaction_guard(self, series_id: int) -> Iterator[bool]:
+        """PostgreSQL: a session advisory lock per series, so several servers
+        never compact one series at once (it only saves duplicate work: the
+        cold_count re-check keeps it correct). SQLite: the write lock suffices."""
+        if self.is_sqlite:
+            yield True
+            return
+        with self.engine.connect() as conn:
+            got = conn.execute(text("SELECT pg_try_advisory_lock(7237002, :s)"), {"s": series_id}).scalar()
+            conn.commit()
+            try:
+                yield bool(got)
+            finally:
+                if got:
+                    conn.execute(text("SELECT pg_advisory_unlock(7237002, :s)"), {"s": series_id})
+                    conn.commit()
+
+    def _chunk_plan(self, series_id: int):
+        """The next chunk's lines if the series has more than HOT_LIMIT hot points, else None."""
+        size = chunks.CHUNK_POINTS
+        with self.reading() as conn:
+            row = conn.exec_driver_sql(self._sql["series_counts"], (series_id,)).first()
+            if row is None:
+                return None
+            exp_id, total, cold = row
+            if total - cold <= HOT_LIMIT:
+                return None
+            rows = conn.exec_driver_sql(self._sql["batches_from"], (series_id, cold, cold + size)).fetchall()
+        lines: list[bytes] = []
+        expected = cold
+        for start, n, first_ts, last_ts, blob in rows:
+            parts = bytes(blob).split(b"\n")
+            if start != expected or len(parts) != n:  # never chunk a range with a hole
+                log.error("metric series %s: hot rows do not tile from %s (row at %s); not compacting", series_id, expected, start)
+                return None
+            lines.extend(parts)
+            expected += n
+        if len(lines) < size:
+            return None
+        return exp_id, cold, lines[:size], rows[0][2], lines[size:], rows[-1][3]
+
+    def series_to_compact(self) -> list[int]:
+        """Series holding more than HOT_LIMIT hot points (left so by a server that stopped)."""
+        with self.reading() as conn:
+            return [r[0] for r in conn.exec_driver_sql(self._sql["over_hot"], (HOT_LIMIT,))]
 
     def metric_totals(self, exp_id: int) -> dict[str, dict]:
         with self.reading() as conn:
@@ -470,15 +674,13 @@ class Store:
     def metric_lines(self, exp_id: int, name: str, start_index: int = 0, limit: int = 1000) -> tuple[list[bytes], int]:
         """The stored JSON lines of points ``start_index..`` (at most ``limit``) and the series total.
 
-        Cold chunks and hot rows are read in one snapshot, so a compaction
-        running at the same time can neither hide nor repeat a point.
+        Cold chunks and hot batch rows are read in one snapshot, so a compaction
+        running at the same time can neither hide nor repeat a point. Only the
+        chunks and batch rows that overlap the range are read.
         """
+        sql = self._sql
         with self.reading() as conn:
-            row = conn.execute(
-                select(series.c.id, series.c.total, series.c.cold_count).where(
-                    series.c.experiment_id == exp_id, series.c.name == name
-                )
-            ).first()
+            row = conn.exec_driver_sql(sql["series_lookup"], (exp_id, name)).first()
             if row is None:
                 _require_experiment(conn, exp_id)
                 return [], 0
@@ -489,13 +691,9 @@ class Store:
                 lines.extend(self._cold_lines(exp_id, series_id, start_index, min(end, cold)))
             hot_from = max(start_index, cold)
             if hot_from < end:
-                rows = conn.exec_driver_sql(
-                    "SELECT line FROM metric_points WHERE series_id = %s AND idx >= %s AND idx < %s ORDER BY idx"
-                    if not self.is_sqlite
-                    else "SELECT line FROM metric_points WHERE series_id = ? AND idx >= ? AND idx < ? ORDER BY idx",
-                    (series_id, hot_from, end),
-                ).fetchall()
-                lines.extend(bytes(r[0]) for r in rows)
+                for start, blob in conn.exec_driver_sql(sql["batches_overlapping"], (series_id, series_id, hot_from, end)):
+                    parts = bytes(blob).split(b"\n")
+                    lines.extend(parts[max(hot_from - start, 0) : end - start])
         return lines, total
 
     def read_metric(self, exp_id: int, name: str, start_index: int = 0, limit: int = 1000) -> dict:
@@ -751,15 +949,48 @@ def _list_of(value: Any, what: str) -> list:
     return value
 
 
-def _prepare_series(batch: Any) -> tuple[str, int, list]:
+class _Series(NamedTuple):
+    name: str
+    start: int
+    points: list
+    blob: bytes  # the points' JSON lines joined by b"\n"
+
+
+_LIST, _TWO, _DICT, _NUMBER = {list}, {2}, {dict}, {int, float}
+
+
+def _prepare_series(batch: Any) -> _Series:
     if not isinstance(batch, dict):
         raise StoreError(f"each series entry must be an object with name, start_index, points; got {type(batch).__name__}")
     name = batch.get("name")
     _checked(metric_parts, name)
     start = _index(batch.get("start_index"))
     points = _list_of(batch.get("points"), f"series {name!r}: points")
+    if not points:
+        return _Series(name, start, points, b"")
+    if not _points_look_right(points):
+        _explain_bad_point(name, points)
+    try:
+        blob = _lines_blob(points)
+    except TypeError as error:  # orjson: nesting too deep to serialize, say
+        raise StoreError(f"series {name!r}: a point cannot be stored: {error}") from None
+    return _Series(name, start, points, blob)
+
+
+def _points_look_right(points: list) -> bool:
+    """Every point is exactly a data.jsonl line, [ms_epoch, {fields}]: checked with
+    C-speed set/map/zip passes instead of a Python loop over the points."""
+    if set(map(type, points)) != _LIST or set(map(len, points)) != _TWO:
+        return False
+    ts, fields = zip(*points)
+    if not set(map(type, ts)) <= _NUMBER or set(map(type, fields)) != _DICT:
+        return False
+    return -(2**62) < min(ts) and max(ts) < 2**62
+
+
+def _explain_bad_point(name: str, points: list) -> None:
+    """Find the first bad point (slowly: only for a batch already known bad) and say what is wrong."""
     for k, point in enumerate(points):
-        # Exactly a data.jsonl line: [ms_epoch, {fields}].
         if (
             point.__class__ is not list
             or len(point) != 2
@@ -770,4 +1001,127 @@ def _prepare_series(batch: Any) -> tuple[str, int, list]:
             raise StoreError(
                 f"series {name!r}: points[{k}] must be [ms_epoch, {{fields}}] (a number and an object), got {str(point)[:100]}"
             )
-    return name, start, points
+    raise StoreError(f"series {name!r}: points must be [ms_epoch, {{fields}}] (a number and an object)")
+
+
+def _lines_blob(points: list) -> bytes:
+    """The points' compact JSON lines joined by b"\n", from one orjson.dumps call.
+
+    Each point ends in "}]" and the next starts with "[", so every boundary in
+    the dumped array reads "}],["; when that sequence occurs exactly once per
+    boundary (nowhere inside a point), replacing it is exact. Otherwise (a
+    field's string or nested value holds it) each point is dumped on its own.
+    The result equals b"\n".join(orjson.dumps(p) for p in points) either way.
+    """
+    body = orjson.dumps(points)[1:-1]
+    if body.count(b"}],[") == len(points) - 1:
+        return body.replace(b"}],[", b"}]\n[")
+    return b"\n".join(map(orjson.dumps, points))
+
+
+def _ts(value: Any) -> int:
+    return int(value)
+
+
+def _line_ts(line: bytes) -> int:
+    """The ms timestamp at the start of a stored line ``[ms,{...}]``."""
+    return int(orjson.loads(line[1 : line.index(b",")]))
+
+
+def _migrate_point_rows(conn) -> None:
+    """Stores written before batch rows held one metric_points row per point:
+    fold those into batch rows (of up to 1,000 points) and drop the old table."""
+    if not inspect(conn).has_table("metric_points"):
+        return
+    insert = _insert(conn)(metric_batches)
+    run: list = []
+
+    def flush() -> None:
+        if run:
+            lines = [bytes(r[3]) for r in run]
+            conn.execute(
+                insert.values(
+                    series_id=run[0][0], start_idx=run[0][1], n_points=len(run), first_ts=run[0][2],
+                    last_ts=run[-1][2], lines=b"\n".join(lines),
+                )
+            )
+            run.clear()
+
+    rows = conn.exec_driver_sql("SELECT series_id, idx, ts, line FROM metric_points ORDER BY series_id, idx").fetchall()
+    for row in rows:
+        if run and (row[0] != run[0][0] or row[1] != run[-1][1] + 1 or len(run) >= 1000):
+            flush()
+        run.append(row)
+    flush()
+    conn.exec_driver_sql("DROP TABLE metric_points")
+    log.warning("moved %d hot metric points into batch rows", len(rows))
+
+
+class _Compactor:
+    """One background thread per Store that compacts series handed to it.
+
+    A series is queued at most once however many requests ask; on start it
+    also picks up series a stopped server left past HOT_LIMIT. A failed
+    compaction (object store down, say) is logged and retried when that series
+    next receives points.
+    """
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.pending: dict[int, None] = {}  # an ordered set
+        self.busy = False
+        self.stopping = False
+        self.cond = threading.Condition()
+        self.thread: threading.Thread | None = None
+
+    def submit(self, series_ids: list[int]) -> None:
+        with self.cond:
+            if self.thread is None:
+                self.thread = threading.Thread(target=self._run, name="mldash-compactor", daemon=True)
+                self.thread.start()
+            for series_id in series_ids:
+                self.pending[series_id] = None
+            self.cond.notify_all()
+
+    def _run(self) -> None:
+        try:
+            leftovers = self.store.series_to_compact()
+        except Exception:
+            log.exception("could not list series left to compact")
+            leftovers = []
+        with self.cond:
+            for series_id in leftovers:
+                self.pending.setdefault(series_id, None)
+        while True:
+            with self.cond:
+                while not self.pending and not self.stopping:
+                    self.cond.wait()
+                if not self.pending:
+                    return
+                series_id = next(iter(self.pending))
+                del self.pending[series_id]
+                self.busy = True
+            failed = False
+            try:
+                self.store.compact(series_id)
+            except Exception:
+                failed = True
+                log.exception("compacting metric series %s failed; it is retried on its next append", series_id)
+            finally:
+                with self.cond:
+                    self.busy = False
+                    self.cond.notify_all()
+            if failed and not self.stopping:
+                time.sleep(1.0)  # don't hammer an object store that is down
+
+    def wait(self, timeout: float | None = None) -> bool:
+        with self.cond:
+            return self.cond.wait_for(lambda: not self.pending and not self.busy, timeout)
+
+    def stop(self) -> None:
+        with self.cond:
+            self.stopping = True
+            self.cond.notify_all()
+            thread = self.thread
+        if thread is not None:
+            thread.join()
