@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import mmap
 import os
 import tempfile
 
@@ -91,10 +92,7 @@ class ColumnCache:
         found = None
         try:
             with open(path, "rb") as f:
-                size = os.fstat(f.fileno()).st_size
-                buf = np.empty(size, np.uint8)  # writable and not zeroed: the columns need no copy
-                if f.readinto(memoryview(buf)) == size:
-                    found = _decode(buf, os.path.realpath(data_path))
+                found = _decode(_read(f), os.path.realpath(data_path))
             if found is not None:
                 with open(data_path, "rb") as data:
                     if not found[1].still_matches(data.fileno(), os.fstat(data.fileno())):
@@ -175,6 +173,23 @@ class ColumnCache:
                 pass
             total -= size
         return removed
+
+
+def _read(f) -> np.ndarray:
+    """The whole file as bytes: mapped from the page cache where possible (a 32 MB file in
+    about 1 ms, against 10-50 ms to copy it into fresh memory). Read-only; ``Columns``
+    copies its arrays before it first grows them. The cache only ever replaces files
+    (never rewrites one in place), so a mapping stays valid."""
+    size = os.fstat(f.fileno()).st_size
+    try:
+        flags = mmap.MAP_PRIVATE | getattr(mmap, "MAP_POPULATE", 0)
+        mapped = mmap.mmap(f.fileno(), size, flags=flags, prot=mmap.PROT_READ)
+        return np.frombuffer(mapped, np.uint8)
+    except (AttributeError, TypeError, ValueError, OSError):  # no POSIX mmap, or an empty file
+        buf = np.empty(size, np.uint8)
+        if f.readinto(memoryview(buf)) != size:
+            raise ValueError("cut short") from None
+        return buf
 
 
 def _decode(buf: np.ndarray, real_path: str) -> tuple[Columns, State]:

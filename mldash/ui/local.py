@@ -398,8 +398,14 @@ class _Warmer:
 
     def push(self, folders: list[str], urgent: bool = False) -> None:
         with self.cond:
-            if urgent:
-                self.urgent.extendleft(("load", f) for f in reversed(folders))
+            if self.stopped:
+                return
+            if urgent:  # a page polls its run: requeue what is still queued, ahead of the rest
+                moved = set(folders)
+                kept = [t for t in self.urgent if not (t[0] == "load" and t[1] in moved)]
+                self.urgent = deque(("load", f) for f in folders)
+                self.urgent.extend(kept)
+                self.later = deque(t for t in self.later if not (t[0] == "load" and t[1] in moved))
             else:
                 self.later.extend(("load", f) for f in folders)
             self._start()
@@ -407,6 +413,8 @@ class _Warmer:
 
     def push_recent(self, budget: int) -> None:
         with self.cond:
+            if self.stopped:
+                return
             self.later.append(("recent", budget))
             self._start()
             self.cond.notify()
@@ -415,6 +423,8 @@ class _Warmer:
         if self.source.cache is None or entry.state.offset - entry.saved < CACHE_MIN_BYTES:
             return  # the common case, decided without the thread
         with self.cond:
+            if self.stopped or ("save", entry) in self.urgent:
+                return
             self.urgent.append(("save", entry))
             self._start()
             self.cond.notify()

@@ -49,7 +49,8 @@ class Columns:
     ) -> "Columns":
         """Columns over existing float64 arrays of one length (e.g. read from the disk cache).
 
-        They are used as they are; the first ``extend`` copies them into bigger ones.
+        They are used as they are, even read-only; the first ``extend`` copies them
+        into bigger ones.
         """
         cols = cls()
         cols.n = cols._cap = len(index)
