@@ -1,13 +1,14 @@
-"""Build hook: ship ``mldash_transformers.pth`` at the top of site-packages.
+"""Build hook: ship mldash's start-up hook for Hugging Face at the top of site-packages.
 
-All metadata lives in pyproject.toml; this file only adds one start-up file to the
-wheel and to editable installs (see mldash/_hf_hook.py for what the file does).
+All metadata lives in pyproject.toml; this file only adds two generated files, the
+``mldash_transformers.pth`` line and the tiny module it imports, to the wheel and to
+editable installs (mldash/_hf_hook.py says what they do and holds their text).
 
 - Wheel (``pip install .``, ``python -m build``): everything in ``build_lib`` ends up
-  in site-packages, so the file is written there next to the ``mldash`` package.
+  in site-packages, so the files are written there next to the ``mldash`` package.
 - Editable (``pip install -e .``): setuptools' build_py copies nothing in editable mode
   and the editable wheel is assembled from the ``install_lib`` folder it prepares, so the
-  file is written there instead.
+  files are written there instead.
 """
 
 import os
@@ -21,7 +22,15 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 _HOOK = runpy.run_path(os.path.join(_HERE, "mldash", "_hf_hook.py"))
 
 
-class build_py_with_pth(build_py):
+def startup_files():
+    """{file name: text} of the start-up hook."""
+    return {
+        _HOOK["PTH_NAME"]: _HOOK["pth_contents"](),
+        _HOOK["STARTUP_MODULE"] + ".py": _HOOK["STARTUP_SOURCE"],
+    }
+
+
+class build_py_with_startup_hook(build_py):
     def run(self):
         super().run()
         if getattr(self, "editable_mode", False):
@@ -29,17 +38,18 @@ class build_py_with_pth(build_py):
         else:
             folder = self.build_lib
         os.makedirs(folder, exist_ok=True)
-        path = os.path.join(folder, _HOOK["PTH_NAME"])
-        with open(path, "w", encoding="utf-8") as f:
-            f.write(_HOOK["pth_contents"]())
-        self._pth_output = path
+        self._startup_outputs = []
+        for name, text in startup_files().items():
+            path = os.path.join(folder, name)
+            with open(path, "w", encoding="utf-8") as f:
+                f.write(text)
+            self._startup_outputs.append(path)
 
     def get_outputs(self, include_bytecode=True):
         outputs = list(super().get_outputs(include_bytecode))
-        path = getattr(self, "_pth_output", None)
-        if path is not None and not getattr(self, "editable_mode", False):
-            outputs.append(path)
+        if not getattr(self, "editable_mode", False):
+            outputs += getattr(self, "_startup_outputs", [])
         return outputs
 
 
-setup(cmdclass={"build_py": build_py_with_pth})
+setup(cmdclass={"build_py": build_py_with_startup_hook})

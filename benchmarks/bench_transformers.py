@@ -14,10 +14,11 @@ database), each case in a fresh interpreter, repeated and interleaved. Two numbe
 - train(): the wall time of ``trainer.train()`` per step, minus that of "none". This
   also counts background work competing for the 2 cores, but it is noisy.
 
-Part 2, the start-up hook (mldash_transformers.pth): what it adds to every interpreter
-start, measured in-process (site.addpackage of the file, thousands of times) and end to
-end (``python -c pass`` in a venv with and without the file, interleaved), plus the cost
-the finder adds to each later import.
+Part 2, the start-up hook (mldash_transformers.pth and the byte-compiled module it
+imports): what it adds to every interpreter start, measured as site.addpackage of the
+file in fresh interpreters, end to end (``python -c pass`` in a bare venv with and
+without the hook, interleaved; noisy), and as instructions counted by valgrind
+(deterministic), plus the cost the finder adds to each later import.
 """
 
 from __future__ import annotations
@@ -80,15 +81,17 @@ for cb in trainer.callback_handler.callbacks:
                         on_log.append(d)
             setattr(cb, name, timed)
 t = time.perf_counter()
+c = time.process_time()
 trainer.train()
 wall = time.perf_counter() - t
+cpu = time.process_time() - c
 if case == "wandb":
     import wandb
     t = time.perf_counter()
     wandb.finish()
     spent["once"] += time.perf_counter() - t
 on_log.sort()
-print(json.dumps({"wall": wall, "callback": spent["step"], "once": spent["once"], "steps": steps,
+print(json.dumps({"wall": wall, "cpu": cpu, "callback": spent["step"], "once": spent["once"], "steps": steps,
                   "on_log_median": on_log[len(on_log) // 2] if on_log else 0.0}))
 '''
 
@@ -109,6 +112,7 @@ def per_step(steps: int, repeats: int) -> list[tuple]:
             results[case].append(run_case(case, steps))
             print(f"  {case:12s} repeat {r + 1}: {results[case][-1]}", file=sys.stderr)
     base = statistics.median(x["wall"] for x in results["none"]) / steps
+    base_cpu = statistics.median(x["cpu"] for x in results["none"]) / steps
     rows = []
     for case in CASES:
         runs = results[case]
@@ -117,58 +121,102 @@ def per_step(steps: int, repeats: int) -> list[tuple]:
         total = statistics.median((x["callback"] + x["once"]) for x in runs) / steps * 1e3
         wall = statistics.median(x["wall"] for x in runs) / steps * 1e3
         on_log = statistics.median(x["on_log_median"] for x in runs) * 1e6
-        rows.append((case, callback, on_log, once, total, wall, wall - base * 1e3))
+        cpu = statistics.median(x["cpu"] for x in runs) / steps * 1e3
+        rows.append((case, callback, on_log, once, total, cpu - base_cpu * 1e3, wall, wall - base * 1e3))
     return rows
 
 
+def _install_hook(folder: str) -> None:
+    """Write the hook's two files into ``folder`` and byte-compile the module, as pip does."""
+    import py_compile
+
+    from mldash._hf_hook import PTH_NAME, STARTUP_MODULE, STARTUP_SOURCE, pth_contents
+
+    with open(os.path.join(folder, PTH_NAME), "w") as f:
+        f.write(pth_contents())
+    module = os.path.join(folder, STARTUP_MODULE + ".py")
+    with open(module, "w") as f:
+        f.write(STARTUP_SOURCE)
+    py_compile.compile(module, doraise=True)
+
+
+def _remove_hook(folder: str) -> None:
+    import shutil
+
+    from mldash._hf_hook import PTH_NAME, STARTUP_MODULE
+
+    for name in (PTH_NAME, STARTUP_MODULE + ".py"):
+        if os.path.exists(os.path.join(folder, name)):
+            os.remove(os.path.join(folder, name))
+    shutil.rmtree(os.path.join(folder, "__pycache__"), ignore_errors=True)
+
+
 def hook_costs(runs: int) -> dict:
+    import shutil
     import site
 
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-    from mldash._hf_hook import FINDER_NAME, PTH_NAME, pth_contents
+    from mldash._hf_hook import FINDER_NAME, PTH_NAME, STARTUP_MODULE
 
-    costs = {}
+    costs: dict = {"start_runs": runs}
     with tempfile.TemporaryDirectory(prefix="bench-hf-pth-") as folder:
-        with open(os.path.join(folder, PTH_NAME), "w") as f:
-            f.write(pth_contents())
-        samples = []
-        for _ in range(2000):
-            t = time.perf_counter()
-            site.addpackage(folder, PTH_NAME, set())
-            samples.append(time.perf_counter() - t)
-            sys.meta_path[:] = [f for f in sys.meta_path if getattr(f, "__name__", "") != FINDER_NAME]
-        costs["addpackage_us"] = statistics.median(samples) * 1e6
+        _install_hook(folder)
+        with open(os.path.join(folder, "empty.pth"), "w") as f:
+            f.write("# another package's .pth, for comparison\n")
 
+        # Cold: a fresh interpreter processing the .pth once (the module from its .pyc).
+        probe = (f"import sys, time; sys.path.append({folder!r}); import site; t = time.perf_counter(); "
+                 f"site.addpackage({folder!r}, sys.argv[1], set()); print(time.perf_counter() - t)")
+        cold: dict = {PTH_NAME: [], "empty.pth": []}
+        for _ in range(runs):
+            for name in cold:
+                out = subprocess.run([sys.executable, "-S", "-c", probe, name], capture_output=True,
+                                     text=True, check=True)
+                cold[name].append(float(out.stdout))
+        costs["cold_us"] = statistics.median(cold[PTH_NAME]) * 1e6
+        costs["cold_empty_us"] = statistics.median(cold["empty.pth"]) * 1e6
+
+        # The finder's cost for every other import.
+        sys.path.append(folder)
         site.addpackage(folder, PTH_NAME, set())
         finder = sys.meta_path[0]
+        assert finder.__name__ == FINDER_NAME
         n = 200_000
         t = time.perf_counter()
         for _ in range(n):
             finder.find_spec("json.decoder")
         costs["find_spec_ns"] = (time.perf_counter() - t) / n * 1e9
         sys.meta_path.remove(finder)
+        sys.modules.pop(STARTUP_MODULE, None)
+        sys.path.remove(folder)
 
-        # End to end: `python -c pass` in one venv, with and without the file.
+        # End to end: `python -c pass` in one venv, with and without the hook, interleaved.
         venv = os.path.join(folder, "venv")
         subprocess.run([sys.executable, "-m", "venv", "--without-pip", venv], check=True)
         python = os.path.join(venv, "bin", "python")
         purelib = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                                  capture_output=True, text=True, check=True).stdout.strip()
-        target = os.path.join(purelib, PTH_NAME)
-        times = {"without": [], "with": []}
+        times: dict = {"without": [], "with": []}
         for i in range(runs * 2):
             present = i % 2 == 0
-            if present:
-                with open(target, "w") as f:
-                    f.write(pth_contents())
-            elif os.path.exists(target):
-                os.remove(target)
+            (_install_hook if present else _remove_hook)(purelib)
             t = time.perf_counter()
             subprocess.run([python, "-c", "pass"], check=True)
             times["with" if present else "without"].append(time.perf_counter() - t)
         costs["start_without_ms"] = statistics.median(times["without"]) * 1e3
         costs["start_with_ms"] = statistics.median(times["with"]) * 1e3
-        costs["start_runs"] = runs
+
+        # Deterministic: instructions executed by `python -c pass` (valgrind), when available.
+        if shutil.which("valgrind"):
+            def instructions() -> int:
+                out = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
+                                      python, "-c", "pass"], capture_output=True, text=True, check=True)
+                return int(out.stderr.split("Collected :")[1].split()[0])
+
+            _remove_hook(purelib)
+            costs["instr_without"] = instructions()
+            _install_hook(purelib)
+            costs["instr_with"] = instructions()
     return costs
 
 
@@ -195,27 +243,43 @@ def main() -> None:
         "## Overhead per logged step",
         "",
         "| report_to | in callback, µs/step | on_log µs/call (median) | set-up + close, ms once "
-        f"| in callback, all, ms/step over {steps} | train() ms/step | train() vs none, ms/step |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        f"| in callback, all, ms/step over {steps} | process CPU vs none, ms/step "
+        "| train() ms/step | train() vs none, ms/step |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for case, callback, on_log, once, total, wall, delta in rows:
-        lines.append(f"| {case} | {callback:.1f} | {on_log:.1f} | {once:.1f} | {total:.3f} | {wall:.2f} | {delta:+.2f} |")
+    for case, callback, on_log, once, total, cpu, wall, delta in rows:
+        lines.append(f"| {case} | {callback:.1f} | {on_log:.1f} | {once:.1f} | {total:.3f} | {cpu:+.2f} "
+                     f"| {wall:.2f} | {delta:+.2f} |")
     lines += [
         "",
         "in callback: time inside the integration's callback methods on the training thread, every "
         "event except on_train_begin/on_train_end, per step. set-up + close: on_train_begin and "
         "on_train_end (plus `wandb.finish()`, which its callback leaves to the user), once per run. "
-        "train(): wall time, noisy on this shared 2-core machine; it also counts background "
-        "threads and processes competing for the cores.",
+        "process CPU: CPU time of the training process during train() (all its threads, so "
+        "mldash's writer thread counts; wandb's separate service process does not). "
+        "train(): wall time; on this shared 2-core machine (load average 6-9 while measured) it "
+        "varied by ±10 ms/step between identical runs, so only the in-callback columns resolve "
+        "0.1 ms.",
         "",
         "## Start-up hook (`mldash_transformers.pth`)",
         "",
         "| what | cost |",
         "|---|---:|",
-        f"| processing the .pth at start-up (site.addpackage, in-process median) | {hook['addpackage_us']:.1f} µs |",
+        f"| processing the .pth (and importing its module) in a fresh interpreter (`python -S`, site.addpackage, median of "
+        f"{hook['start_runs']}) | {hook['cold_us']:.0f} µs |",
+        f"| the same for another package's comment-only .pth | {hook['cold_empty_us']:.0f} µs |",
         f"| each later import, for the finder's name check | {hook['find_spec_ns']:.0f} ns |",
-        f"| `python -c pass` without the file (median of {hook['start_runs']}) | {hook['start_without_ms']:.2f} ms |",
-        f"| `python -c pass` with the file (median of {hook['start_runs']}) | {hook['start_with_ms']:.2f} ms |",
+        f"| `python -c pass` in a bare venv without the hook (median of {hook['start_runs']}) "
+        f"| {hook['start_without_ms']:.2f} ms |",
+        f"| `python -c pass` with the hook (median of {hook['start_runs']}) | {hook['start_with_ms']:.2f} ms |",
+    ]
+    if "instr_with" in hook:
+        lines += [
+            f"| instructions of `python -c pass` without / with the hook (valgrind) "
+            f"| {hook['instr_without'] / 1e6:.2f}M / {hook['instr_with'] / 1e6:.2f}M "
+            f"(+{(hook['instr_with'] - hook['instr_without']) / hook['instr_without'] * 100:.1f}%) |",
+        ]
+    lines += [
         "",
         "Without transformers the hook never does anything else: it imports nothing (tested in "
         "tests/test_transformers.py).",

@@ -370,6 +370,17 @@ def _python(python: Path, code: str, cwd: Path) -> str:
     return result.stdout
 
 
+def _assert_hook_installed(python: Path) -> None:
+    from mldash._hf_hook import PTH_NAME, STARTUP_MODULE, STARTUP_SOURCE, pth_contents
+
+    purelib = _purelib(python)
+    assert (purelib / PTH_NAME).read_text() == pth_contents()
+    assert (purelib / f"{STARTUP_MODULE}.py").read_text() == STARTUP_SOURCE
+    assert list((purelib / "__pycache__").glob(f"{STARTUP_MODULE}.*.pyc"))  # start-up only unmarshals
+    record = next(purelib.glob("mldash-*.dist-info")) / "RECORD"
+    assert PTH_NAME in record.read_text()  # pip uninstall removes the hook too
+
+
 def _registered(python: Path, cwd: Path) -> str:
     lines = _python(python, REGISTERED, cwd).splitlines()
     return next((line for line in lines if line.startswith("registered")), "\n".join(lines))
@@ -377,15 +388,13 @@ def _registered(python: Path, cwd: Path) -> str:
 
 @pytest.mark.slow
 def test_a_built_wheel_ships_the_hook_which_does_nothing_without_transformers(tmp_path):
-    from mldash._hf_hook import PTH_NAME, pth_contents
-
     src = _copy_sources(tmp_path / "src")
     subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
                     "-w", str(tmp_path / "dist"), str(src)], check=True, capture_output=True, timeout=120)
     (wheel,) = (tmp_path / "dist").glob("mldash-*.whl")
     python = _venv(tmp_path / "venv")
     _pip(python, str(wheel))
-    assert (_purelib(python) / PTH_NAME).read_text() == pth_contents()
+    _assert_hook_installed(python)
 
     # No transformers reachable yet: the finder waits, nothing is imported.
     out = _python(python, (
@@ -401,11 +410,9 @@ def test_a_built_wheel_ships_the_hook_which_does_nothing_without_transformers(tm
 
 @pytest.mark.slow
 def test_an_editable_install_ships_the_hook(tmp_path):
-    from mldash._hf_hook import PTH_NAME, pth_contents
-
     src = _copy_sources(tmp_path / "src")
     python = _venv(tmp_path / "venv")
     _see_system_packages(python)  # the build backend (setuptools) comes from there
     _pip(python, "-e", str(src))
-    assert (_purelib(python) / PTH_NAME).read_text() == pth_contents()
+    _assert_hook_installed(python)
     assert _registered(python, tmp_path).startswith("registered True " + str(src / "mldash"))  # from the source
