@@ -62,6 +62,10 @@ _SQL = {
         "SELECT id, total, cold_count FROM s"
     ),
     "cold_for_update": "SELECT cold_count FROM series WHERE id = %s FOR UPDATE",
+    "insert_chunk": (
+        "INSERT INTO metric_chunks (series_id, chunk_no, first_index, count, key, size, first_ts, last_ts) "
+        "VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING"
+    ),
     "delete_batches": "DELETE FROM metric_batches WHERE series_id = %s AND start_idx >= %s AND start_idx < %s",
     "set_cold": "UPDATE series SET cold_count = %s WHERE id = %s",
     "batches_from": (
@@ -591,24 +595,21 @@ class Store:
                 data = chunks.encode(chunk_lines)
                 self.blobs.put(key, data)
                 sql = self._sql
-                with self.writing() as conn:
-                    if conn.exec_driver_sql(sql["cold_for_update"], (series_id,)).scalar() != cold:
+                with self.ingesting() as cursor:
+                    cursor.execute(sql["cold_for_update"], (series_id,))
+                    if cursor.fetchone()[0] != cold:
                         return written  # someone else recorded this chunk meanwhile
-                    conn.execute(
-                        _insert(conn)(metric_chunks)
-                        .values(
-                            series_id=series_id, chunk_no=chunk_no, first_index=cold, count=size, key=key,
-                            size=len(data), first_ts=first_ts, last_ts=_line_ts(chunk_lines[-1]),
-                        )
-                        .on_conflict_do_nothing()
+                    cursor.execute(
+                        sql["insert_chunk"],
+                        (series_id, chunk_no, cold, size, key, len(data), first_ts, _line_ts(chunk_lines[-1])),
                     )
-                    conn.exec_driver_sql(sql["delete_batches"], (series_id, cold, cold + size))
+                    cursor.execute(sql["delete_batches"], (series_id, cold, cold + size))
                     if rest:  # the part of the last batch row beyond the chunk stays hot
-                        conn.exec_driver_sql(
+                        cursor.execute(
                             sql["insert_batch"],
                             (series_id, cold + size, len(rest), _line_ts(rest[0]), rest_ts, b"\n".join(rest)),
                         )
-                    conn.exec_driver_sql(sql["set_cold"], (cold + size, series_id))
+                    cursor.execute(sql["set_cold"], (cold + size, series_id))
                 written += 1
 
     @contextlib.contextmanager
@@ -879,6 +880,9 @@ def _sqlite_setup(engine) -> None:
         cursor.execute("PRAGMA journal_mode=WAL")
         # NORMAL in WAL mode loses nothing when the process dies (only on power loss).
         cursor.execute("PRAGMA synchronous=NORMAL")
+        # Some builds (Debian's) zero every freed page; compaction frees a batch's
+        # overflow pages every 10,000 points, and those points live on in chunks.
+        cursor.execute("PRAGMA secure_delete=FAST")
         cursor.execute("PRAGMA busy_timeout=60000")
         cursor.close()
 
