@@ -284,3 +284,36 @@ def test_a_big_table_draws_a_page_of_rows_then_more_on_scroll_and_filters_cover_
         assert shown_prefixes(page)[:2] == ["sweep/trial-000", "sweep/trial-001"]
     finally:
         server.stop()
+
+
+def test_a_big_series_not_read_yet_draws_a_coarse_sample_at_once_then_every_spike(page, tmp_path):
+    root = str(tmp_path)
+    exp = mldash.Experiment("big/run", root=root)
+    with exp:
+        exp.metrics("loss").append_batch(
+            [{"value": 50.0 if i == 33_333 else math.sin(i / 300), "step": i} for i in range(60_000)]
+        )
+    # Coarse views from 1 MiB unread (not 16), and no background reading that could get there first.
+    tuning = {"MLDASH_UI_COARSE_BYTES": str(1 << 20), "MLDASH_UI_WARM": "0"}
+    os.environ.update(tuning)
+    try:
+        server = UiServer(root, "--no-cache")
+    finally:
+        for key in tuning:
+            del os.environ[key]
+    page.add_init_script(
+        "window.__notes = []; new MutationObserver(() => document.querySelectorAll('.chart-note')"
+        ".forEach((n) => window.__notes.push(n.textContent))).observe(document, {subtree: true, childList: true, characterData: true});"
+    )
+    try:
+        page.goto(server.url + "#/exp/big%2Frun")
+        page.wait_for_selector(".chart-note:text-matches('min/max per pixel')")
+        notes = page.evaluate("window.__notes")
+        assert any(n.startswith("60,000 points · reading all points") for n in notes)
+        assert canvas_ink(page, "#charts canvas")[0] > 500
+        spike = page.evaluate(
+            "async () => Math.max(...(await (await fetch('api/series?prefix=big/run&name=loss&x=step&width=600')).json()).points.value)"
+        )
+        assert spike == 50.0
+    finally:
+        server.stop()

@@ -261,3 +261,35 @@ def test_mldash_ui_warms_big_series_at_start_into_its_cache_dir(tmp_path):
         assert not os.path.exists(off)
     finally:
         server.stop()
+
+
+def test_a_big_series_asked_for_before_it_is_read_draws_a_coarse_sample_of_real_points_first(tmp_path):
+    root = tmp_path / "runs"
+    write_run(root, "p/big")
+    source = LocalSource(root, cache=False, coarse_bytes=CACHE_MIN_BYTES)
+    first = source.metric_view("p/big", "loss", x="step", width=300)
+    assert first["coarse"] and not first["exact"]
+    assert first["total"] == POINTS and (first["x_min"], first["x_max"]) == (0, POINTS - 1)  # the whole range
+    points = first["points"]
+    assert 100 < len(points["x"]) < 2_000
+    assert all(points["value"][k] == spiky(i) and points["x"][k] == i for k, i in enumerate(points["index"]))
+
+    real = source.metric_view("p/big", "loss", x="step", width=300)  # waits for the parse
+    assert "coarse" not in real and real["total"] == POINTS
+    assert max(real["points"]["value"]) == 100.0  # the spike a sample may miss
+    assert real == LocalSource(root, cache=False, coarse_bytes=0).metric_view("p/big", "loss", x="step", width=300)
+    assert source.wait_warm(60)
+
+
+def test_no_coarse_view_for_a_small_or_read_series_or_without_its_index(tmp_path, cache_dir):
+    root = tmp_path / "runs"
+    data = write_run(root, "p/big")
+    write_run(root, "p/small", points=1_000)
+    coarse = dict(cache=ColumnCache(cache_dir), coarse_bytes=CACHE_MIN_BYTES)
+    assert "coarse" not in LocalSource(root, **coarse).metric_view("p/small", "loss")
+    loaded(LocalSource(root, **coarse), "p/big")  # once read through, then from the disk cache
+    restarted = LocalSource(root, **coarse)
+    assert "coarse" not in restarted.metric_view("p/big", "loss") and restarted.cache.hits == 1
+    os.unlink(data.replace("data.jsonl", "data.idx"))
+    view = LocalSource(root, cache=False, coarse_bytes=CACHE_MIN_BYTES).metric_view("p/big", "loss", width=300)
+    assert "coarse" not in view and max(view["points"]["value"]) == 100.0

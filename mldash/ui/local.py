@@ -24,9 +24,12 @@ import time
 from collections import OrderedDict, deque
 from contextlib import contextmanager
 
+import numpy as np
+import orjson
+
 from .. import _codec
 from .._naming import metric_parts
-from .._series import SeriesReader
+from .._series import STRIDE, SeriesReader
 from ..experiment import META_FILE, read_log_records
 from ..metrics import last_point, read_series
 from ..params import read_document
@@ -44,12 +47,18 @@ _PARSE_BLOCK = 1 << 20
 # Series files at least this big go to the disk cache and are loaded at start-up; smaller
 # ones parse in a few milliseconds.
 CACHE_MIN_BYTES = 1 << 20
+# A chart first asked for while more than this much of its file is still unparsed (a first
+# view with no disk cache) gets a coarse view at once: lines sampled across the whole file
+# via data.idx, marked "coarse", while the rest is parsed in the background; the page asks
+# again at once and that request waits for the parse.
+COARSE_MIN_BYTES = 16 << 20
+_SAMPLE_LINES = 4  # lines read at each sampled data.idx mark
 
 
 class _Series:
     """One metric file's parsed columns and how far into the file they go."""
 
-    __slots__ = ("folder", "cols", "state", "lock", "saved", "tried_cache")
+    __slots__ = ("folder", "cols", "state", "lock", "saved", "tried_cache", "coarse_sent")
 
     def __init__(self, folder: str) -> None:
         self.folder = folder
@@ -58,6 +67,7 @@ class _Series:
         self.lock = threading.Lock()
         self.saved = 0  # bytes of the file that the disk cache holds
         self.tried_cache = False
+        self.coarse_sent = False  # one coarse view; the next request waits for the parse
 
 
 class LocalSource:
@@ -74,11 +84,20 @@ class LocalSource:
         *,
         max_points: int = 20_000_000,
         cache: ColumnCache | str | os.PathLike | None | bool = True,
+        coarse_bytes: int | None = None,
+        warm: bool | None = None,
     ) -> None:
         """``cache``: True for the default disk cache folder (``colcache.default_folder()``),
-        a folder or a ``ColumnCache``, or False/None for none."""
+        a folder or a ``ColumnCache``, or False/None for none. ``coarse_bytes``: how much of
+        a series may be left to parse before a chart gets a coarse view first (default
+        ``$MLDASH_UI_COARSE_BYTES`` or ``COARSE_MIN_BYTES``; 0 turns coarse views off).
+        ``warm``: load series in the background (default: unless ``$MLDASH_UI_WARM`` is 0)."""
         self.root = os.path.abspath(os.fspath(root))
         self.max_points = max_points
+        if coarse_bytes is None:
+            coarse_bytes = int(os.environ.get("MLDASH_UI_COARSE_BYTES") or COARSE_MIN_BYTES)
+        self.coarse_bytes = coarse_bytes
+        self.warms = os.environ.get("MLDASH_UI_WARM", "1") != "0" if warm is None else warm
         if cache is True:
             cache = ColumnCache()
         elif cache is False or cache is None:
@@ -149,9 +168,20 @@ class LocalSource:
         hi: float | None = None,
         width: int = 1000,
     ) -> dict:
-        """The downsampled series for one chart (see ``mldash.ui.series.view``)."""
-        with self._serving():
-            entry = self._load(self._metric_folder(prefix, name))
+        """The downsampled series for one chart (see ``mldash.ui.series.view``).
+
+        The first time a big series is asked for while most of it is unparsed, the
+        result is a coarse view (``"coarse": True``): a few lines at every data.idx
+        mark, so the whole x range draws at once, while the parse goes on in the
+        background; the next request waits for the parse and gets the real view.
+        """
+        with self._serving():  # the warmer steps aside (and lets go of this series' lock)
+            folder = self._metric_folder(prefix, name)
+            coarse = self._coarse_view(folder, x, lo, hi, width)
+            if coarse is not None:
+                coarse["name"] = name
+                return coarse
+            entry = self._load(folder)
             with entry.lock:
                 out = view(entry.cols, x, lo, hi, width)
                 out["x_choices"] = entry.cols.x_choices()
@@ -164,6 +194,8 @@ class LocalSource:
 
         It goes ahead of the start-up warming (``warm_recent``).
         """
+        if not self.warms:
+            return
         try:
             path = self._path(prefix)
         except KeyError:
@@ -178,7 +210,8 @@ class LocalSource:
         (default half of ``max_points``), from the disk cache where it has them;
         ``mldash ui`` calls this at start. Also trims the disk cache.
         """
-        self._warmer.push_recent(self.max_points // 2 if budget is None else budget)
+        if self.warms:
+            self._warmer.push_recent(self.max_points // 2 if budget is None else budget)
 
     def wait_warm(self, timeout: float | None = None) -> bool:
         """Block until the background loading has nothing left to do (tests, benchmarks)."""
@@ -249,6 +282,40 @@ class LocalSource:
             self._series.move_to_end(folder)
         return entry
 
+    def _coarse_view(self, folder: str, x: str, lo, hi, width: int) -> dict | None:
+        """A sampled view when much of the series is unparsed, else None (parse it now)."""
+        if not self.coarse_bytes:
+            return None
+        data_path = os.path.join(folder, "data.jsonl")
+        size = _size(data_path)
+        entry = self._entry(folder)
+        if entry.coarse_sent or size - entry.state.offset < self.coarse_bytes:
+            return None
+        with entry.lock:  # the disk cache first: it may have (most of) the series
+            self._try_cache(entry, data_path)
+            if entry.coarse_sent or size - entry.state.offset < self.coarse_bytes:
+                return None
+            entry.coarse_sent = True
+        sample = _sample(folder, size, max(10, min(int(width), 10000)) * 2)
+        if sample is None:
+            return None  # no usable data.idx: parse it now
+        cols, total = sample
+        if self.warms:
+            self._warmer.push([folder], urgent=True)
+        out = view(cols, x, lo, hi, width)
+        out.update(total=total, exact=False, coarse=True, x_choices=cols.x_choices())
+        return out
+
+    def _try_cache(self, entry: _Series, data_path: str) -> None:
+        """Take the disk cache's columns for a series not read yet (caller holds entry.lock)."""
+        if entry.tried_cache or entry.state.offset or self.cache is None:
+            return
+        entry.tried_cache = True
+        hit = self.cache.load(data_path) if _size(data_path) >= CACHE_MIN_BYTES else None
+        if hit is not None:
+            entry.cols, entry.state = hit
+            entry.saved = entry.state.offset
+
     def _load(self, folder: str) -> _Series:
         """The series in ``folder``, parsed up to its current end."""
         return self._load_step(folder)[0]
@@ -260,12 +327,7 @@ class LocalSource:
         entry = self._entry(folder)
         data_path = os.path.join(folder, "data.jsonl")
         with entry.lock:
-            if not entry.tried_cache and entry.state.offset == 0 and self.cache is not None:
-                entry.tried_cache = True
-                hit = self.cache.load(data_path) if _size(data_path) >= CACHE_MIN_BYTES else None
-                if hit is not None:
-                    entry.cols, entry.state = hit
-                    entry.saved = entry.state.offset
+            self._try_cache(entry, data_path)
             complete = _catch_up(entry, data_path, step_aside)
         self._evict()
         return entry, complete
@@ -360,6 +422,56 @@ def _catch_up(entry: _Series, data_path: str, step_aside=None) -> bool:
         if state.offset != start:
             state.tail = read_tail(fd, state.offset)
     return complete
+
+
+def _sample(folder: str, size: int, want: int) -> tuple[Columns, int] | None:
+    """``_SAMPLE_LINES`` lines at up to ``want`` evenly spread data.idx marks, plus the last
+    lines; and the series' line count. None when data.idx is missing or does not fit."""
+    data_path = os.path.join(folder, "data.jsonl")
+    try:
+        with open(os.path.join(folder, "data.idx"), "rb") as f:
+            raw = f.read()
+        f = open(data_path, "rb")
+    except OSError:
+        return None
+    with f:
+        fd = f.fileno()
+        marks = np.frombuffer(raw[: len(raw) // 8 * 8], "<u8")
+        marks = marks[marks < size]
+        if len(marks) < 2 or marks[0] != 0 or np.any(np.diff(marks.astype(np.int64)) <= 0):
+            return None
+        last = int(marks[-1])
+        if os.pread(fd, 1, last - 1) != b"\n":
+            return None  # not this file's index
+        rest = os.pread(fd, size - last, last)
+        rest = rest[: rest.rfind(b"\n") + 1]
+        total = (len(marks) - 1) * STRIDE + rest.count(b"\n")
+        indices, lines = [], []
+        picks = np.unique(np.linspace(0, len(marks) - 1, min(want, len(marks))).astype(np.int64))
+        for k in picks.tolist():
+            start = int(marks[k])
+            window = os.pread(fd, 512 * _SAMPLE_LINES + 1, start - 1) if start else b"\n" + os.pread(fd, 512 * _SAMPLE_LINES, 0)
+            if not window.startswith(b"\n"):
+                return None
+            got = window[1:].split(b"\n")[:-1][:_SAMPLE_LINES]  # complete lines only
+            indices.extend(range(k * STRIDE, k * STRIDE + len(got)))
+            lines.extend(got)
+        tail = rest.split(b"\n")[:-1][-_SAMPLE_LINES:]
+        indices.extend(range(total - len(tail), total))
+        lines.extend(tail)
+    keep, rows = [], []
+    for i, line in zip(indices, lines):
+        try:
+            rows.append(orjson.loads(line))
+            keep.append(i)
+        except orjson.JSONDecodeError:
+            continue
+    cols = Columns()
+    if rows:
+        order = np.unique(keep, return_index=True)[1]  # the tail may repeat a sampled line
+        rows = [rows[j] for j in order]
+        cols.extend([keep[j] for j in order], [r[0] / 1000 for r in rows], [_codec.untag(r[1]) for r in rows])
+    return cols, total
 
 
 def _parse_piece(entry: _Series, piece: bytes) -> None:

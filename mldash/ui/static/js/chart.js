@@ -59,6 +59,13 @@ class BaseChart {
           this._again = false;
           const result = await this.fetch();
           this.draw(result);
+          if (result.coarse && !this.destroyed) {
+            // The server is still reading this series for the first time and sent a
+            // sample across the whole range; ask again for the real view (that
+            // request waits until the series is read).
+            await new Promise((resolve) => setTimeout(resolve, 50));
+            this._again = true;
+          }
         } while (this._again);
       } catch (error) {
         if (error instanceof api.AuthError) throw error;
@@ -139,6 +146,7 @@ class BaseChart {
   }
 
   destroy() {
+    this.destroyed = true;
     if (this.plot) this.plot.destroy();
     this.plot = null;
   }
@@ -163,8 +171,9 @@ export class SeriesChart extends BaseChart {
       view = await api.get("series", { prefix: this.prefix, name: this.name, x: "index", width: this.width() });
     }
     this.view = view;
-    const note = `${view.total.toLocaleString()} points` + (view.exact ? "" : ` · showing ${view.points.x.length.toLocaleString()} (min/max per pixel)`) + (view.x !== this.options.x ? ` · x = ${view.x}` : "");
-    return { xs: view.points.x, xKey: view.x, note, series: view.fields.map((f) => ({ label: f, ys: view.points[f], spanGaps: false })) };
+    const shown = view.coarse ? " · reading all points… (a sample for now)" : view.exact ? "" : ` · showing ${view.points.x.length.toLocaleString()} (min/max per pixel)`;
+    const note = `${view.total.toLocaleString()} points` + shown + (view.x !== this.options.x ? ` · x = ${view.x}` : "");
+    return { xs: view.points.x, xKey: view.x, note, coarse: !!view.coarse, series: view.fields.map((f) => ({ label: f, ys: view.points[f], spanGaps: false })) };
   }
 }
 
@@ -186,8 +195,10 @@ export class CompareChart extends BaseChart {
     const tables = [];
     const series = [];
     let total = 0;
+    let coarse = false;
     views.forEach((view, i) => {
       if (!view || !view.fields.length || view.x !== this.options.x) return;
+      coarse = coarse || !!view.coarse;
       const field = view.fields.includes("value") ? "value" : view.fields[0];
       tables.push([view.points.x, view.points[field]]);
       series.push({ label: this.prefixes[i], ys: null, spanGaps: true });
@@ -197,6 +208,6 @@ export class CompareChart extends BaseChart {
     const joined = uPlot.join(tables);
     series.forEach((s, i) => { s.ys = joined[i + 1]; });
     const missing = this.prefixes.length - tables.length;
-    return { xs: joined[0], xKey: this.options.x, series, note: `${tables.length} runs, ${total.toLocaleString()} points` + (missing ? ` · ${missing} without this metric or x axis` : "") };
+    return { xs: joined[0], xKey: this.options.x, series, coarse, note: `${tables.length} runs, ${total.toLocaleString()} points` + (coarse ? " · reading all points…" : "") + (missing ? ` · ${missing} without this metric or x axis` : "") };
   }
 }
