@@ -96,6 +96,15 @@ def encode_entries(entries: list) -> tuple[list[bytes], array]:
     return chunks, lengths
 
 
+def _encode_record(record: dict) -> bytes:
+    """A log or checkpoint line; a value that will not encode is kept as its repr
+    rather than holding back every record after it."""
+    try:
+        return _codec.dumps_line(record)
+    except Exception:
+        return _codec.dumps_line({k: v if k == "index" else repr(v) for k, v in record.items()})
+
+
 def pack_lines(lines: list[bytes]) -> tuple[list[bytes], array]:
     return [b"".join(lines)], array("I", map(len, lines))
 
@@ -317,7 +326,7 @@ class Writer:
             return
         try:
             self._append(key, "data", lambda _first: (chunks, lengths))
-        except OSError:
+        except BaseException:  # whatever failed, the batch stays for the next try
             self._retry[key] = (chunks, lengths)
             raise
 
@@ -333,21 +342,15 @@ class Writer:
 
         def build(first: int) -> tuple[list[bytes], array]:
             return pack_lines([
-                _codec.dumps_line(
-                    {
-                        "index": first + i,
-                        "timestamp": t,
-                        "level": level,
-                        "message": message,
-                        "metadata": metadata,
-                    }
+                _encode_record(
+                    {"index": first + i, "timestamp": t, "level": level, "message": message, "metadata": metadata}
                 )
                 for i, (t, level, message, metadata) in enumerate(records)
             ])
 
         try:
             self._append(os.path.join(self.exp.path, "logs"), "logs", build)
-        except OSError:
+        except BaseException:
             self._retry_logs = records
             raise
 
@@ -361,17 +364,17 @@ class Writer:
         by_file: dict[tuple[str, str], list[Any]] = {}
         for (folder, stem), record in items:
             by_file.setdefault((folder, stem), []).append(record)
-        failed: OSError | None = None
+        failed: Exception | None = None
         for (folder, stem), records in by_file.items():
             try:
                 self._append(
                     folder,
                     stem,
                     lambda first, records=records: pack_lines(
-                        [_codec.dumps_line({"index": first + i, **r}) for i, r in enumerate(records)]
+                        [_encode_record({"index": first + i, **r}) for i, r in enumerate(records)]
                     ),
                 )
-            except OSError as e:
+            except Exception as e:
                 self._retry_extra += [((folder, stem), r) for r in records]
                 failed = e
         if failed is not None:
