@@ -3,6 +3,7 @@ log_batch), read latency deep in a mostly-cold series, and server memory.
 
     python benchmarks/bench_server.py                 # everything, default sizes
     python benchmarks/bench_server.py --ingest-points 2000000 --read-points 10000000
+    git archive OLD mldash | tar -x -C /tmp/old && python benchmarks/bench_server.py --baseline-src /tmp/old
 
 Starts its own servers (embedded SQLite; PostgreSQL + moto S3 from the test
 support module; `mlflow server`), prints a table, writes benchmarks/results/server.md.
@@ -28,7 +29,7 @@ import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
-from _server_support import AWS_ENV, free_port, start_moto, start_postgres, start_server, wait_for_port  # noqa: E402
+from _server_support import AWS_ENV, PG_USER, free_port, start_moto, start_postgres, start_server, wait_for_port  # noqa: E402
 
 os.environ.update(AWS_ENV)
 BATCH = 1000
@@ -184,50 +185,93 @@ def bench_reads(url: str, exp_id: int, points: int, samples: int = 200) -> dict:
     return {"median_ms": statistics.median(times) * 1000, "p95_ms": times[int(0.95 * len(times))] * 1000}
 
 
+def ingest_rows(label: str, servers: dict, points: int, repeat: int, helpers: list = ()) -> list[tuple]:
+    """Ingest ``repeat`` times into each server (alternating, so load drifts hit all
+    alike) and return one table row per server with the median rate."""
+    runs: dict[str, list] = {name: [] for name in servers}
+    for server in servers.values():  # warm up: connections, caches, a fresh cluster's first WAL segments
+        bench_ingest(server.url, min(points, 100_000), server.proc.pid)
+    for _ in range(repeat):
+        for name, server in servers.items():
+            result = bench_ingest(server.url, points, server.proc.pid, helpers)
+            runs[name].append(result)
+            print(f"  {label} / {name}: {result['points_per_s']:,.0f} points/s, CPU ms/batch "
+                  + ", ".join(f"{k} {v:.2f}" for k, v in result["cpu_ms"].items()) + f" (load {os.getloadavg()[0]:.1f})", flush=True)
+    rows = []
+    for name, results in runs.items():
+        rate = statistics.median(r["points_per_s"] for r in results)
+        cpu = {k: statistics.median(r["cpu_ms"][k] for r in results) for k in results[0]["cpu_ms"]}
+        cpu_text = ", ".join(f"{k} {v:.2f}" for k, v in cpu.items() if v > 0)
+        each = " / ".join(f"{r['points_per_s'] / 1000:,.0f}k" for r in results)
+        last = results[-1]
+        rows.append(("ingest", f"{label}, {name}", f"{rate:,.0f} points/s",
+                     f"runs {each}; CPU ms per 1,000-point batch: {cpu_text}; server RSS {last['rss_start_mb']:.0f} -> peak {last['rss_peak_mb']:.0f} MB"))
+        print(rows[-1], flush=True)
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ingest-points", type=int, default=1_000_000)
+    parser.add_argument("--repeat", type=int, default=3, help="ingest runs per server; the table quotes the median")
+    parser.add_argument("--baseline-src", help="a source tree of an earlier mldash (e.g. `git archive OLD mldash | tar -x -C DIR`) to run side by side as 'before'")
     parser.add_argument("--mlflow-points", type=int, default=20_000)
     parser.add_argument("--read-points", type=int, default=10_000_000)
     parser.add_argument("--pg-read-points", type=int, default=2_000_000)
     parser.add_argument("--skip-postgres", action="store_true")
+    parser.add_argument("--skip-reads", action="store_true")
     args = parser.parse_args()
 
     rows = []
     cleanup = []
+    # PYTHONSAFEPATH: "python -m" must not import this tree (the current directory) first.
+    before_env = {"PYTHONPATH": os.path.abspath(args.baseline_src), "PYTHONSAFEPATH": "1"} if args.baseline_src else None
     try:
         # Embedded: SQLite + a chunk folder.
         data = Path(tempfile.mkdtemp(prefix="bench-server-"))
-        server = start_server(data=data, extra_args=["--no-ui"])
-        cleanup.append(server.stop)
-        ingest = bench_ingest(server.url, args.ingest_points, server.proc.pid)
-        rows.append(("ingest", "mldash embedded (SQLite + folder)", f"{ingest['points_per_s']:,.0f} points/s",
-                     f"RSS {ingest['rss_start_mb']:.0f} -> peak {ingest['rss_peak_mb']:.0f} -> {ingest['rss_end_mb']:.0f} MB over {args.ingest_points:,} points"))
-        print(rows[-1], flush=True)
-        server.stop()
-        exp_id = bulk_load({"db": f"sqlite:///{data}/mldash.db", "blob": str(data / "chunks")}, args.read_points)
-        server.start()
-        reads = bench_reads(server.url, exp_id, args.read_points)
-        rows.append(("read(limit=1000)", f"mldash embedded, {args.read_points:,}-point series", f"median {reads['median_ms']:.1f} ms", f"p95 {reads['p95_ms']:.1f} ms, random start"))
-        print(rows[-1], flush=True)
-        server.stop()
+        servers = {"this version": start_server(data=data / "now", extra_args=["--no-ui"])}
+        if before_env:
+            servers["before"] = start_server(data=data / "before", extra_args=["--no-ui"], env=before_env)
+        cleanup += [s.stop for s in servers.values()]
+        rows += ingest_rows("mldash embedded (SQLite + folder)", servers, args.ingest_points, args.repeat)
+        for server in servers.values():
+            server.stop()
+        if not args.skip_reads:
+            exp_id = bulk_load({"db": f"sqlite:///{data}/now/mldash.db", "blob": str(data / "now" / "chunks")}, args.read_points)
+            server = servers["this version"]
+            server.start()
+            reads = bench_reads(server.url, exp_id, args.read_points)
+            rows.append(("read(limit=1000)", f"mldash embedded, {args.read_points:,}-point series", f"median {reads['median_ms']:.1f} ms", f"p95 {reads['p95_ms']:.1f} ms, random start"))
+            print(rows[-1], flush=True)
+            server.stop()
 
         if not args.skip_postgres:
             pg = start_postgres(fsync=True)
             cleanup.append(pg.stop)
             s3 = start_moto()
             cleanup.append(s3.stop)
-            store_args = {"db": pg.create_database(), "blob": f"s3://{s3.make_bucket()}/chunks", "s3_endpoint": s3.endpoint}
-            server = start_server(store_args["db"], store_args["blob"], s3_endpoint=s3.endpoint, data=data / "pg", extra_args=["--no-ui"])
-            cleanup.append(server.stop)
-            ingest = bench_ingest(server.url, args.ingest_points, server.proc.pid)
-            rows.append(("ingest", "mldash PostgreSQL 15 + S3 (moto)", f"{ingest['points_per_s']:,.0f} points/s",
-                         f"RSS {ingest['rss_start_mb']:.0f} -> peak {ingest['rss_peak_mb']:.0f} -> {ingest['rss_end_mb']:.0f} MB"))
-            print(rows[-1], flush=True)
-            exp_id = bulk_load(store_args, args.pg_read_points)
-            reads = bench_reads(server.url, exp_id, args.pg_read_points)
-            rows.append(("read(limit=1000)", f"mldash PostgreSQL + S3 (moto), {args.pg_read_points:,}-point series", f"median {reads['median_ms']:.1f} ms", f"p95 {reads['p95_ms']:.1f} ms"))
-            print(rows[-1], flush=True)
+            helpers = helper_processes(PG_USER, (s3.proc.pid,))
+
+            def pg_server(extra=(), env=None, name="now"):
+                store = {"db": pg.create_database(), "blob": f"s3://{s3.make_bucket()}/chunks", "s3_endpoint": s3.endpoint}
+                server = start_server(store["db"], store["blob"], s3_endpoint=s3.endpoint, data=data / f"pg-{name}",
+                                      extra_args=["--no-ui", *extra], env=env)
+                cleanup.append(server.stop)
+                return server, store
+
+            now, store_args = pg_server()
+            servers = {"this version": now}
+            if before_env:
+                servers["before"] = pg_server(env=before_env, name="before")[0]
+            rows += ingest_rows("mldash PostgreSQL 15 (fsync on) + S3 (moto)", servers, args.ingest_points, args.repeat, helpers)
+            for name, server in servers.items():
+                if name != "this version":
+                    server.stop()
+            if not args.skip_reads:
+                exp_id = bulk_load(store_args, args.pg_read_points)
+                reads = bench_reads(now.url, exp_id, args.pg_read_points)
+                rows.append(("read(limit=1000)", f"mldash PostgreSQL + S3 (moto), {args.pg_read_points:,}-point series", f"median {reads['median_ms']:.1f} ms", f"p95 {reads['p95_ms']:.1f} ms"))
+                print(rows[-1], flush=True)
 
         rate = bench_mlflow(args.mlflow_points)
         if rate is not None:
@@ -240,7 +284,9 @@ def main() -> None:
             except Exception:
                 pass
 
-    header = f"Machine: {platform.machine()}, {os.cpu_count()} cores, {psutil.virtual_memory().total / 2**30:.0f} GiB, Python {platform.python_version()}, {time.strftime('%Y-%m-%d')}; client and server on the same machine."
+    header = (f"Machine: {platform.machine()}, {os.cpu_count()} cores, {psutil.virtual_memory().total / 2**30:.0f} GiB, "
+              f"Python {platform.python_version()}, {time.strftime('%Y-%m-%d')}; client and server on the same machine; "
+              f"load average at the end {os.getloadavg()[0]:.1f}.")
     lines = ["# Team server benchmarks", "", header, "", "| what | system | result | notes |", "|---|---|---|---|"]
     lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]
     text = "\n".join(lines) + "\n"

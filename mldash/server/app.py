@@ -355,7 +355,7 @@ def mount_dashboard(app: FastAPI, store: Store, authenticator: Authenticator | N
 def factory():
     """The app for uvicorn workers, configured from MLDASH_SERVER_CONFIG (JSON)."""
     config = orjson.loads(os.environ["MLDASH_SERVER_CONFIG"])
-    store = Store(config["db"], config["blob"], s3_endpoint=config.get("s3_endpoint"), sync_commit=config.get("sync_commit", False))
+    store = Store(config["db"], config["blob"], s3_endpoint=config.get("s3_endpoint"))
     app = create_app(store, auth=config.get("auth", "auto"), ui=config.get("ui", True))
     # A 1,000-point batch parses into thousands of lists and dicts; with the
     # default thresholds the cyclic GC runs several times per request and each

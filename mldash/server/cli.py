@@ -64,14 +64,8 @@ def register(main: click.Group) -> None:
         help="auto: open until the first token is created, then required; required: always; off: open (loopback only).",
     )
     @click.option("--no-ui", is_flag=True, help="Serve only the API, not the dashboard.")
-    @click.option(
-        "--sync-commit",
-        is_flag=True,
-        help="PostgreSQL: wait for the WAL flush on every metric batch (slower; by default a database crash may "
-        "lose the last fraction of a second of batches, which clients resend).",
-    )
     @click.option("--log-level", default="warning", show_default=True, type=click.Choice(["debug", "info", "warning", "error"]))
-    def server_command(host, port, data, db, blob, s3_endpoint, workers, auth, no_ui, sync_commit, log_level) -> None:
+    def server_command(host, port, data, db, blob, s3_endpoint, workers, auth, no_ui, log_level) -> None:
         """Run the team server: the HTTP API (/api/v1, docs at /docs) and the dashboard.
 
         \b
@@ -98,7 +92,7 @@ def register(main: click.Group) -> None:
                 )
             auth = "required"  # revoking the last token must never open the server
         os.environ["MLDASH_SERVER_CONFIG"] = orjson.dumps(
-            {"db": db_url, "blob": blob_url, "s3_endpoint": s3_endpoint, "auth": auth, "ui": not no_ui, "sync_commit": sync_commit}
+            {"db": db_url, "blob": blob_url, "s3_endpoint": s3_endpoint, "auth": auth, "ui": not no_ui}
         ).decode()
         click.echo(f"mldash server on http://{host}:{port}  (db {_redact(db_url)}, chunks {blob_url}, auth {auth}, workers {workers})", err=True)
         options = {}

@@ -127,13 +127,8 @@ def _json_dumps(obj: Any) -> str:
 
 
 class Store:
-    def __init__(
-        self, db_url: str, blob_url: str, *, s3_endpoint: str | None = None, create: bool = True, sync_commit: bool = False
-    ) -> None:
+    def __init__(self, db_url: str, blob_url: str, *, s3_endpoint: str | None = None, create: bool = True) -> None:
         self.db_url = normalize_db_url(db_url)
-        # PostgreSQL: wait for the WAL flush on every metric batch's commit (off by
-        # default: ingest then costs no disk round trip; see ingesting()).
-        self.sync_commit = sync_commit
         self.blobs = open_blobs(blob_url, s3_endpoint)
         self.is_sqlite = self.db_url.startswith("sqlite")
         if self.is_sqlite:
@@ -198,7 +193,7 @@ class Store:
         """Finish pending compactions, then release the database connections."""
         self._compactor.stop()
         while self._raw_free:
-            self._release(self._raw_free.pop())
+            self._raw_free.pop().close()
         self.engine.dispose()
 
     @contextlib.contextmanager
@@ -227,13 +222,6 @@ class Store:
             except IndexError:
                 fairy = self.engine.raw_connection()
             raw = fairy.driver_connection
-            if not self.is_sqlite and not self.sync_commit and not fairy.info.get("mldash_async_commit"):
-                # Commit without waiting for the WAL flush (see docs/server.md): a
-                # killed server loses nothing, a crashed database at most the last
-                # fraction of a second, which the local-first clients resend.
-                raw.execute("SET synchronous_commit = off")
-                raw.commit()
-                fairy.info["mldash_async_commit"] = True
             try:
                 cursor = raw.cursor()
                 if autocommit and not self.is_sqlite:  # one statement, its own transaction
@@ -266,17 +254,7 @@ class Store:
                     if len(self._raw_free) < 8:
                         self._raw_free.append(fairy)
                     else:
-                        self._release(fairy)
-
-    def _release(self, fairy) -> None:
-        """Give an ingest connection back to the engine's pool, as the pool made it."""
-        try:
-            if fairy.info.pop("mldash_async_commit", False):
-                fairy.driver_connection.execute("RESET synchronous_commit")
-                fairy.driver_connection.commit()
-            fairy.close()
-        except Exception:
-            fairy.invalidate()
+                        fairy.close()  # back to the engine's pool
 
     @contextlib.contextmanager
     def reading(self) -> Iterator[Any]:
