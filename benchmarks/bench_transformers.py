@@ -230,15 +230,18 @@ def main() -> None:
     steps = options.steps or (100 if options.quick else 300)
     repeats = options.repeats or (1 if options.quick else 3)
 
+    load_before = os.getloadavg()[0]
     rows = per_step(steps, repeats)
     hook = hook_costs(60 if options.quick else 300)
+    load = f"{min(load_before, os.getloadavg()[0]):.1f}-{max(load_before, os.getloadavg()[0]):.1f}"
 
     lines = [
         "# Hugging Face Trainer integration",
         "",
         f"Machine: {platform.machine()} 2-core VM, Python {platform.python_version()}, "
         f"{_dt.date.today().isoformat()}. `python benchmarks/bench_transformers.py` "
-        f"({steps} steps, `logging_steps=1`, {repeats} repeats, medians; each case in a fresh interpreter).",
+        f"({steps} steps, `logging_steps=1`, {repeats} repeats, medians; each case in a fresh interpreter). "
+        f"Load average {load} (other work shared the machine).",
         "",
         "## Overhead per logged step",
         "",
@@ -257,9 +260,8 @@ def main() -> None:
         "on_train_end (plus `wandb.finish()`, which its callback leaves to the user), once per run. "
         "process CPU: CPU time of the training process during train() (all its threads, so "
         "mldash's writer thread counts; wandb's separate service process does not). "
-        "train(): wall time; on this shared 2-core machine (load average 6-9 while measured) it "
-        "varied by ±10 ms/step between identical runs, so only the in-callback columns resolve "
-        "0.1 ms.",
+        "train(): wall time. Both vary by about ±1 ms/step between identical runs on this shared "
+        "2-core machine, so only the in-callback columns resolve 0.1 ms.",
         "",
         "## Start-up hook (`mldash_transformers.pth`)",
         "",

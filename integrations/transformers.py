@@ -27,7 +27,14 @@ import warnings
 import weakref
 from typing import Any, Iterable
 
-from transformers.trainer_callback import ExportableState, TrainerCallback
+from transformers.trainer_callback import TrainerCallback
+
+try:
+    from transformers.trainer_callback import ExportableState
+except ImportError:  # transformers < 4.41 keeps no callback state in checkpoints
+
+    class ExportableState:  # type: ignore[no-redef]
+        pass
 
 from mldash import Experiment
 from mldash._hf_hook import TARGET, install_finder
@@ -258,7 +265,12 @@ class MLDashCallback(TrainerCallback, ExportableState):
             info["mode"] = "max" if args.greater_is_better else "min"
             if self._last_eval is not None and self._last_eval[0] == step:
                 info["score"] = self._last_eval[1]
-            info["is_best"] = state.best_global_step == step and state.best_metric is not None
+            best_step = getattr(state, "best_global_step", None)  # transformers >= 4.50
+            best_path = state.best_model_checkpoint
+            info["is_best"] = state.best_metric is not None and (
+                best_step == step if best_step is not None
+                else best_path is not None and os.path.basename(best_path) == f"checkpoint-{step}"
+            )
             if info["is_best"]:
                 info["score"] = state.best_metric
         exp.checkpoint(self._checkpoint_path(args, state), step=step, **info)
