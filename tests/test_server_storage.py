@@ -103,6 +103,16 @@ def test_compaction_cuts_batches_at_chunk_boundaries_and_reads_have_no_seam(stor
     assert append(store, exp_id, 5, pts(5, 500))["accepted"] == 0
 
 
+def test_a_batch_far_past_the_hot_limit_is_compacted_before_its_request_returns(store, tmp_path):
+    exp_id = store.upsert_experiment("default", "p/r", {})["id"]
+    append(store, exp_id, 0, pts(0, 3))
+    append(store, exp_id, 3, pts(3, 75_003))  # one row of 75,000 points: past MAX_HOT
+    (total, cold), = rows(tmp_path, "SELECT total, cold_count FROM series")
+    assert (total, cold) == (75_003, 70_000)  # no waiting for the background compactor
+    assert rows(tmp_path, "SELECT start_idx, n_points FROM metric_batches") == [(70_000, 5_003)]
+    assert steps(store, exp_id, 69_990, 20) == list(range(69_990, 70_010))
+
+
 def test_lines_are_exactly_one_compact_json_line_per_point_even_with_tricky_fields():
     tricky = [[1, {"s": "}],["}], [2.5, {"nested": [[{"a": 1}], [{"b": 2}]]}], [3, {"nl": "a\nb", "u": "é"}], [4, {}]]
     assert _lines_blob(tricky) == b"\n".join(orjson.dumps(p) for p in tricky)

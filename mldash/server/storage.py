@@ -35,6 +35,7 @@ STATUSES = ("RUNNING", "COMPLETED", "FAILED", "CANCELLED")
 DOCUMENT_KINDS = {"parameters": "params", "summary": "summary"}
 HOT_LIMIT = chunks.CHUNK_POINTS  # a series keeps at most this many hot points after compaction
 MAX_HOT = 4 * HOT_LIMIT  # past this, a request compacts its series itself (the compactor is behind)
+MAX_CHUNKS_PER_PASS = 16  # chunks one compaction transaction records (bounds its memory)
 log = logging.getLogger("mldash.server")
 
 # The hot path's statements, written for psycopg (%s; %b sends bytes in binary);
@@ -550,15 +551,19 @@ class Store:
     def compact(self, series_id: int) -> int:
         """Move whole chunks of a series' oldest hot points into the object store.
 
-        Returns how many chunks this call wrote. Each chunk is read in one
-        snapshot, written as an object (its key is fixed by series and chunk
-        number, its bytes by the points, so writing it twice is harmless), then
-        recorded in a short transaction that re-checks ``cold_count`` under the
-        series lock: if another compactor got there first, ours changes nothing.
-        The series row is locked only for that last step, so ingest carries on
-        while the object uploads.
+        Returns how many chunks this call wrote. A pass reads the hot rows it
+        needs in one snapshot, cuts them into chunks of CHUNK_POINTS points
+        (a batch row straddling a chunk edge is split, its tail stays hot) and
+        writes each chunk as an object (its key is fixed by series and chunk
+        number, its bytes by the points, so writing it twice is harmless). One
+        short transaction then records them, re-checking ``cold_count`` under
+        the series lock: if another compactor got there first, ours changes
+        nothing. The series row is locked only for that last step, so ingest
+        carries on while objects upload.
         """
         written = 0
+        size = chunks.CHUNK_POINTS
+        sql = self._sql
         with self._compact_lock, self._compaction_guard(series_id) as ours:
             if not ours:
                 return 0  # another server process is compacting this series
@@ -566,29 +571,31 @@ class Store:
                 plan = self._chunk_plan(series_id)
                 if plan is None:
                     return written
-                exp_id, cold, chunk_lines, first_ts, rest, rest_ts = plan
-                size = chunks.CHUNK_POINTS
-                chunk_no = cold // size
-                key = chunk_key(exp_id, series_id, chunk_no)
-                data = chunks.encode(chunk_lines)
-                self.blobs.put(key, data)
-                sql = self._sql
+                exp_id, cold, lines, first_ts, last_ts, due = plan
+                n_chunks = min(len(lines) // size, due)
+                records = []
+                for k in range(n_chunks):
+                    chunk_lines = lines[k * size : (k + 1) * size]
+                    chunk_no = cold // size + k
+                    key = chunk_key(exp_id, series_id, chunk_no)
+                    data = chunks.encode(chunk_lines)
+                    self.blobs.put(key, data)
+                    ts = first_ts if k == 0 else _line_ts(chunk_lines[0])
+                    records.append((series_id, chunk_no, cold + k * size, size, key, len(data), ts, _line_ts(chunk_lines[-1])))
+                new_cold = cold + n_chunks * size
+                rest = lines[n_chunks * size :]
                 with self.ingesting() as cursor:
                     cursor.execute(sql["cold_for_update"], (series_id,))
                     if cursor.fetchone()[0] != cold:
-                        return written  # someone else recorded this chunk meanwhile
-                    cursor.execute(
-                        sql["insert_chunk"],
-                        (series_id, chunk_no, cold, size, key, len(data), first_ts, _line_ts(chunk_lines[-1])),
-                    )
-                    cursor.execute(sql["delete_batches"], (series_id, cold, cold + size))
-                    if rest:  # the part of the last batch row beyond the chunk stays hot
+                        return written  # someone else recorded these chunks meanwhile
+                    cursor.executemany(sql["insert_chunk"], records)
+                    cursor.execute(sql["delete_batches"], (series_id, cold, new_cold))
+                    if rest:  # the part of the last batch row beyond the chunks stays hot
                         cursor.execute(
-                            sql["insert_batch"],
-                            (series_id, cold + size, len(rest), _line_ts(rest[0]), rest_ts, b"\n".join(rest)),
+                            sql["insert_batch"], (series_id, new_cold, len(rest), _line_ts(rest[0]), last_ts, b"\n".join(rest))
                         )
-                    cursor.execute(sql["set_cold"], (cold + size, series_id))
-                written += 1
+                    cursor.execute(sql["set_cold"], (new_cold, series_id))
+                written += n_chunks
 
     @contextlib.contextmanager
     def _compaction_guard(self, series_id: int) -> Iterator[bool]:
@@ -609,19 +616,21 @@ class Store:
                     conn.commit()
 
     def _chunk_plan(self, series_id: int):
-        """The next chunk's lines if the series has more than HOT_LIMIT hot points, else None."""
+        """The hot lines from ``cold_count`` on that make the chunks due now (so that at
+        most HOT_LIMIT points stay hot, at most MAX_CHUNKS_PER_PASS chunks), or None."""
         size = chunks.CHUNK_POINTS
         with self.reading() as conn:
             row = conn.exec_driver_sql(self._sql["series_counts"], (series_id,)).first()
             if row is None:
                 return None
             exp_id, total, cold = row
-            if total - cold <= HOT_LIMIT:
+            due = min(-(-(total - cold - HOT_LIMIT) // size), MAX_CHUNKS_PER_PASS)
+            if due <= 0:
                 return None
-            rows = conn.exec_driver_sql(self._sql["batches_from"], (series_id, cold, cold + size)).fetchall()
+            rows = conn.exec_driver_sql(self._sql["batches_from"], (series_id, cold, cold + due * size)).fetchall()
         lines: list[bytes] = []
         expected = cold
-        for start, n, first_ts, last_ts, blob in rows:
+        for start, n, _first_ts, _last_ts, blob in rows:
             parts = bytes(blob).split(b"\n")
             if start != expected or len(parts) != n:  # never chunk a range with a hole
                 log.error("metric series %s: hot rows do not tile from %s (row at %s); not compacting", series_id, expected, start)
@@ -630,7 +639,7 @@ class Store:
             expected += n
         if len(lines) < size:
             return None
-        return exp_id, cold, lines[:size], rows[0][2], lines[size:], rows[-1][3]
+        return exp_id, cold, lines, rows[0][2], rows[-1][3], due
 
     def series_to_compact(self) -> list[int]:
         """Series holding more than HOT_LIMIT hot points (left so by a server that stopped)."""
