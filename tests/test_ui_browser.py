@@ -143,6 +143,7 @@ def test_experiment_view_draws_every_chart_and_shows_params_logs_checkpoints(pag
     page.wait_for_function("() => document.querySelectorAll('#logs .log').length === 1")
     assert "learning rate looks high" in page.locator("#logs .log").inner_text()
     page.select_option("#log-level", "")
+    page.wait_for_function("() => document.querySelectorAll('#logs .log').length === 41")  # not the warn list
     page.fill("#log-search", "batch 13 ")
     page.wait_for_function("() => document.querySelectorAll('#logs .log').length === 1")
     assert "epoch 1 batch 13 done" in page.locator("#logs .log").inner_text()

@@ -121,6 +121,9 @@ def create_app(source: DataSource, *, auth: AuthHook | None = None, title: str =
     ]
     app = Starlette(routes=routes)
     app.add_middleware(_SecurityHeaders)
+    serving = getattr(source, "serving", None)
+    if serving is not None:
+        app.add_middleware(_Serving, serving=serving)
     app.state.source = source
     return app
 
@@ -157,6 +160,22 @@ async def _check(auth: AuthHook, request: Request) -> Response | None:
         return result
     request.state.principal = result
     return None
+
+
+class _Serving:
+    """Holds the source's optional ``serving()`` context for each HTTP request, so that
+    its background work (``LocalSource``'s warmer) steps aside until the response is out."""
+
+    def __init__(self, app, serving) -> None:
+        self.app = app
+        self.serving = serving
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        with self.serving():
+            await self.app(scope, receive, send)
 
 
 class _SecurityHeaders:

@@ -1,7 +1,7 @@
 """``LocalSource``: the dashboard's ``DataSource`` over a local root (what ``mldash ui`` serves).
 
-Reads the files ``mldash.Experiment`` writes, never writes. Two caches keep it
-fast on big roots and long series:
+Reads the files ``mldash.Experiment`` writes, never writes inside the root. Two
+caches keep it fast on big roots and long series:
 
 * one row per experiment, reused while its files keep their size and mtime, so
   the experiments view of 1,000 runs re-reads only the runs that changed;
@@ -18,6 +18,7 @@ That thread steps aside (between ~1 MiB pieces) while a request is being served.
 
 from __future__ import annotations
 
+import mmap
 import os
 import threading
 import time
@@ -113,7 +114,7 @@ class LocalSource:
 
     # ---- the DataSource protocol ---------------------------------------------------------
     def list_experiments(self, project: str | None = None) -> list[dict]:
-        with self._serving():
+        with self.serving():
             return self._list_experiments(project)
 
     def _list_experiments(self, project: str | None) -> list[dict]:
@@ -132,7 +133,7 @@ class LocalSource:
         return rows
 
     def get_experiment(self, prefix: str) -> dict:
-        with self._serving():
+        with self.serving():
             return self._get_experiment(prefix)
 
     def _get_experiment(self, prefix: str) -> dict:
@@ -155,7 +156,7 @@ class LocalSource:
     ) -> dict:
         if level is not None and level not in LEVELS:
             raise ValueError(f"unknown log level {level!r}; use one of {', '.join(LEVELS)}")
-        with self._serving():
+        with self.serving():
             return read_log_records(os.path.join(self._path(prefix), "logs"), start_index, limit, level)
 
     # ---- optional methods the app uses when a source has them ----------------------------
@@ -175,7 +176,7 @@ class LocalSource:
         mark, so the whole x range draws at once, while the parse goes on in the
         background; the next request waits for the parse and gets the real view.
         """
-        with self._serving():  # the warmer steps aside (and lets go of this series' lock)
+        with self.serving():  # the warmer steps aside (and lets go of this series' lock)
             folder = self._metric_folder(prefix, name)
             coarse = self._coarse_view(folder, x, lo, hi, width)
             if coarse is not None:
@@ -222,7 +223,12 @@ class LocalSource:
 
     # ---- internals -----------------------------------------------------------------------
     @contextmanager
-    def _serving(self):
+    def serving(self):
+        """Held while a request is served; background loading steps aside meanwhile.
+
+        The app holds it around every HTTP request (static files too), so the
+        warmer's parsing does not slow the page down.
+        """
         with self._lock:
             self._busy += 1
         try:
@@ -435,27 +441,30 @@ def _sample(folder: str, size: int, want: int) -> tuple[Columns, int] | None:
     except OSError:
         return None
     with f:
-        fd = f.fileno()
         marks = np.frombuffer(raw[: len(raw) // 8 * 8], "<u8")
         marks = marks[marks < size]
         if len(marks) < 2 or marks[0] != 0 or np.any(np.diff(marks.astype(np.int64)) <= 0):
             return None
-        last = int(marks[-1])
-        if os.pread(fd, 1, last - 1) != b"\n":
-            return None  # not this file's index
-        rest = os.pread(fd, size - last, last)
-        rest = rest[: rest.rfind(b"\n") + 1]
-        total = (len(marks) - 1) * STRIDE + rest.count(b"\n")
-        indices, lines = [], []
-        picks = np.unique(np.linspace(0, len(marks) - 1, min(want, len(marks))).astype(np.int64))
-        for k in picks.tolist():
-            start = int(marks[k])
-            window = os.pread(fd, 512 * _SAMPLE_LINES + 1, start - 1) if start else b"\n" + os.pread(fd, 512 * _SAMPLE_LINES, 0)
-            if not window.startswith(b"\n"):
-                return None
-            got = window[1:].split(b"\n")[:-1][:_SAMPLE_LINES]  # complete lines only
-            indices.extend(range(k * STRIDE, k * STRIDE + len(got)))
-            lines.extend(got)
+        try:  # slices of a mapping: no system call (and no GIL hand-over) per sample
+            data = mmap.mmap(f.fileno(), size, prot=mmap.PROT_READ)
+        except (AttributeError, TypeError, ValueError, OSError):
+            return None
+        with data:
+            last = int(marks[-1])
+            if data[last - 1 : last] != b"\n":
+                return None  # not this file's index
+            rest = data[last:size]
+            rest = rest[: rest.rfind(b"\n") + 1]
+            total = (len(marks) - 1) * STRIDE + rest.count(b"\n")
+            indices, lines = [], []
+            picks = np.unique(np.linspace(0, len(marks) - 1, min(want, len(marks))).astype(np.int64))
+            for k in picks.tolist():
+                start = int(marks[k])
+                if start and data[start - 1 : start] != b"\n":
+                    return None
+                got = data[start : start + 512 * _SAMPLE_LINES].split(b"\n")[:-1][:_SAMPLE_LINES]  # whole lines
+                indices.extend(range(k * STRIDE, k * STRIDE + len(got)))
+                lines.extend(got)
         tail = rest.split(b"\n")[:-1][-_SAMPLE_LINES:]
         indices.extend(range(total - len(tail), total))
         lines.extend(tail)

@@ -8,10 +8,13 @@ Optional methods the app uses when a source has them (``getattr``; none is requi
 
 * ``metric_view(prefix, name, x="index", lo=None, hi=None, width=1000) -> dict``: the
   chart's points, downsampled keeping spikes: ``mldash.ui.series.view(columns, ...)``
-  plus ``"x_choices"``. Without it the app reads the series once through
+  plus ``"x_choices"``, and ``"coarse": True`` when it is only a quick sample (the page
+  then asks again at once). Without it the app reads the series once through
   ``read_metric`` pages, keeps it as ``mldash.ui.series.Columns`` and extends it as
   the series grows.
 * ``warm(prefix) -> None``: called when a run is opened, to start loading its series.
+* ``serving() -> context manager``: held around every HTTP request, so that the
+  source's own background work can step aside while one is being served.
 """
 
 from __future__ import annotations
