@@ -29,7 +29,7 @@ from .._naming import metric_parts, split_path
 from ..metrics import decode_points
 from . import chunks
 from .blobs import open_blobs
-from .schema import checkpoints, experiments, logs, metadata, metric_batches, metric_chunks, series, tokens
+from .schema import checkpoints, experiments, logs, metadata, metric_batches, series
 
 LEVELS = ("debug", "info", "warn", "error", "fatal")
 STATUSES = ("RUNNING", "COMPLETED", "FAILED", "CANCELLED")
