@@ -285,10 +285,12 @@ def test_no_coarse_view_for_a_small_or_read_series_or_without_its_index(tmp_path
     root = tmp_path / "runs"
     data = write_run(root, "p/big")
     write_run(root, "p/small", points=1_000)
-    coarse = dict(cache=ColumnCache(cache_dir), coarse_bytes=CACHE_MIN_BYTES)
-    assert "coarse" not in LocalSource(root, **coarse).metric_view("p/small", "loss")
-    loaded(LocalSource(root, **coarse), "p/big")  # once read through, then from the disk cache
-    restarted = LocalSource(root, **coarse)
+    def coarse():
+        return LocalSource(root, cache=ColumnCache(cache_dir), coarse_bytes=CACHE_MIN_BYTES)
+
+    assert "coarse" not in coarse().metric_view("p/small", "loss")
+    loaded(coarse(), "p/big")  # once read through, then from the disk cache
+    restarted = coarse()
     assert "coarse" not in restarted.metric_view("p/big", "loss") and restarted.cache.hits == 1
     os.unlink(data.replace("data.jsonl", "data.idx"))
     view = LocalSource(root, cache=False, coarse_bytes=CACHE_MIN_BYTES).metric_view("p/big", "loss", width=300)

@@ -13,13 +13,18 @@ Big series are also kept on disk (``mldash.ui.colcache``, outside ROOT), so a
 restarted dashboard reads their columns back instead of parsing again, and a
 background thread loads the most recently written big series as soon as the
 dashboard starts, and every series of a run as soon as its page is requested.
-That thread steps aside (between ~1 MiB pieces) while a request is being served.
+A big series the disk cache lacks is parsed by a helper process into the cache
+(no contention for this process's GIL, so the page is served at full speed
+meanwhile); other parsing on that thread steps aside, between ~1 MiB pieces,
+while a request is being served.
 """
 
 from __future__ import annotations
 
 import mmap
 import os
+import subprocess
+import sys
 import threading
 import time
 from collections import OrderedDict, deque
@@ -332,6 +337,8 @@ class LocalSource:
         by whoever comes next."""
         entry = self._entry(folder)
         data_path = os.path.join(folder, "data.jsonl")
+        if step_aside is None:
+            self._warmer.wait_parsed(folder)  # a helper process is reading it: cheaper to wait
         with entry.lock:
             self._try_cache(entry, data_path)
             complete = _catch_up(entry, data_path, step_aside)
@@ -511,6 +518,7 @@ class _Warmer:
         self.working = False
         self.stopped = False
         self.thread: threading.Thread | None = None
+        self.parsing: dict = {}  # folder -> the helper process parsing it
 
     def _start(self) -> None:
         if self.thread is None:
@@ -556,6 +564,8 @@ class _Warmer:
             self.urgent.clear()
             self.later.clear()
             self.cond.notify_all()
+            for proc in self.parsing.values():  # the helpers this server started
+                proc.terminate()
 
     def wait_idle(self, timeout: float | None = None) -> bool:
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -569,6 +579,58 @@ class _Warmer:
 
     def _busy(self) -> bool:
         return self.source._busy > 0 or self.stopped
+
+    def _parse_elsewhere(self, folder: str) -> None:
+        """Parse a big series that the disk cache lacks in a helper process, into the cache.
+
+        A separate process does not hold this one's GIL, so the page and its requests
+        (the experiments list, say) are served at full speed meanwhile; the columns
+        then come back from the cache in milliseconds.
+        """
+        source = self.source
+        if source.cache is None:
+            return
+        data_path = os.path.join(folder, "data.jsonl")
+        entry = source._entry(folder)
+        with entry.lock:
+            source._try_cache(entry, data_path)
+            if _size(data_path) - entry.state.offset < CACHE_MIN_BYTES:
+                return  # in memory or in the cache already, or small: parse the rest here
+        code = (
+            "import sys; sys.path.insert(0, sys.argv[1]); "
+            "from mldash.ui.local import parse_into_cache; parse_into_cache(sys.argv[2], sys.argv[3])"
+        )
+        package_parent = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        with self.cond:
+            if self.stopped:
+                return
+            try:  # a plain child (not multiprocessing): nothing of this server is inherited
+                proc = subprocess.Popen(
+                    [sys.executable, "-c", code, package_parent, data_path, source.cache.folder],
+                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                )
+            except OSError:
+                return  # parsed here instead
+            self.parsing[folder] = proc
+        try:
+            proc.wait()
+        finally:
+            with self.cond:
+                self.parsing.pop(folder, None)
+                self.cond.notify_all()
+        with entry.lock:
+            entry.tried_cache = entry.state.offset > 0  # not read yet: look again, the helper wrote it
+
+    def wait_parsed(self, folder: str) -> None:
+        """Block while a helper process is parsing ``folder`` (cheaper than parsing it twice)."""
+        with self.cond:
+            proc = self.parsing.get(folder)
+        if proc is None:
+            return
+        proc.wait()
+        entry = self.source._entry(folder)
+        with entry.lock:
+            entry.tried_cache = entry.state.offset > 0
 
     def _wait_quiet(self) -> None:
         """Let requests go first: wait while one is being served (re-checked every 5 ms)."""
@@ -599,6 +661,7 @@ class _Warmer:
         if kind == "save":
             source._save(arg)
         elif kind == "load":
+            self._parse_elsewhere(arg)
             while not self.stopped:
                 self._wait_quiet()
                 entry, complete = source._load_step(arg, self._busy)
@@ -610,6 +673,19 @@ class _Warmer:
             self.push(folders)
             if source.cache is not None:
                 source.cache.prune()
+
+
+def parse_into_cache(data_path: str, cache_folder: str) -> int:
+    """Parse ``data_path`` (after what the cache has) and write it to the cache; the
+    helper process runs this. Returns the bytes parsed."""
+    cache = ColumnCache(cache_folder)
+    entry = _Series(os.path.dirname(data_path))
+    hit = cache.load(data_path)
+    if hit is not None:
+        entry.cols, entry.state = hit
+    _catch_up(entry, data_path)
+    cache.save(data_path, entry.cols, entry.state)
+    return entry.state.offset
 
 
 def _recent_big_series(root: str, budget: int, pause) -> list[str]:
