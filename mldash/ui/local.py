@@ -637,6 +637,19 @@ class _Warmer:
         while self._busy() and not self.stopped:
             time.sleep(0.005)
 
+    def _between_runs(self) -> None:
+        """The start-up scan's pause: requests first, then a page just opened (``warm``)."""
+        self._wait_quiet()
+        while True:
+            with self.cond:
+                if self.stopped or not self.urgent:
+                    return
+                task = self.urgent.popleft()
+            try:
+                self._do(task)
+            except Exception:
+                pass
+
     def _run(self) -> None:
         while True:
             with self.cond:
@@ -669,7 +682,7 @@ class _Warmer:
                     source._save(entry)
                     break
         elif kind == "recent":
-            folders = _recent_big_series(source.root, arg, self._wait_quiet)
+            folders = _recent_big_series(source.root, arg, self._between_runs)
             self.push(folders)
             if source.cache is not None:
                 source.cache.prune()
