@@ -35,24 +35,28 @@ def process_info() -> dict:
 
 
 def git_info(cwd: str | None = None) -> dict | None:
-    """Commit, branch and dirty flag of the work tree around ``cwd``, if any."""
+    """Commit, branch and dirty flag of the work tree around ``cwd``, if any.
+
+    One ``git status --porcelain=v2 --branch`` call gives all three: each git
+    process costs a fork of this (possibly large) interpreter.
+    """
     import subprocess
 
-
-    def git(*args: str) -> str:
-        return subprocess.run(
-            ("git", *args), cwd=cwd, capture_output=True, text=True, timeout=5, check=True
-        ).stdout.strip()
-
     try:
-        commit = git("rev-parse", "HEAD")
+        out = subprocess.run(
+            ("git", "status", "--porcelain=v2", "--branch", "--untracked-files=no"),
+            cwd=cwd, capture_output=True, text=True, timeout=5, check=True,
+        ).stdout
     except (OSError, subprocess.SubprocessError):
         return None
-    info = {"commit": commit}
-    try:
-        info["branch"] = git("rev-parse", "--abbrev-ref", "HEAD")
-        info["dirty"] = bool(git("status", "--porcelain", "--untracked-files=no"))
-        info["root"] = git("rev-parse", "--show-toplevel")
-    except (OSError, subprocess.SubprocessError):
-        pass
+    info: dict = {"dirty": False}
+    for line in out.splitlines():
+        if line.startswith("# branch.oid "):
+            info["commit"] = line.split(" ", 2)[2]
+        elif line.startswith("# branch.head "):
+            info["branch"] = line.split(" ", 2)[2]
+        elif not line.startswith("#"):
+            info["dirty"] = True
+    if info.get("commit") in (None, "(initial)"):
+        return None  # a repository with no commit yet
     return info

@@ -211,18 +211,28 @@ class Experiment:
             metric._trigger = 0
         self._logs_trigger = 0
 
-    def _pressure(self, queue, weight: int = 1) -> None:
+    def _pressure(self, queue, weight: int = 1, owner: Metric | None = None) -> None:
         """The slow path of an append: start, surface errors, apply backpressure.
 
-        ``weight`` is the points per queued entry (encoded batches are one entry).
+        ``weight`` is the points per queued entry (encoded batches are one entry);
+        ``owner`` is the metric whose queue this is (None for the logs).
         """
         if self._status != RUNNING:
             self._ensure_started()
         writer = self._writer
-        self._arm_triggers()
-        writer.check()
-        if len(queue) * weight >= writer.trigger:
+        if writer.error is not None:
+            self._arm_triggers()  # the error disarmed them; report it once, then go on fast
+            writer.check()
+        size = len(queue) * weight
+        if size >= writer.trigger:
             writer.pressure(queue, weight)
+            # The writer needs the GIL to drain: until it gets it, look again only
+            # after another trigger's worth, not on every append.
+            size = len(queue) * weight + writer.trigger
+            if owner is not None:
+                owner._trigger = size
+            else:
+                self._logs_trigger = size
 
     def _on_write_error(self) -> None:
         # Runs on the writer thread: send the next call down the slow path.

@@ -124,7 +124,7 @@ class Metric:
         >>> exp.metrics("train_loss").append(value=0.5, step=1, epoch=0)  # doctest: +SKIP
         """
         for value in fields.values():
-            if value.__class__ not in _PLAIN:
+            if type(value) not in _PLAIN:
                 fields = _coerce_fields(fields)
                 break
         if not fields:
@@ -133,7 +133,7 @@ class Metric:
         queue = self._queue
         queue.append(fields)
         if len(queue) >= self._trigger:
-            self._exp._pressure(queue)
+            self._exp._pressure(queue, 1, self)
 
     def append_batch(self, points: Iterable[dict]) -> None:
         """Add many points at once; each is a dict of fields. All get one timestamp.
@@ -157,7 +157,7 @@ class Metric:
             queue.extend(checked)
             weight = 1
         if len(queue) * weight >= self._trigger:
-            self._exp._pressure(queue, weight)
+            self._exp._pressure(queue, weight, self)
 
     def read(self, start_index: int = 0, limit: int = 1000) -> dict:
         """Points ``start_index`` onwards, at most ``limit`` of them.
