@@ -150,10 +150,13 @@ def run_case(body: str, n: int) -> dict | None:
 
 
 def bench_import(repeats: int) -> float:
+    """Median ms of ``import mldash`` in fresh interpreters, with bytecode cached as
+    an installed package has it (PYTHONDONTWRITEBYTECODE would recompile each time)."""
     code = "import time; t = time.perf_counter(); import mldash; print(time.perf_counter() - t)"
-    times = [float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout)
-             for _ in range(repeats)]
-    return statistics.median(times) * 1000
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    run = lambda: float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env).stdout)  # noqa: E731
+    run()  # writes the .pyc files
+    return statistics.median(run() for _ in range(repeats)) * 1000
 
 
 def bench_read(points: int, repeats: int = 30) -> tuple[float, float]:
