@@ -22,7 +22,6 @@ import orjson
 
 from . import _codec
 from ._series import SeriesFile
-from .metrics import TIME_KEY
 
 if TYPE_CHECKING:
     from .metrics import Metric
@@ -40,9 +39,8 @@ class StorageError(RuntimeError):
 _SLICE = 512
 
 
-def encode_points(items) -> tuple[list[bytes], array]:
-    """Lines ``[milliseconds since the epoch, {fields}]`` for queued point dicts
-    (each carrying its write time under ``TIME_KEY``), joined per slice.
+def encode_points(times: list, points: list) -> tuple[list[bytes], array]:
+    """Lines ``[milliseconds since the epoch, {fields}]``, joined per slice.
 
     Returns the joined slices and every line's length (for the offset index).
     Each slice is joined at once because orjson leaves every small result in a
@@ -52,45 +50,47 @@ def encode_points(items) -> tuple[list[bytes], array]:
     default = _codec.scalar_default
     chunks: list[bytes] = []
     lengths = array("I")
-    for start in range(0, len(items), _SLICE):
-        part = items[start : start + _SLICE]
-        times = [int(f.pop(TIME_KEY) * 1000) for f in part]
+    for start in range(0, len(points), _SLICE):
+        part = points[start : start + _SLICE]
+        ms = [int(t * 1000) for t in times[start : start + _SLICE]]
         try:
-            lines = [dumps((t, f), default=default, option=_LINE) for t, f in zip(times, part)]
+            lines = [dumps((t, f), default=default, option=_LINE) for t, f in zip(ms, part)]
         except Exception:  # one odd value must not hold back the whole series
-            lines = [_encode_point(t, f) for t, f in zip(times, part)]
+            lines = [_encode_point(t, f) for t, f in zip(ms, part)]
         else:
             if b"null" in b"".join(lines):
                 lines = [
                     _encode_point(t, f) if b"null" in line else line
-                    for t, f, line in zip(times, part, lines)
+                    for t, f, line in zip(ms, part, lines)
                 ]
         lengths.extend(map(len, lines))
         chunks.append(b"".join(lines))
     return chunks, lengths
 
 
-def encode_entries(entries: list) -> tuple[list[bytes], array]:
-    """Queue entries in order: point dicts to encode, and batches that
-    ``append_batch`` already encoded as ``(bytes, line lengths)``."""
-    if all(e.__class__ is dict for e in entries):
-        return encode_points(entries)
+def encode_entries(times: list, payloads: list) -> tuple[list[bytes], array]:
+    """Queued points in order: (time, fields) to encode, and (None, (bytes, line
+    lengths)) for batches that ``append_batch`` already encoded."""
+    if None not in times:
+        return encode_points(times, payloads)
     chunks: list[bytes] = []
     lengths = array("I")
-    run: list[dict] = []
-    for entry in entries:
-        if entry.__class__ is dict:
-            run.append(entry)
+    run_times: list = []
+    run: list = []
+    for t, payload in zip(times, payloads):
+        if t is not None:
+            run_times.append(t)
+            run.append(payload)
             continue
         if run:
-            c, l = encode_points(run)
+            c, l = encode_points(run_times, run)
             chunks += c
             lengths += l
-            run = []
-        chunks.append(entry[0])
-        lengths += entry[1]
+            run_times, run = [], []
+        chunks.append(payload[0])
+        lengths += payload[1]
     if run:
-        c, l = encode_points(run)
+        c, l = encode_points(run_times, run)
         chunks += c
         lengths += l
     return chunks, lengths
@@ -186,7 +186,8 @@ class Writer:
         n = len(self.logs) + len(self.extra) + len(self._retry_logs) + len(self._retry_extra)
         n += sum(len(lengths) for _, lengths in self._retry.values())
         for metric in list(self.exp._metrics.values()):
-            n += sum(1 if e.__class__ is dict else len(e[1]) for e in list(metric._queue))
+            payloads = list(metric._queue)[1::2]
+            n += sum(1 if p.__class__ is dict else len(p[1]) for p in payloads)
         return n
 
     def flush(self, durable: bool = True, timeout: float | None = None) -> bool:
@@ -317,9 +318,11 @@ class Writer:
         n = len(queue)
         key = metric._folder
         chunks, lengths = self._retry.pop(key, ([], array("I")))
+        n -= n % 2  # whole (time, payload) pairs; extend adds both at once anyway
         if n:
             pop = queue.popleft
-            new_chunks, new_lengths = encode_entries([pop() for _ in range(n)])
+            items = [pop() for _ in range(n)]
+            new_chunks, new_lengths = encode_entries(items[0::2], items[1::2])
             chunks += new_chunks
             lengths += new_lengths
         if not lengths:

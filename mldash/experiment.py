@@ -134,7 +134,7 @@ class Experiment:
         os.makedirs(self.path, exist_ok=True)  # fails here, at the call, on a bad root
         self._failure = None
         if self._forked:  # appends only: the parent owns the run's record and upload
-            self._writer = Writer(self, interval=self.flush_interval, trigger=10_000, max_pending=200_000)
+            self._writer = Writer(self, interval=self.flush_interval, trigger=20_000, max_pending=400_000)
             self._status = RUNNING
             self._arm_triggers()
             _lifecycle.register(self)
@@ -144,8 +144,8 @@ class Experiment:
         self._writer = Writer(
             self,
             interval=self.flush_interval,
-            trigger=10_000,
-            max_pending=200_000,
+            trigger=20_000,  # queue items: two per point
+            max_pending=400_000,
             on_start=self._write_start_meta,
         )
         self._status = RUNNING

@@ -19,10 +19,11 @@ if TYPE_CHECKING:
     from .experiment import Experiment
 
 _PLAIN = frozenset((float, int, str, bool, type(None)))
-# The write time rides in the point's own dict under a key no caller can pass
-# (None): the queued entry stays one dict of atomic values, which CPython does
-# not track for the cyclic GC, instead of a tuple the GC would keep walking.
-TIME_KEY = None
+# A queued point is two deque items, its write time then its fields, added by one
+# atomic ``deque.extend`` so threads never interleave them. Neither item is
+# tracked by the cyclic GC (a float; a dict of atomic values), unlike a retained
+# (time, fields) tuple, which the GC would keep walking. An encoded batch is
+# queued as ``None`` then ``(bytes, line lengths)``.
 
 
 def coerce_value(key: Any, value: Any) -> Any:
@@ -90,18 +91,19 @@ def _encode_batch(points: list, ms: int) -> "tuple[bytes, array] | None":
     return joined, array("I", map(len, lines))
 
 
-def _check_batch(points: list, now: float) -> list[dict]:
-    """The slow path: check every point, with a clear error at the first bad one."""
-    checked = []
+def _check_batch(points: list, now: float) -> list:
+    """The slow path: check every point, with a clear error at the first bad one.
+
+    Returns the queue items: time, fields, time, fields, ...
+    """
+    items: list = []
     for point in points:
         if not isinstance(point, dict):
             raise TypeError(f"append_batch() points must be dicts, got {type(point).__name__}")
         if not point:
             raise ValueError("append_batch() got an empty point")
-        point = _coerce_fields(point)  # a copy: the caller may reuse its dict
-        point[TIME_KEY] = now
-        checked.append(point)
-    return checked
+        items += (now, _coerce_fields(point))  # a copy: the caller may reuse its dict
+    return items
 
 
 class Metric:
@@ -129,9 +131,8 @@ class Metric:
                 break
         if not fields:
             raise ValueError("append() needs at least one field, e.g. append(value=0.5, step=1)")
-        fields[TIME_KEY] = _now()
         queue = self._queue
-        queue.append(fields)
+        queue.extend((_now(), fields))
         if len(queue) >= self._trigger:
             self._exp._pressure(queue, 1, self)
 
@@ -150,11 +151,10 @@ class Metric:
         entry = _encode_batch(points, int(now * 1000))
         queue = self._queue
         if entry is not None:
-            queue.append(entry)
+            queue.extend((None, entry))
             weight = len(points)
         else:
-            checked = _check_batch(points, now)
-            queue.extend(checked)
+            queue.extend(_check_batch(points, now))
             weight = 1
         if len(queue) * weight >= self._trigger:
             self._exp._pressure(queue, weight, self)
