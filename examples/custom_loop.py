@@ -22,7 +22,7 @@ class Config:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--prefix", default="examples/custom-loop")
+    parser.add_argument("--prefix", help="project/name; default: a new run in project 'examples'")
     args = parser.parse_args()
     config = Config()
     torch.manual_seed(0)
@@ -33,7 +33,10 @@ def main() -> None:
     model = nn.Sequential(nn.Linear(1, config.hidden), nn.Tanh(), nn.Linear(config.hidden, 1))
     optimizer = torch.optim.SGD(model.parameters(), lr=config.learning_rate)
 
-    with mldash.Experiment(args.prefix, description="custom loop example", tags=["example"]) as experiment:
+    experiment = mldash.Experiment(
+        args.prefix, project=None if args.prefix else "examples", description="custom loop example", tags=["example"]
+    )
+    with experiment:
         experiment.params.set(**asdict(config))
         experiment.params.set(**{"model": {"architecture": "mlp", "parameters": sum(p.numel() for p in model.parameters())}})
         experiment.log("Training started")
