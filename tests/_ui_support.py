@@ -10,6 +10,7 @@ import sys
 import time
 
 import mldash
+import pytest
 
 HOSTILE = "<img src=x onerror=alert(1)>"
 CHROMIUM = "/usr/bin/chromium"
@@ -119,3 +120,16 @@ def screenshot(page, name: str) -> str:
     path = os.path.join(ARTIFACTS, name)
     page.screenshot(path=path, full_page=True)
     return path
+
+
+@pytest.fixture(scope="module", autouse=True)
+def column_cache(tmp_path_factory):
+    """The dashboard's disk cache of parsed columns goes to a tmp folder, not ~/.cache."""
+    folder = str(tmp_path_factory.mktemp("ui-cache"))
+    old = os.environ.get("MLDASH_UI_CACHE")
+    os.environ["MLDASH_UI_CACHE"] = folder  # read by LocalSource and by `mldash ui` subprocesses
+    yield folder
+    if old is None:
+        os.environ.pop("MLDASH_UI_CACHE", None)
+    else:
+        os.environ["MLDASH_UI_CACHE"] = old

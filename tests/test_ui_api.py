@@ -16,22 +16,9 @@ import mldash
 from mldash.ui.app import CSP, create_app, current_principal
 from mldash.ui.local import LocalSource
 
-from _ui_support import HOSTILE, UiServer, fill_root
+from _ui_support import column_cache, HOSTILE, UiServer, fill_root  # noqa: F401 (column_cache: an autouse fixture)
 
 pytestmark = pytest.mark.timeout(120)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def column_cache(tmp_path_factory):
-    """The dashboard's disk cache of parsed columns goes to a tmp folder, not ~/.cache."""
-    folder = str(tmp_path_factory.mktemp("ui-cache"))
-    old = os.environ.get("MLDASH_UI_CACHE")
-    os.environ["MLDASH_UI_CACHE"] = folder  # read by LocalSource and by `mldash ui` subprocesses
-    yield folder
-    if old is None:
-        os.environ.pop("MLDASH_UI_CACHE", None)
-    else:
-        os.environ["MLDASH_UI_CACHE"] = old
 
 
 @pytest.fixture(scope="module")

@@ -13,26 +13,13 @@ import pytest
 
 import mldash
 
-from _ui_support import HOSTILE, UiServer, canvas_ink, fill_root, launch_chromium, screenshot
+from _ui_support import column_cache, HOSTILE, UiServer, canvas_ink, fill_root, launch_chromium, screenshot  # noqa: F401 (column_cache: an autouse fixture)
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 if not os.path.exists("/usr/bin/chromium"):
     pytest.skip("needs Debian's chromium at /usr/bin/chromium", allow_module_level=True)
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def column_cache(tmp_path_factory):
-    """The dashboard's disk cache of parsed columns goes to a tmp folder, not ~/.cache."""
-    folder = str(tmp_path_factory.mktemp("ui-cache"))
-    old = os.environ.get("MLDASH_UI_CACHE")
-    os.environ["MLDASH_UI_CACHE"] = folder  # read by LocalSource and by `mldash ui` subprocesses
-    yield folder
-    if old is None:
-        os.environ.pop("MLDASH_UI_CACHE", None)
-    else:
-        os.environ["MLDASH_UI_CACHE"] = old
 
 
 @pytest.fixture(scope="module")
