@@ -193,7 +193,7 @@ class SeriesReader:
         self.data_path = os.path.join(folder, stem + ".jsonl")
         self.index_path = os.path.join(folder, stem + ".idx")
 
-    def _marks(self, f, size: int) -> array:
+    def _marks(self, size: int) -> array:
         marks = array("Q")
         try:
             with open(self.index_path, "rb") as idx:
@@ -218,7 +218,7 @@ class SeriesReader:
             return [], 0
         with f:
             size = os.fstat(f.fileno()).st_size
-            marks = self._marks(f, size)
+            marks = self._marks(size)
             last_mark = len(marks) - 1
             total = last_mark * STRIDE + _count_lines(f, marks[-1], size) if marks else _count_lines(f, 0, size)
             if start < 0:

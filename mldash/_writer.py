@@ -215,7 +215,6 @@ class Writer:
     def close(self) -> None:
         self._closing = True
         self.flush(durable=True)
-        self._closing = True
         self._wake.set()
         self._thread.join(timeout=30)
         for f in self._files.values():

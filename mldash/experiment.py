@@ -18,7 +18,7 @@ from ._naming import check_part, default_name, split_path
 from ._series import SeriesReader
 from ._writer import StorageError, Writer
 from .metrics import Metric, _check_range
-from .params import Params, locked, read_document, update_document
+from .params import Params, read_document, update_document
 
 RUNNING, COMPLETED, FAILED, CANCELLED = "RUNNING", "COMPLETED", "FAILED", "CANCELLED"
 STATUSES = (RUNNING, COMPLETED, FAILED, CANCELLED)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import os
 from array import array
 from collections import deque
@@ -229,8 +228,3 @@ def last_point(folder: str) -> dict | None:
     lines, total = SeriesReader(folder).lines(-1, 1)
     points = decode_points(lines, total - 1)
     return points[0] if points else None
-
-
-def is_finite_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
