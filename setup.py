@@ -1,4 +1,7 @@
-"""Build hook: ship mldash's start-up hook for Hugging Face at the top of site-packages.
+"""Build hooks: compile mldash's C speed-up, and ship its start-up hook for Hugging Face.
+
+``mldash/_speedups.c`` is optional: where it cannot be compiled, pip installs
+mldash anyway and ``Metric.append`` runs its pure-Python twin (mldash/_queue.py).
 
 All metadata lives in pyproject.toml; this file only adds two generated files, the
 ``mldash_transformers.pth`` line and the tiny module it imports, to the wheel and to
@@ -14,7 +17,7 @@ editable installs (mldash/_hf_hook.py says what they do and holds their text).
 import os
 import runpy
 
-from setuptools import setup
+from setuptools import Extension, setup
 from setuptools.command.build_py import build_py
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
@@ -52,4 +55,7 @@ class build_py_with_startup_hook(build_py):
         return outputs
 
 
-setup(cmdclass={"build_py": build_py_with_startup_hook})
+setup(
+    cmdclass={"build_py": build_py_with_startup_hook},
+    ext_modules=[Extension("mldash._speedups", ["mldash/_speedups.c"], optional=True)],
+)

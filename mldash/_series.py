@@ -16,8 +16,10 @@ from __future__ import annotations
 import fcntl
 import os
 from array import array
-from itertools import accumulate
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
+
+if TYPE_CHECKING:
+    from ._lines import Lines
 
 STRIDE = 1024
 _CHUNK = 1 << 16
@@ -36,11 +38,10 @@ class SeriesFile:
         self.size = -1  # bytes of data this handle knows about; -1 forces a resync
         self.count = 0
 
-    def append(self, build: Callable[[int], tuple[list[bytes], array]]) -> int:
-        """Append what ``build(first_index)`` returns, ``(chunks, line_lengths)``:
-        byte strings of whole lines and the length of each line; return how many.
+    def append(self, build: Callable[[int], "Lines"]) -> int:
+        """Append the lines that ``build(first_index)`` returns; return how many.
 
-        ``build`` runs under the lock so that records that carry their own index
+        ``build`` runs under the lock, so records that carry their own index
         (logs) get the right one. On an OSError the file is cut back to where it
         was, so a failed batch can be retried whole.
         """
@@ -49,19 +50,20 @@ class SeriesFile:
             size = os.fstat(self.fd).st_size
             if size != self.size:
                 self._resync(size)
-            chunks, lengths = build(self.count)
-            if not lengths:
+            lines = build(self.count)
+            if not lines.count:
                 return 0
-            data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
             try:
-                _write_all(self.fd, data)
+                _write_all(self.fd, lines.chunks, lines.size)
             except OSError:
                 _truncate_quietly(self.fd, self.size)
                 raise
-            self._index_new_lines(lengths)
-            self.size += len(data)
-            self.count += len(lengths)
-            return len(lengths)
+            if lines.marks:
+                marks = array("Q", [self.size + m for m in lines.marks])
+                os.pwrite(self.index_fd, marks.tobytes(), -(-self.count // STRIDE) * 8)
+            self.size += lines.size
+            self.count += lines.count
+            return lines.count
         finally:
             fcntl.flock(self.fd, fcntl.LOCK_UN)
 
@@ -75,18 +77,6 @@ class SeriesFile:
                 os.close(fd)
             except OSError:
                 pass
-
-    def _index_new_lines(self, lengths) -> None:
-        first = self.count
-        next_mark = -(-first // STRIDE) * STRIDE
-        if next_mark >= first + len(lengths):
-            return
-        ends = list(accumulate(lengths))
-        offsets = array("Q")
-        for k in range(next_mark, first + len(lengths), STRIDE):
-            j = k - first
-            offsets.append(self.size + (ends[j - 1] if j else 0))
-        os.pwrite(self.index_fd, offsets.tobytes(), (next_mark // STRIDE) * 8)
 
     def _resync(self, size: int) -> None:
         """Bring size, count and index in line with the file as it is now."""
@@ -108,11 +98,21 @@ class SeriesFile:
         self.size, self.count = size, count
 
 
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
+_IOV_MAX = 1024
+
+
+def _write_all(fd: int, chunks: list[bytes], size: int) -> None:
+    """Write the chunks in order with as few system calls as the OS allows,
+    without first copying them into one buffer."""
+    if len(chunks) <= _IOV_MAX:
+        written = os.writev(fd, chunks)
+        if written == size:
+            return
+    else:
+        written = 0
+    view = memoryview(b"".join(chunks))[written:]  # a short write: finish it plainly
     while view:
-        written = os.write(fd, view)
-        view = view[written:]
+        view = view[os.write(fd, view) :]
 
 
 def _truncate_quietly(fd: int, size: int) -> None:

@@ -1,9 +1,9 @@
 """The background thread that turns queued appends into batched file writes.
 
-The caller's side of an append is a ``deque.append`` (atomic under the GIL); this
-thread wakes on a timer or when a queue passes its size trigger, drains every
-queue, encodes on its own thread (so a CUDA scalar is read here, not in the
-training loop) and appends each series in one locked ``write``.
+The caller's side of an append only queues (see ``_queue.py``); this thread
+wakes on a timer or when a queue passes its size trigger, takes every queue,
+encodes on its own thread (so a CUDA scalar is read here, not in the training
+loop) and appends each series in one locked ``write``.
 
 A failed write keeps its batch for the next try and hands the error to the
 caller's next call; nothing accepted is dropped.
@@ -14,86 +14,21 @@ from __future__ import annotations
 import os
 import threading
 import time
-from array import array
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
-import orjson
-
 from . import _codec
+from ._lines import Lines, count_points, encode_entries
 from ._series import SeriesFile
 
 if TYPE_CHECKING:
     from .metrics import Metric
-
-_LINE = _codec.OPTIONS | orjson.OPT_APPEND_NEWLINE
-
 
 class StorageError(RuntimeError):
     """Points or logs that were accepted could not be written (yet).
 
     They are kept in memory and retried; this error says so at the next call.
     """
-
-
-_SLICE = 512
-
-
-def encode_points(times: list, points: list) -> tuple[list[bytes], array]:
-    """Lines ``[milliseconds since the epoch, {fields}]``, joined per slice.
-
-    Returns the joined slices and every line's length (for the offset index).
-    Each slice is joined at once because orjson leaves every small result in a
-    ~4 KB allocation: holding 200,000 of them would cost ~800 MB.
-    """
-    dumps = orjson.dumps
-    default = _codec.scalar_default
-    chunks: list[bytes] = []
-    lengths = array("I")
-    for start in range(0, len(points), _SLICE):
-        part = points[start : start + _SLICE]
-        ms = [int(t * 1000) for t in times[start : start + _SLICE]]
-        try:
-            lines = [dumps((t, f), default=default, option=_LINE) for t, f in zip(ms, part)]
-        except Exception:  # one odd value must not hold back the whole series
-            lines = [_encode_point(t, f) for t, f in zip(ms, part)]
-        else:
-            if b"null" in b"".join(lines):
-                lines = [
-                    _encode_point(t, f) if b"null" in line else line
-                    for t, f, line in zip(ms, part, lines)
-                ]
-        lengths.extend(map(len, lines))
-        chunks.append(b"".join(lines))
-    return chunks, lengths
-
-
-def encode_entries(times: list, payloads: list) -> tuple[list[bytes], array]:
-    """Queued points in order: (time, fields) to encode, and (None, (bytes, line
-    lengths)) for batches that ``append_batch`` already encoded."""
-    if None not in times:
-        return encode_points(times, payloads)
-    chunks: list[bytes] = []
-    lengths = array("I")
-    run_times: list = []
-    run: list = []
-    for t, payload in zip(times, payloads):
-        if t is not None:
-            run_times.append(t)
-            run.append(payload)
-            continue
-        if run:
-            c, l = encode_points(run_times, run)
-            chunks += c
-            lengths += l
-            run_times, run = [], []
-        chunks.append(payload[0])
-        lengths += payload[1]
-    if run:
-        c, l = encode_points(run_times, run)
-        chunks += c
-        lengths += l
-    return chunks, lengths
 
 
 def _encode_record(record: dict) -> bytes:
@@ -105,27 +40,9 @@ def _encode_record(record: dict) -> bytes:
         return _codec.dumps_line({k: v if k == "index" else repr(v) for k, v in record.items()})
 
 
-def pack_lines(lines: list[bytes]) -> tuple[list[bytes], array]:
-    return [b"".join(lines)], array("I", map(len, lines))
-
-
-def _encode_point(t: int, fields: dict) -> bytes:
-    """The slow path: non-finite floats, ints past 64 bits, odd strings."""
-    try:
-        return _codec.dumps_line((t, fields))
-    except Exception:
-        return _codec.dumps_line((t, _safe_fields(fields)))
-
-
-def _safe_fields(fields: dict) -> dict:
-    """Last resort for values orjson rejects late (ints past 64 bits, bad UTF-8)."""
-    out = {}
-    for key, value in fields.items():
-        try:
-            orjson.dumps(value, default=_codec.scalar_default)
-            out[key] = value
-        except Exception:  # e.g. a tensor whose device can no longer be read
-            out[key] = float(value) if isinstance(value, int) else repr(value)
+def pack_lines(lines: list[bytes], first: int) -> Lines:
+    out = Lines(first)
+    out.add_lines(lines)
     return out
 
 
@@ -144,7 +61,7 @@ class Writer:
         self._wake = threading.Event()
         self._cond = threading.Condition()
         self._files: dict[str, SeriesFile] = {}
-        self._retry: dict[str, tuple[list[bytes], array]] = {}
+        self._retry: dict[str, list] = {}  # a metric's folder: entries not yet written
         self._retry_logs: list = []
         self._retry_extra: list = []
         self._flush_seq = 0
@@ -161,13 +78,14 @@ class Writer:
         if not self._wake.is_set():
             self._wake.set()
 
-    def pressure(self, queue: deque, weight: int = 1) -> None:
-        """Called when a queue reaches its trigger: wake, and block when full."""
+    def pressure(self, load) -> None:
+        """Called when a queue reaches its trigger: wake, and block while ``load()``
+        (the queue's size) is at ``max_pending``."""
         self.wake()
         limit = self.max_pending
-        if len(queue) * weight >= limit and threading.current_thread() is not self._thread:
+        if load() >= limit and threading.current_thread() is not self._thread:
             with self._cond:
-                while len(queue) * weight >= limit and self._thread.is_alive():
+                while load() >= limit and self._thread.is_alive():
                     if self.error is not None:
                         break  # a broken disk must not hang training: say so instead
                     self._cond.wait(0.05)
@@ -184,10 +102,9 @@ class Writer:
 
     def pending(self) -> int:
         n = len(self.logs) + len(self.extra) + len(self._retry_logs) + len(self._retry_extra)
-        n += sum(len(lengths) for _, lengths in self._retry.values())
+        n += sum(count_points(entries) for entries in self._retry.values())
         for metric in list(self.exp._metrics.values()):
-            payloads = list(metric._queue)[1::2]
-            n += sum(1 if p.__class__ is dict else len(p[1]) for p in payloads)
+            n += count_points(list(metric._pending))
         return n
 
     def flush(self, durable: bool = True, timeout: float | None = None) -> bool:
@@ -231,11 +148,11 @@ class Writer:
         import tempfile
 
         target = tempfile.mkdtemp(prefix="mldash-rescue-")
-        for folder, (chunks, _lengths) in self._retry.items():
+        for folder, entries in self._retry.items():
             rel = os.path.relpath(folder, self.exp.path)
             os.makedirs(os.path.join(target, rel), exist_ok=True)
             with open(os.path.join(target, rel, "data.jsonl"), "ab") as f:
-                f.write(b"".join(chunks))
+                f.write(b"".join(encode_entries(entries, 0).chunks))
         if self._retry_logs:
             os.makedirs(os.path.join(target, "logs"), exist_ok=True)
             with open(os.path.join(target, "logs", "logs.jsonl"), "ab") as f:
@@ -313,23 +230,21 @@ class Writer:
             raise error
 
     def _drain_metric(self, metric: "Metric") -> None:
-        queue = metric._queue
-        n = len(queue)
         key = metric._folder
-        chunks, lengths = self._retry.pop(key, ([], array("I")))
-        n -= n % 2  # whole (time, payload) pairs; extend adds both at once anyway
-        if n:
-            pop = queue.popleft
-            items = [pop() for _ in range(n)]
-            new_chunks, new_lengths = encode_entries(items[0::2], items[1::2])
-            chunks += new_chunks
-            lengths += new_lengths
-        if not lengths:
+        entries = metric._take()
+        if metric._trigger > self.trigger:  # raised while waiting for this drain
+            metric._trigger = self.trigger
+        retry = self._retry.pop(key, None)
+        if retry:
+            entries = retry + entries
+        if not entries:
             return
         try:
-            self._append(key, "data", lambda _first: (chunks, lengths))
-        except BaseException:  # whatever failed, the batch stays for the next try
-            self._retry[key] = (chunks, lengths)
+            # Encoded under the file lock: where the STRIDE marks fall depends on
+            # the first index, which another process may have moved.
+            self._append(key, "data", lambda first: encode_entries(entries, first))
+        except BaseException:  # whatever failed, the entries stay for the next try
+            self._retry[key] = entries
             raise
 
     def _drain_logs(self) -> None:
@@ -342,13 +257,13 @@ class Writer:
         if not records:
             return
 
-        def build(first: int) -> tuple[list[bytes], array]:
+        def build(first: int) -> Lines:
             return pack_lines([
                 _encode_record(
                     {"index": first + i, "timestamp": t, "level": level, "message": message, "metadata": metadata}
                 )
                 for i, (t, level, message, metadata) in enumerate(records)
-            ])
+            ], first)
 
         try:
             self._append(os.path.join(self.exp.path, "logs"), "logs", build)
@@ -373,7 +288,7 @@ class Writer:
                     folder,
                     stem,
                     lambda first, records=records: pack_lines(
-                        [_encode_record({"index": first + i, **r}) for i, r in enumerate(records)]
+                        [_encode_record({"index": first + i, **r}) for i, r in enumerate(records)], first
                     ),
                 )
             except Exception as e:

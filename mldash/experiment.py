@@ -26,6 +26,10 @@ LEVELS = ("debug", "info", "warn", "error", "fatal")
 _LEVEL_SET = frozenset(LEVELS)
 
 META_FILE = "experiment.json"
+# Queue entries (see _queue.py; a {value, step} point is 4): wake the writer at
+# ~10k points, block the caller at ~200k, whichever series they are in.
+_TRIGGER = 40_000
+_MAX_PENDING = 800_000
 
 
 def _env_float(name: str, default: float) -> float:
@@ -134,7 +138,7 @@ class Experiment:
         os.makedirs(self.path, exist_ok=True)  # fails here, at the call, on a bad root
         self._failure = None
         if self._forked:  # appends only: the parent owns the run's record and upload
-            self._writer = Writer(self, interval=self.flush_interval, trigger=20_000, max_pending=400_000)
+            self._writer = Writer(self, interval=self.flush_interval, trigger=_TRIGGER, max_pending=_MAX_PENDING)
             self._status = RUNNING
             self._arm_triggers()
             _lifecycle.register(self)
@@ -144,8 +148,8 @@ class Experiment:
         self._writer = Writer(
             self,
             interval=self.flush_interval,
-            trigger=20_000,  # queue items: two per point
-            max_pending=400_000,
+            trigger=_TRIGGER,
+            max_pending=_MAX_PENDING,
             on_start=self._write_start_meta,
         )
         self._status = RUNNING
@@ -211,11 +215,10 @@ class Experiment:
             metric._trigger = 0
         self._logs_trigger = 0
 
-    def _pressure(self, queue, weight: int = 1, owner: Metric | None = None) -> None:
+    def _pressure(self, owner: Metric | None = None) -> None:
         """The slow path of an append: start, surface errors, apply backpressure.
 
-        ``weight`` is the points per queued entry (encoded batches are one entry);
-        ``owner`` is the metric whose queue this is (None for the logs).
+        ``owner`` is the metric whose queue reached its trigger (None: the logs).
         """
         if self._status != RUNNING:
             self._ensure_started()
@@ -223,16 +226,16 @@ class Experiment:
         if writer.error is not None:
             self._arm_triggers()  # the error disarmed them; report it once, then go on fast
             writer.check()
-        size = len(queue) * weight
-        if size >= writer.trigger:
-            writer.pressure(queue, weight)
+        load = owner._load if owner is not None else writer.logs.__len__
+        if load() >= writer.trigger:
+            writer.pressure(load)
             # The writer needs the GIL to drain: until it gets it, look again only
             # after another trigger's worth, not on every append.
-            size = len(queue) * weight + writer.trigger
+            trigger = load() + writer.trigger
             if owner is not None:
-                owner._trigger = size
+                owner._trigger = trigger
             else:
-                self._logs_trigger = size
+                self._logs_trigger = trigger
 
     def _on_write_error(self) -> None:
         # Runs on the writer thread: send the next call down the slow path.
@@ -290,15 +293,13 @@ class Experiment:
                 ) from writer.error
 
     def _after_fork(self) -> None:
-        from collections import deque
-
         self._lock = threading.RLock()  # another thread may have held it at fork time
         self._writer = None
         self._uploader = None
         self._status = None
         self._forked = True
         for metric in self._metrics.values():
-            metric._queue = deque()  # the parent writes what it had queued
+            metric._take()  # the parent writes what it had queued
         self._disarm_triggers()
 
     def _finish_quietly(self) -> None:
@@ -399,7 +400,7 @@ class Experiment:
         writer = self._writer
         writer.logs.append((_now(), level, message, metadata))
         if len(writer.logs) >= self._logs_trigger:
-            self._pressure(writer.logs)
+            self._pressure()
 
     def read_logs(self, start_index: int = 0, limit: int = 1000, level: str | None = None) -> dict:
         """Log records from ``start_index``, in the same shape as ``Metric.read``.

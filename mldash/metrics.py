@@ -3,27 +3,24 @@
 from __future__ import annotations
 
 import os
-from array import array
-from collections import deque
-from time import time as _now
 from typing import TYPE_CHECKING, Any, Iterable
 
 import orjson
 
 from . import _codec
 from ._naming import metric_parts
+from ._queue import PLAIN
 from ._series import SeriesReader
 
 if TYPE_CHECKING:
     from .experiment import Experiment
 
-_PLAIN = frozenset((float, int, str, bool, type(None)))
-# A queued point is two deque items, its write time then its fields, added by one
-# atomic ``deque.extend`` so threads never interleave them. Neither item is
-# tracked by the cyclic GC (a float; a dict of atomic values), unlike a retained
-# (time, fields) tuple, which the GC would keep walking. An encoded batch is
-# queued as ``None`` then ``(bytes, line lengths)``.
+from ._native import speedups
 
+if speedups is not None:
+    from ._speedups import MetricQueue, stamp
+else:
+    from ._queue import MetricQueue, stamp
 
 def coerce_value(key: Any, value: Any) -> Any:
     """Check one field on the caller's thread; return what the writer will store.
@@ -35,7 +32,7 @@ def coerce_value(key: Any, value: Any) -> Any:
     if not isinstance(key, str):
         raise TypeError(f"metric field names must be str, not {type(key).__name__} ({key!r})")
     cls = value.__class__
-    if cls in _PLAIN:
+    if cls in PLAIN:
         return value
     if isinstance(value, (bool, int, float, str)):  # subclasses such as np.float64
         return value.item() if hasattr(value, "item") else value
@@ -66,74 +63,47 @@ def _coerce_fields(fields: dict) -> dict:
     return {k: coerce_value(k, v) for k, v in fields.items()}
 
 
-_LINE = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_APPEND_NEWLINE
-
-
-def _encode_batch(points: list, ms: int) -> "tuple[bytes, array] | None":
-    """Encode a batch on the caller's thread, or None when it needs the slow path.
-
-    orjson rejects what it cannot store (in C, far faster than checking fields in
-    Python); one "{" and one "[" per line rules out nested values and non-dict
-    points, and no ``null`` leaves NaN, inf and None to the exact slow path.
-    A line that trips these checks by accident (a "{" inside a string) only
-    costs the slow path, never a wrong result.
-    """
-    dumps = orjson.dumps
-    try:
-        lines = [dumps((ms, p), option=_LINE) for p in points]
-    except TypeError:
-        return None
-    joined = b"".join(lines)
-    n = len(lines)
-    if joined.count(b"{") != n or joined.count(b"[") != n or b"null" in joined or b"{}" in joined:
-        return None
-    return joined, array("I", map(len, lines))
-
-
-def _check_batch(points: list, now: float) -> list:
-    """The slow path: check every point, with a clear error at the first bad one.
-
-    Returns the queue items: time, fields, time, fields, ...
-    """
-    items: list = []
+def _check_batch(points: list) -> list[dict]:
+    """The slow path: check every point, with a clear error at the first bad one."""
+    checked = []
     for point in points:
         if not isinstance(point, dict):
             raise TypeError(f"append_batch() points must be dicts, got {type(point).__name__}")
         if not point:
             raise ValueError("append_batch() got an empty point")
-        items += (now, _coerce_fields(point))  # a copy: the caller may reuse its dict
-    return items
+        checked.append(_coerce_fields(point))  # a copy: the caller may reuse its dict
+    return checked
 
 
-class Metric:
-    """One named series of points. Get it with ``exp.metrics(name)``."""
+class Metric(MetricQueue):
+    """One named series of points. Get it with ``exp.metrics(name)``.
 
-    __slots__ = ("name", "_exp", "_queue", "_trigger", "_folder")
+    ``append`` comes from ``MetricQueue``: in C where it was built.
+    """
+
+    __slots__ = ("name", "_exp", "_folder")
 
     def __init__(self, exp: "Experiment", name: str) -> None:
         parts = metric_parts(name)
+        super().__init__()
         self.name = name
         self._exp = exp
-        self._queue: deque = deque()
-        # 0 sends the next append down the slow path, which starts the experiment.
-        self._trigger = 0
         self._folder = os.path.join(exp.path, "metrics", *parts)
+        # _trigger is 0: the first append takes the slow path, which starts the experiment.
 
-    def append(self, **fields: Any) -> None:
-        """Add one point. Any keyword fields; ``value`` and ``step`` by convention.
-
-        >>> exp.metrics("train_loss").append(value=0.5, step=1, epoch=0)  # doctest: +SKIP
-        """
-        for value in fields.values():
-            if type(value) not in _PLAIN:
-                fields = _coerce_fields(fields)
-                break
+    def _append_fields(self, fields: dict) -> None:
+        """The checked path of ``append``: numpy, torch and other values, bad input."""
         if not fields:
             raise ValueError("append() needs at least one field, e.g. append(value=0.5, step=1)")
-        queue = self._queue
-        queue.extend((_now(), fields))
-        if len(queue) >= self._trigger:
-            self._exp._pressure(queue, 1, self)
+        self._push(_coerce_fields(fields))
+        if len(self._pending) >= self._trigger:
+            self._on_trigger()
+
+    def _on_trigger(self) -> None:
+        self._exp._pressure(self)
+
+    def _load(self) -> int:
+        return len(self._pending)  # a method: the writer swaps in a new list
 
     def append_batch(self, points: Iterable[dict]) -> None:
         """Add many points at once; each is a dict of fields. All get one timestamp.
@@ -146,17 +116,18 @@ class Metric:
             points = list(points)
         if not points:
             return
-        now = _now()
-        entry = _encode_batch(points, int(now * 1000))
-        queue = self._queue
-        if entry is not None:
-            queue.extend((None, entry))
-            weight = len(points)
-        else:
-            queue.extend(_check_batch(points, now))
-            weight = 1
-        if len(queue) * weight >= self._trigger:
-            self._exp._pressure(queue, weight, self)
+        at = stamp()
+        if not self._push_batch(points, at):
+            checked = _check_batch(points)  # raises at the first bad point: nothing queued
+            entries: list = []
+            names = None
+            for fields in checked:
+                if tuple(fields) != names:
+                    names = tuple(fields)
+                entries += (at, names, *fields.values())
+            self._extend(entries)
+        if len(self._pending) >= self._trigger:
+            self._on_trigger()
 
     def read(self, start_index: int = 0, limit: int = 1000) -> dict:
         """Points ``start_index`` onwards, at most ``limit`` of them.

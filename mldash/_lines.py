@@ -1,0 +1,168 @@
+"""Turning queued entries (see ``_queue.py``) into JSON lines, on the writer thread.
+
+A run of points with the same field names is encoded column by column: one
+``orjson.dumps`` per column of values, spliced at its commas with the stamps and
+the constant pieces of the line (``[``, ``,{"value":``, ``}]\\n`` ...). That
+costs a fraction of one ``dumps`` call per point. A column that holds strings,
+NaN, ±inf or None is encoded value by value instead, which keeps NaN and ±inf
+through their ``{"$float": ...}`` tags.
+
+The output is cut so that every line whose index is a multiple of ``STRIDE``
+starts a chunk: its offset for ``data.idx`` is then a running byte count, with
+no per-line lengths to keep.
+"""
+
+from __future__ import annotations
+
+from itertools import repeat
+from operator import is_
+
+import orjson
+
+from . import _codec
+from ._native import speedups
+from ._series import STRIDE
+
+_COLUMN = orjson.OPT_SERIALIZE_NUMPY
+# A column whose encoding holds none of these is plain numbers and booleans, so
+# splitting it at commas is exact ("n" catches null).
+_NOT_PLAIN = (b'"', b"n", b"[", b"{")
+# Below this many alike points, per-point encoding is cheaper than columns.
+_MIN_RUN = 8
+
+
+class Lines:
+    """Encoded lines for one append: chunks, their count and the index marks."""
+
+    __slots__ = ("first", "chunks", "count", "size", "marks")
+
+    def __init__(self, first: int) -> None:
+        self.first = first  # the index the first line will have in its file
+        self.chunks: list[bytes] = []
+        self.count = 0
+        self.size = 0
+        self.marks: list[int] = []  # byte offsets of the lines at multiples of STRIDE
+
+    def room(self) -> int:
+        """Lines that fit before the next chunk must start (at a STRIDE mark)."""
+        return STRIDE - (self.first + self.count) % STRIDE
+
+    def add_chunk(self, chunk: bytes, count: int) -> None:
+        """Add ``count`` (at most ``room()``) lines joined in one byte string."""
+        if (self.first + self.count) % STRIDE == 0:
+            self.marks.append(self.size)
+        self.chunks.append(chunk)
+        self.size += len(chunk)
+        self.count += count
+
+    def add_lines(self, lines: list[bytes]) -> None:
+        start = 0
+        while start < len(lines):
+            part = lines[start : start + self.room()]
+            self.add_chunk(b"".join(part), len(part))
+            start += len(part)
+
+
+def encode_entries(entries: list, first: int) -> Lines:
+    """Lines for queued entries, in order, the first of them numbered ``first``."""
+    out = Lines(first)
+    i, n = 0, len(entries)
+    while i < n:
+        names = entries[i + 1]
+        stride = len(names) + 2
+        if (n - i) % stride == 0 and all(map(is_, entries[i + 1 :: stride], repeat(names))):
+            end = n  # the common case: every remaining point has these names
+        else:
+            end = i + stride
+            while end < n and entries[end + 1] is names:
+                end += stride
+        if (end - i) // stride >= _MIN_RUN:
+            _add_columns(out, entries, i, end, names)
+        else:
+            out.add_lines([_encode_point(entries, j, names) for j in range(i, end, stride)])
+        i = end
+    return out
+
+
+def count_points(entries: list) -> int:
+    """How many points the entries hold."""
+    total, i, n = 0, 0, len(entries)
+    while i < n:
+        total += 1
+        i += len(entries[i + 1]) + 2
+    return total
+
+
+_shapes: dict[tuple, tuple] = {}
+
+
+def _shape(names: tuple) -> tuple[tuple, bytes]:
+    """The constant pieces of a line: heads ',{"a":', ',"b":' ... and the tail."""
+    shape = _shapes.get(names)
+    if shape is None:
+        heads = tuple((b",{" if j == 0 else b",") + orjson.dumps(name) + b":" for j, name in enumerate(names))
+        shape = (heads, b"}]\n")
+        if len(_shapes) < 4096:  # names come from code, but don't grow without bound
+            _shapes[names] = shape
+    return shape
+
+
+def _splice(stamps: list, heads: tuple, columns: list, tail: bytes) -> bytes:
+    """``_speedups.splice`` in Python: lines from stamps and encoded columns."""
+    per_line = 2 * len(heads) + 3
+    template = [b"[", None]
+    for head in heads:
+        template += (head, None)
+    template.append(tail)
+    pieces = template * len(stamps)
+    pieces[1::per_line] = stamps
+    for j, column in enumerate(columns):
+        pieces[3 + 2 * j :: per_line] = column if isinstance(column, list) else column.split(b",")
+    return b"".join(pieces)
+
+
+splice = speedups.splice if speedups is not None else _splice
+
+
+def _add_columns(out: Lines, entries: list, start: int, end: int, names: tuple) -> None:
+    """Encode a run of points with these names, a chunk (at most STRIDE lines,
+    small enough to stay in cache) at a time."""
+    stride = len(names) + 2
+    heads, tail = _shape(names)
+    while start < end:
+        stop = min(end, start + out.room() * stride)
+        columns = [_encode_column(entries[start + 2 + j : stop : stride]) for j in range(len(names))]
+        out.add_chunk(splice(entries[start:stop:stride], heads, columns, tail), (stop - start) // stride)
+        start = stop
+
+
+def _encode_column(values: list) -> "bytes | list[bytes]":
+    """Plain numbers as one comma-separated ``bytes``, anything else value by value."""
+    try:
+        body = orjson.dumps(values, default=_codec.scalar_default, option=_COLUMN)[1:-1]
+    except Exception:  # e.g. an int past 64 bits: value by value
+        return [_encode_value(v) for v in values]
+    for marker in _NOT_PLAIN:
+        if marker in body:
+            return [_encode_value(v) for v in values]
+    return body
+
+
+def _encode_value(value) -> bytes:
+    """One value exactly: NaN and ±inf tagged, None as null, odd values kept as text."""
+    try:
+        return _codec.dumps(value)
+    except Exception:  # an int past 64 bits, a tensor whose device is gone
+        try:
+            return orjson.dumps(float(value) if isinstance(value, int) else repr(value))
+        except Exception:
+            return orjson.dumps(repr(value))
+
+
+def _encode_point(entries: list, i: int, names: tuple) -> bytes:
+    heads, tail = _shape(names)
+    pieces = [b"[", entries[i]]
+    for j, head in enumerate(heads):
+        pieces += (head, _encode_value(entries[i + 2 + j]))
+    pieces.append(tail)
+    return b"".join(pieces)

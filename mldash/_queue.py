@@ -1,0 +1,109 @@
+"""The point queue behind ``Metric.append``: the pure-Python implementation.
+
+``_speedups.c`` implements the same class in C; ``metrics.py`` uses that one when
+it was built (``MLDASH_PURE_PYTHON=1`` forces this one). Both keep one flat list
+of queued entries that the writer thread takes whole:
+
+a point is ``stamp, names, value_1, ..., value_k``: ``stamp`` is the wall-clock
+milliseconds as ASCII bytes (ready to write; one object per millisecond),
+``names`` the tuple of its field names (the *same object* for consecutive points
+with the same names, so the writer finds runs of alike points by identity and
+encodes them column by column), then the values in that order.
+
+A flat list of shared objects allocates nothing per point but the list slots:
+no per-point dict or tuple is kept alive until the writer runs.
+"""
+
+from __future__ import annotations
+
+from time import time_ns
+from typing import Any
+
+PLAIN = frozenset((float, int, str, bool, type(None)))
+
+_last_stamp: tuple[int, bytes] = (0, b"0")
+
+
+def stamp() -> bytes:
+    """Milliseconds since the epoch, as ASCII bytes (cached within a millisecond)."""
+    global _last_stamp
+    ms = time_ns() // 1_000_000
+    last = _last_stamp
+    if ms != last[0]:
+        last = _last_stamp = (ms, b"%d" % ms)
+    return last[1]
+
+
+class MetricQueue:
+    """Queues points for the writer. Subclasses provide ``_on_trigger()``, called
+    when the queue reaches ``_trigger`` entries, and ``_append_fields(fields)``,
+    the checked path for values that are not plain Python scalars."""
+
+    __slots__ = ("_pending", "_names", "_trigger")
+
+    def __init__(self) -> None:
+        self._pending: list = []
+        self._names: tuple = ()
+        self._trigger = 0
+
+    def append(self, **fields: Any) -> None:
+        """Add one point. Any keyword fields; ``value`` and ``step`` by convention.
+
+        >>> exp.metrics("train_loss").append(value=0.5, step=1, epoch=0)  # doctest: +SKIP
+        """
+        for value in fields.values():
+            if value.__class__ not in PLAIN:
+                return self._append_fields(fields)
+        if not fields:
+            return self._append_fields(fields)  # raises the error
+        names = tuple(fields)
+        if names == self._names:
+            names = self._names
+        else:
+            self._names = names
+        pending = self._pending
+        pending += (stamp(), names, *fields.values())  # one list.extend: atomic
+        if len(pending) >= self._trigger:
+            self._on_trigger()
+
+    def _push(self, fields: dict, at: bytes | None = None) -> None:
+        """Queue checked fields (stamped now, or ``at``)."""
+        names = tuple(fields)
+        if names == self._names:
+            names = self._names
+        else:
+            self._names = names
+        pending = self._pending
+        pending += (at or stamp(), names, *fields.values())
+
+    def _push_batch(self, points: list, at: bytes) -> bool:
+        """Queue dicts of plain values, all stamped ``at``; False (nothing queued)
+        when any point needs the checked path."""
+        entries: list = []
+        names = self._names
+        for point in points:
+            if point.__class__ is not dict or not point or not PLAIN.issuperset(map(type, point.values())):
+                return False
+            keys = tuple(point)
+            if keys != names:
+                if not all(key.__class__ is str for key in keys):
+                    return False
+                names = keys
+            entries += (at, names, *point.values())
+        self._names = names
+        self._extend(entries)
+        return True
+
+    def _extend(self, entries: list) -> None:
+        """Queue whole entries at once."""
+        pending = self._pending
+        pending += entries
+
+    def _take(self) -> list:
+        """Everything queued so far, removed from the queue (the writer's side)."""
+        pending = self._pending
+        # Not a swap for a new list: an append on another thread may hold the old
+        # one between reading ``_pending`` and extending it.
+        taken = pending[:]
+        del pending[: len(taken)]
+        return taken
