@@ -135,6 +135,14 @@ print(json.dumps({"seconds": s, "points": N, "bytes": None}))
 """, 0.02),
 }
 
+# The same two cases without the compiled speed-ups, as on a machine with no C compiler.
+_PURE = 'os.environ["MLDASH_PURE_PYTHON"] = "1"\n'
+CASES = {
+    **dict(list(CASES.items())[:3]),
+    "mldash append, pure Python (no C compiler)": (_PURE + CASES["mldash append"][0], 1.0),
+    "mldash append_batch, pure Python": (_PURE + CASES["mldash append_batch (100/batch)"][0], 1.0),
+    **dict(list(CASES.items())[3:]),
+}
 
 def run_case(body: str, n: int) -> dict | None:
     with tempfile.TemporaryDirectory() as d:
