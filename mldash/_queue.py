@@ -56,14 +56,8 @@ class MetricQueue:
                 return self._append_fields(fields)
         if not fields:
             return self._append_fields(fields)  # raises the error
-        names = tuple(fields)
-        if names == self._names:
-            names = self._names
-        else:
-            self._names = names
-        pending = self._pending
-        pending += (stamp(), names, *fields.values())  # one list.extend: atomic
-        if len(pending) >= self._trigger:
+        self._push(fields)
+        if len(self._pending) >= self._trigger:
             self._on_trigger()
 
     def _push(self, fields: dict, at: bytes | None = None) -> None:
@@ -74,7 +68,7 @@ class MetricQueue:
         else:
             self._names = names
         pending = self._pending
-        pending += (at or stamp(), names, *fields.values())
+        pending += (at or stamp(), names, *fields.values())  # one list.extend: atomic
 
     def _push_batch(self, points: list, at: bytes) -> bool:
         """Queue dicts of plain values, all stamped ``at``; False (nothing queued)

@@ -416,6 +416,22 @@ static PyType_Spec queue_spec = {
     .slots = queue_slots,
 };
 
+/* The total size of a list's items, which must all be bytes; -1 if not. */
+static Py_ssize_t
+bytes_size(PyObject *list, const char *what)
+{
+    Py_ssize_t size = 0;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(list); i++) {
+        PyObject *item = PyList_GET_ITEM(list, i);
+        if (!PyBytes_Check(item)) {
+            PyErr_Format(PyExc_TypeError, "splice(): %s must be bytes", what);
+            return -1;
+        }
+        size += PyBytes_GET_SIZE(item);
+    }
+    return size;
+}
+
 /* splice(stamps, heads, columns, tail) -> bytes: the writer's lines for n points
  * with the same k field names, ``[stamp<head_0><value_0><head_1>...<tail>`` each.
  * A column is either a list of n encoded values or, for plain numbers, orjson's
@@ -433,15 +449,11 @@ splice(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     }
     PyObject *stamps = args[0], *heads = args[1], *columns = args[2], *tail = args[3];
     Py_ssize_t n = PyList_GET_SIZE(stamps), k = PyTuple_GET_SIZE(heads);
-    Py_ssize_t size = n * (1 + PyBytes_GET_SIZE(tail));
-    for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *stamp = PyList_GET_ITEM(stamps, i);
-        if (!PyBytes_Check(stamp)) {
-            PyErr_SetString(PyExc_TypeError, "splice(): stamps must be bytes");
-            return NULL;
-        }
-        size += PyBytes_GET_SIZE(stamp);
+    Py_ssize_t size = bytes_size(stamps, "stamps");
+    if (size < 0) {
+        return NULL;
     }
+    size += n * (1 + PyBytes_GET_SIZE(tail));
     for (Py_ssize_t j = 0; j < k; j++) {
         PyObject *head = PyTuple_GET_ITEM(heads, j), *column = PyList_GET_ITEM(columns, j);
         if (!PyBytes_Check(head)) {
@@ -463,14 +475,11 @@ splice(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             size += length - commas;
         }
         else if (PyList_Check(column) && PyList_GET_SIZE(column) == n) {
-            for (Py_ssize_t i = 0; i < n; i++) {
-                PyObject *value = PyList_GET_ITEM(column, i);
-                if (!PyBytes_Check(value)) {
-                    PyErr_SetString(PyExc_TypeError, "splice(): encoded values must be bytes");
-                    return NULL;
-                }
-                size += PyBytes_GET_SIZE(value);
+            Py_ssize_t values = bytes_size(column, "encoded values");
+            if (values < 0) {
+                return NULL;
             }
+            size += values;
         }
         else {
             PyErr_Format(PyExc_ValueError, "splice(): column %zd is not bytes or a list of %zd", j, n);

@@ -156,3 +156,21 @@ def test_a_stamp_is_the_wall_clock_in_milliseconds():
         value = int(stamp())
         after = time.time_ns() // 1_000_000
         assert before <= value <= after
+
+
+@pytest.mark.skipif(bool(os.environ.get("MLDASH_PURE_PYTHON")), reason="pure Python asked for")
+def test_splice_in_c_and_python_agree_and_refuse_a_column_of_the_wrong_length():
+    from mldash import _lines, _speedups
+
+    stamps = [b"1", b"22", b"333"]
+    heads = (b',{"a":', b',"b":')
+    columns = [b"1.5,2,-3e-05", [b'"x"', b"null", b'{"$float":"NaN"}']]
+    want = (
+        b'[1,{"a":1.5,"b":"x"}]\n'
+        b'[22,{"a":2,"b":null}]\n'
+        b'[333,{"a":-3e-05,"b":{"$float":"NaN"}}]\n'
+    )
+    assert _lines._splice(stamps, heads, columns, b"}]\n") == want
+    assert _speedups.splice(stamps, heads, columns, b"}]\n") == want
+    with pytest.raises(ValueError, match="holds 2 values, not 3"):
+        _speedups.splice(stamps, heads, [b"1,2", columns[1]], b"}]\n")
