@@ -534,8 +534,11 @@ static PyMethodDef module_methods[] = {
 };
 
 static struct PyModuleDef module_def = {
-    PyModuleDef_HEAD_INIT, "mldash._speedups",
-    "C versions of mldash._queue's hot path.", -1, module_methods,
+    PyModuleDef_HEAD_INIT,
+    .m_name = "mldash._speedups",
+    .m_doc = "mldash's hot paths in C: see mldash/_queue.py and mldash/_lines.py.",
+    .m_size = -1,
+    .m_methods = module_methods,
 };
 
 PyMODINIT_FUNC
