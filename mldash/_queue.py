@@ -20,6 +20,7 @@ from time import time_ns
 from typing import Any
 
 PLAIN = frozenset((float, int, str, bool, type(None)))
+NUMBERS = PLAIN - {str}
 
 _last_stamp: tuple[int, bytes] = (0, b"0")
 
@@ -52,16 +53,20 @@ class MetricQueue:
         >>> exp.metrics("train_loss").append(value=0.5, step=1, epoch=0)  # doctest: +SKIP
         """
         for value in fields.values():
-            if value.__class__ not in PLAIN:
+            cls = value.__class__
+            if cls not in PLAIN or (cls is str and not value.isascii()):
                 return self._append_fields(fields)
-        if not fields:
-            return self._append_fields(fields)  # raises the error
-        self._push(fields)
-        if len(self._pending) >= self._trigger:
+        names = tuple(fields)
+        if names != self._names or not names:  # new names: checked once, then fast
+            return self._append_fields(fields)
+        pending = self._pending
+        pending += (stamp(), self._names, *fields.values())  # one list.extend: atomic
+        if len(pending) >= self._trigger:
             self._on_trigger()
 
     def _push(self, fields: dict, at: bytes | None = None) -> None:
-        """Queue checked fields (stamped now, or ``at``)."""
+        """Queue checked fields (stamped now, or ``at``); their names become the
+        ones ``append`` takes without a check."""
         names = tuple(fields)
         if names == self._names:
             names = self._names
@@ -76,11 +81,12 @@ class MetricQueue:
         entries: list = []
         names = self._names
         for point in points:
-            if point.__class__ is not dict or not point or not PLAIN.issuperset(map(type, point.values())):
+            # numbers only: text goes the checked path, which looks at its Unicode
+            if point.__class__ is not dict or not point or not NUMBERS.issuperset(map(type, point.values())):
                 return False
             keys = tuple(point)
             if keys != names:
-                if not all(key.__class__ is str for key in keys):
+                if not all(key.__class__ is str and key.isascii() for key in keys):
                     return False
                 names = keys
             entries += (at, names, *point.values())

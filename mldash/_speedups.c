@@ -65,41 +65,48 @@ stamp(PyObject *module, PyObject *unused)
     return current_stamp();
 }
 
+/* A value the fast path stores as it is. Text that is not ASCII takes the
+ * checked path, which refuses what JSON cannot hold (lone surrogates). */
 static int
 is_plain(PyObject *value)
 {
     PyTypeObject *type = Py_TYPE(value);
-    return type == &PyFloat_Type || type == &PyLong_Type || type == &PyUnicode_Type ||
-           type == &PyBool_Type || value == Py_None;
+    return type == &PyFloat_Type || type == &PyLong_Type || type == &PyBool_Type ||
+           value == Py_None || (type == &PyUnicode_Type && PyUnicode_IS_ASCII(value));
 }
 
-/* The names of this point: the previous tuple when they are the same, so the
- * writer can find runs of alike points by identity. Borrowed reference. */
+/* The names of this point when they are those of the last checked point: the
+ * same tuple, so the writer can find runs of alike points by identity. NULL
+ * for new names, which take the checked path once. Borrowed reference. */
 static PyObject *
-shared_names(MetricQueue *self, PyObject *names)
+known_names(MetricQueue *self, PyObject *names)
 {
     PyObject *last = self->names;
     if (names == last) {
         return last;
     }
     Py_ssize_t n = PyTuple_GET_SIZE(names);
-    if (last != NULL && PyTuple_GET_SIZE(last) == n) {
-        Py_ssize_t i = 0;
-        for (; i < n; i++) {
-            PyObject *a = PyTuple_GET_ITEM(names, i), *b = PyTuple_GET_ITEM(last, i);
-            /* keyword names are interned; equal but distinct strings are rare */
-            if (a != b && !(PyUnicode_CheckExact(a) && PyUnicode_CheckExact(b) &&
-                            PyUnicode_Compare(a, b) == 0)) {
-                break;
-            }
-        }
-        if (i == n) {
-            return last;
+    if (PyTuple_GET_SIZE(last) != n) {
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *a = PyTuple_GET_ITEM(names, i), *b = PyTuple_GET_ITEM(last, i);
+        /* keyword names are interned; equal but distinct strings are rare */
+        if (a != b && !(PyUnicode_CheckExact(a) && PyUnicode_Compare(a, b) == 0)) {
+            return NULL;
         }
     }
-    Py_INCREF(names);
-    Py_XSETREF(self->names, names);
-    return names;
+    return last;
+}
+
+/* Remember checked names; they are what known_names() matches. */
+static void
+set_names(MetricQueue *self, PyObject *names)
+{
+    if (names != self->names) {
+        Py_INCREF(names);
+        Py_XSETREF(self->names, names);
+    }
 }
 
 static int
@@ -159,11 +166,15 @@ append(MetricQueue *self, PyObject *const *args, size_t nargsf, PyObject *kwname
             return slow_append(self, args, nargs, kwnames);
         }
     }
+    PyObject *names = known_names(self, kwnames);
+    if (names == NULL) {
+        return slow_append(self, args, nargs, kwnames);
+    }
     PyObject *at = current_stamp();
     if (at == NULL) {
         return NULL;
     }
-    int failed = queue_point(self, at, shared_names(self, kwnames), args);
+    int failed = queue_point(self, at, names, args);
     Py_DECREF(at);
     if (failed) {
         return NULL;
@@ -189,7 +200,12 @@ push(MetricQueue *self, PyObject *const *args, Py_ssize_t nargs)
     int failed = at == NULL;
     if (!failed) {
         /* no Python code runs between the lookups above and these appends */
-        failed = queue_point(self, at, shared_names(self, names), &PyList_GET_ITEM(values, 0));
+        PyObject *known = known_names(self, names);
+        if (known == NULL) {
+            set_names(self, names);
+            known = names;
+        }
+        failed = queue_point(self, at, known, &PyList_GET_ITEM(values, 0));
     }
     Py_XDECREF(at);
     Py_XDECREF(values);
@@ -213,7 +229,7 @@ plain_point_names(PyObject *point, PyObject *last, PyObject **made)
     int same = PyTuple_GET_SIZE(last) == n;
     PyObject *key, *value;
     while (PyDict_Next(point, &pos, &key, &value)) {
-        if (!PyUnicode_CheckExact(key) || !is_plain(value)) {
+        if (!PyUnicode_CheckExact(key) || !PyUnicode_IS_ASCII(key) || !is_plain(value)) {
             return NULL;
         }
         if (same) {
@@ -289,8 +305,7 @@ push_batch(MetricQueue *self, PyObject *const *args, Py_ssize_t nargs)
             }
         }
         if (n) {
-            Py_INCREF(names[n - 1]);
-            Py_XSETREF(self->names, names[n - 1]);
+            set_names(self, names[n - 1]);
         }
     }
     PyMem_Free(names);
@@ -380,7 +395,8 @@ static PyMethodDef queue_methods[] = {
      "Add one point. Any keyword fields; ``value`` and ``step`` by convention.\n\n"
      ">>> exp.metrics(\"train_loss\").append(value=0.5, step=1, epoch=0)  # doctest: +SKIP\n"},
     {"_push", (PyCFunction)(void (*)(void))push, METH_FASTCALL,
-     "Queue checked fields (stamped now, or ``at``)."},
+     "Queue checked fields (stamped now, or ``at``); their names become the\n"
+     "ones ``append`` takes without a check."},
     {"_push_batch", (PyCFunction)(void (*)(void))push_batch, METH_FASTCALL,
      "Queue dicts of plain values, all stamped ``at``; False (nothing queued) when\n"
      "any point needs the checked path."},

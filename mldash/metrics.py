@@ -31,7 +31,11 @@ def coerce_value(key: Any, value: Any) -> Any:
     """
     if not isinstance(key, str):
         raise TypeError(f"metric field names must be str, not {type(key).__name__} ({key!r})")
+    _check_text(key, key, "name")
     cls = value.__class__
+    if cls is str:
+        _check_text(key, value, "text")
+        return value
     if cls in PLAIN:
         return value
     if isinstance(value, (bool, int, float, str)):  # subclasses such as np.float64
@@ -57,6 +61,18 @@ def coerce_value(key: Any, value: Any) -> Any:
         f"field {key!r} has a value of type {cls.__name__}; metric values must be numbers, "
         "bools, strings, None, or numpy/torch scalars"
     )
+
+
+def _check_text(key: str, text: str, what: str) -> None:
+    """Text that JSON cannot hold (a lone surrogate from bad decoding) fails here,
+    not later on the writer thread."""
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as error:
+            raise ValueError(
+                f"field {key!r}: the {what} is not valid Unicode ({error.reason} at position {error.start})"
+            ) from None
 
 
 def _coerce_fields(fields: dict) -> dict:

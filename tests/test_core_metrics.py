@@ -126,6 +126,18 @@ def test_values_that_cannot_be_stored_fail_at_the_call(exp, fields, message):
     assert exp.metrics("loss").read()["total"] == 0
 
 
+@pytest.mark.parametrize("fields", [{"note": "bad \ud800 text"}, {"bad\udc80name": 1}])
+def test_text_that_json_cannot_hold_fails_at_the_call(exp, fields):
+    with pytest.raises(ValueError, match="not valid Unicode"):
+        exp.metrics("loss").append(**fields)
+    with pytest.raises(ValueError, match="not valid Unicode"):
+        exp.metrics("loss").append_batch([fields])
+    exp.metrics("loss").append(**{"note": "ünï", "准确率": 0.5})  # any valid Unicode is fine
+    exp.metrics("loss").append(**{"note": "ünï", "准确率": 0.25})
+    data = [p["data"] for p in exp.metrics("loss").read()["data"]]
+    assert data == [{"note": "ünï", "准确率": 0.5}, {"note": "ünï", "准确率": 0.25}]
+
+
 def test_bad_batches_fail_at_the_call(exp):
     with pytest.raises(TypeError, match="list of dicts"):
         exp.metrics("loss").append_batch({"value": 1})
