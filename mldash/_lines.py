@@ -1,15 +1,16 @@
 """Turning queued entries (see ``_queue.py``) into JSON lines, on the writer thread.
 
-A run of points with the same field names is encoded column by column: one
+Points with the same field names are encoded column by column: one
 ``orjson.dumps`` per column of values, spliced at its commas with the stamps and
 the constant pieces of the line (``[``, ``,{"value":``, ``}]\\n`` ...). That
 costs a fraction of one ``dumps`` call per point. A column that holds strings,
 NaN, ±inf or None is encoded value by value instead, which keeps NaN and ±inf
-through their ``{"$float": ...}`` tags.
+through their ``{"$float": ...}`` tags. When a series mixes sets of names, each
+set is encoded apart and the lines are put back in their order.
 
-The output is cut so that every line whose index is a multiple of ``STRIDE``
-starts a chunk: its offset for ``data.idx`` is then a running byte count, with
-no per-line lengths to keep.
+Lines are joined in chunks, and a new chunk starts at each line whose index is a
+multiple of ``STRIDE``: that line's offset for ``data.idx`` is then a running
+byte count, with no per-line lengths to keep.
 """
 
 from __future__ import annotations
@@ -27,8 +28,6 @@ _COLUMN = orjson.OPT_SERIALIZE_NUMPY
 # A column whose encoding holds none of these is plain numbers and booleans, so
 # splitting it at commas is exact ("n" catches null).
 _NOT_PLAIN = (b'"', b"n", b"[", b"{")
-# Below this many alike points, per-point encoding is cheaper than columns.
-_MIN_RUN = 8
 
 
 class Lines:
@@ -66,22 +65,42 @@ class Lines:
 def encode_entries(entries: list, first: int) -> Lines:
     """Lines for queued entries, in order, the first of them numbered ``first``."""
     out = Lines(first)
+    if not entries:
+        return out
+    names = entries[1]
+    stride = len(names) + 2
+    if len(entries) % stride == 0 and all(map(is_, entries[1::stride], repeat(names))):
+        _add_columns(out, entries, names)  # the common case: every point has these names
+    else:
+        out.add_lines(_mixed_lines(entries))
+    return out
+
+
+def _mixed_lines(entries: list) -> list[bytes]:
+    """Lines for points with different names, in order: the points of each set
+    of names are encoded together by columns, then their lines put back in order."""
+    groups: dict[int, list[int]] = {}  # id of a names tuple: where its points start
+    order: list[int] = []  # each point's names, by id
     i, n = 0, len(entries)
     while i < n:
         names = entries[i + 1]
-        stride = len(names) + 2
-        if (n - i) % stride == 0 and all(map(is_, entries[i + 1 :: stride], repeat(names))):
-            end = n  # the common case: every remaining point has these names
-        else:
-            end = i + stride
-            while end < n and entries[end + 1] is names:
-                end += stride
-        if (end - i) // stride >= _MIN_RUN:
-            _add_columns(out, entries, i, end, names)
-        else:
-            out.add_lines([_encode_point(entries, j, names) for j in range(i, end, stride)])
-        i = end
-    return out
+        key = id(names)  # one tuple for equal names (see _queue.py): no hashing of tuples
+        group = groups.get(key)
+        if group is None:
+            group = groups[key] = []
+        group.append(i)
+        order.append(key)
+        i += len(names) + 2
+    lines = {key: iter(_group_lines(entries, starts)) for key, starts in groups.items()}
+    return [next(lines[key]) for key in order]
+
+
+def _group_lines(entries: list, starts: list[int]) -> list[bytes]:
+    names = entries[starts[0] + 1]
+    heads, tail = _shape(names)
+    columns = [_encode_column([entries[s + 2 + j] for s in starts]) for j in range(len(names))]
+    data = splice([entries[s] for s in starts], heads, columns, tail)
+    return data.splitlines(keepends=True)  # exact: JSON escapes every line break in text
 
 
 def count_points(entries: list) -> int:
@@ -124,11 +143,12 @@ def _splice(stamps: list, heads: tuple, columns: list, tail: bytes) -> bytes:
 splice = speedups.splice if speedups is not None else _splice
 
 
-def _add_columns(out: Lines, entries: list, start: int, end: int, names: tuple) -> None:
-    """Encode a run of points with these names, a chunk (at most STRIDE lines,
+def _add_columns(out: Lines, entries: list, names: tuple) -> None:
+    """Encode points that all have these names, a chunk (at most STRIDE lines,
     small enough to stay in cache) at a time."""
     stride = len(names) + 2
     heads, tail = _shape(names)
+    start, end = 0, len(entries)
     while start < end:
         stop = min(end, start + out.room() * stride)
         columns = [_encode_column(entries[start + 2 + j : stop : stride]) for j in range(len(names))]
@@ -157,12 +177,3 @@ def _encode_value(value) -> bytes:
             return orjson.dumps(float(value) if isinstance(value, int) else repr(value))
         except Exception:
             return orjson.dumps(repr(value))
-
-
-def _encode_point(entries: list, i: int, names: tuple) -> bytes:
-    heads, tail = _shape(names)
-    pieces = [b"[", entries[i]]
-    for j, head in enumerate(heads):
-        pieces += (head, _encode_value(entries[i + 2 + j]))
-    pieces.append(tail)
-    return b"".join(pieces)

@@ -6,9 +6,9 @@ of queued entries that the writer thread takes whole:
 
 a point is ``stamp, names, value_1, ..., value_k``: ``stamp`` is the wall-clock
 milliseconds as ASCII bytes (ready to write; one object per millisecond),
-``names`` the tuple of its field names (the *same object* for consecutive points
-with the same names, so the writer finds runs of alike points by identity and
-encodes them column by column), then the values in that order.
+``names`` the tuple of its field names (one object for all points with the same
+names, so the writer finds runs of alike points by identity and encodes them
+column by column), then the values in that order.
 
 A flat list of shared objects allocates nothing per point but the list slots:
 no per-point dict or tuple is kept alive until the writer runs.
@@ -35,16 +35,20 @@ def stamp() -> bytes:
     return last[1]
 
 
+_MAX_CHECKED = 1024  # names come from code, so there are few; past this, new ones stay slow
+
+
 class MetricQueue:
     """Queues points for the writer. Subclasses provide ``_on_trigger()``, called
     when the queue reaches ``_trigger`` entries, and ``_append_fields(fields)``,
-    the checked path for values that are not plain Python scalars."""
+    the checked path for values that are not plain Python scalars and for field
+    names not seen before."""
 
-    __slots__ = ("_pending", "_names", "_trigger")
+    __slots__ = ("_pending", "_checked", "_trigger")
 
     def __init__(self) -> None:
         self._pending: list = []
-        self._names: tuple = ()
+        self._checked: dict[tuple, tuple] = {}  # names that passed the check, to themselves
         self._trigger = 0
 
     def append(self, **fields: Any) -> None:
@@ -56,22 +60,24 @@ class MetricQueue:
             cls = value.__class__
             if cls not in PLAIN or (cls is str and not value.isascii()):
                 return self._append_fields(fields)
-        names = tuple(fields)
-        if names != self._names or not names:  # new names: checked once, then fast
+        names = self._checked.get(tuple(fields))
+        if names is None:  # new names (or none): checked once, then fast
             return self._append_fields(fields)
         pending = self._pending
-        pending += (stamp(), self._names, *fields.values())  # one list.extend: atomic
+        pending += (stamp(), names, *fields.values())  # one list.extend: atomic
         if len(pending) >= self._trigger:
             self._on_trigger()
 
+    def _remember(self, names: tuple) -> tuple:
+        """Record names that passed the check; return the one tuple to queue for
+        them (points with equal names share it: the writer finds runs by identity)."""
+        if len(self._checked) < _MAX_CHECKED:
+            return self._checked.setdefault(names, names)
+        return self._checked.get(names, names)
+
     def _push(self, fields: dict, at: bytes | None = None) -> None:
-        """Queue checked fields (stamped now, or ``at``); their names become the
-        ones ``append`` takes without a check."""
-        names = tuple(fields)
-        if names == self._names:
-            names = self._names
-        else:
-            self._names = names
+        """Queue checked fields (stamped now, or ``at``)."""
+        names = self._remember(tuple(fields))
         pending = self._pending
         pending += (at or stamp(), names, *fields.values())  # one list.extend: atomic
 
@@ -79,7 +85,7 @@ class MetricQueue:
         """Queue dicts of plain values, all stamped ``at``; False (nothing queued)
         when any point needs the checked path."""
         entries: list = []
-        names = self._names
+        names = ()
         for point in points:
             # numbers only: text goes the checked path, which looks at its Unicode
             if point.__class__ is not dict or not point or not NUMBERS.issuperset(map(type, point.values())):
@@ -88,16 +94,11 @@ class MetricQueue:
             if keys != names:
                 if not all(key.__class__ is str and key.isascii() for key in keys):
                     return False
-                names = keys
+                names = self._remember(keys)
             entries += (at, names, *point.values())
-        self._names = names
-        self._extend(entries)
-        return True
-
-    def _extend(self, entries: list) -> None:
-        """Queue whole entries at once."""
         pending = self._pending
-        pending += entries
+        pending += entries  # one list.extend: atomic
+        return True
 
     def _take(self) -> list:
         """Everything queued so far, removed from the queue (the writer's side)."""

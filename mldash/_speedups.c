@@ -28,8 +28,12 @@ typedef struct {
     PyObject_HEAD
     PyObject *pending;  /* list: the queued entries */
     PyObject *names;    /* tuple: the field names of the last point */
+    PyObject *checked;  /* dict: each names tuple that passed the checked path, to itself */
     Py_ssize_t trigger; /* call _on_trigger() when pending reaches this length */
 } MetricQueue;
+
+/* Names come from code, so there are few; past this many, new ones stay slow. */
+#define MAX_CHECKED 1024
 
 static PyObject *str_on_trigger;
 static PyObject *str_append_fields;
@@ -75,38 +79,39 @@ is_plain(PyObject *value)
            value == Py_None || (type == &PyUnicode_Type && PyUnicode_IS_ASCII(value));
 }
 
-/* The names of this point when they are those of the last checked point: the
- * same tuple, so the writer can find runs of alike points by identity. NULL
- * for new names, which take the checked path once. Borrowed reference. */
+/* The checked tuple equal to these names, or NULL (and no error) for names
+ * not checked yet, which take the checked path once. Points with equal names
+ * share one tuple, so the writer finds runs of alike points by identity.
+ * Borrowed reference. */
 static PyObject *
 known_names(MetricQueue *self, PyObject *names)
 {
-    PyObject *last = self->names;
-    if (names == last) {
-        return last;
+    if (names == self->names) {
+        return names;
     }
-    Py_ssize_t n = PyTuple_GET_SIZE(names);
-    if (PyTuple_GET_SIZE(last) != n) {
-        return NULL;
+    /* hashing and comparing tuples of str runs no Python code */
+    PyObject *known = PyDict_GetItemWithError(self->checked, names);
+    if (known != NULL) {
+        Py_INCREF(known);
+        Py_XSETREF(self->names, known);
     }
-    for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *a = PyTuple_GET_ITEM(names, i), *b = PyTuple_GET_ITEM(last, i);
-        /* keyword names are interned; equal but distinct strings are rare */
-        if (a != b && !(PyUnicode_CheckExact(a) && PyUnicode_Compare(a, b) == 0)) {
+    return known;
+}
+
+/* Record names that passed the check; return the tuple to queue (borrowed). */
+static PyObject *
+remember_names(MetricQueue *self, PyObject *names)
+{
+    PyObject *known = names;
+    if (PyDict_GET_SIZE(self->checked) < MAX_CHECKED) {
+        known = PyDict_SetDefault(self->checked, names, names);
+        if (known == NULL) {
             return NULL;
         }
     }
-    return last;
-}
-
-/* Remember checked names; they are what known_names() matches. */
-static void
-set_names(MetricQueue *self, PyObject *names)
-{
-    if (names != self->names) {
-        Py_INCREF(names);
-        Py_XSETREF(self->names, names);
-    }
+    Py_INCREF(known);
+    Py_XSETREF(self->names, known);
+    return known;
 }
 
 static int
@@ -200,12 +205,8 @@ push(MetricQueue *self, PyObject *const *args, Py_ssize_t nargs)
     int failed = at == NULL;
     if (!failed) {
         /* no Python code runs between the lookups above and these appends */
-        PyObject *known = known_names(self, names);
-        if (known == NULL) {
-            set_names(self, names);
-            known = names;
-        }
-        failed = queue_point(self, at, known, &PyList_GET_ITEM(values, 0));
+        PyObject *known = remember_names(self, names);
+        failed = known == NULL || queue_point(self, at, known, &PyList_GET_ITEM(values, 0));
     }
     Py_XDECREF(at);
     Py_XDECREF(values);
@@ -216,11 +217,11 @@ push(MetricQueue *self, PyObject *const *args, Py_ssize_t nargs)
     Py_RETURN_NONE;
 }
 
-/* The names of a non-empty dict of str keys and plain values, as a tuple:
- * ``last`` when they are the same, a new reference in *made otherwise. NULL
- * without an error when the point needs the checked path. */
+/* The names of a non-empty dict of ASCII str keys and plain values, as a
+ * checked tuple: ``last`` when they are the same. NULL without an error when
+ * the point needs the checked path. Borrowed reference. */
 static PyObject *
-plain_point_names(PyObject *point, PyObject *last, PyObject **made)
+plain_point_names(MetricQueue *self, PyObject *point, PyObject *last)
 {
     if (!PyDict_CheckExact(point) || PyDict_GET_SIZE(point) == 0) {
         return NULL;
@@ -247,8 +248,9 @@ plain_point_names(PyObject *point, PyObject *last, PyObject **made)
     for (pos = 0, i = 0; PyDict_Next(point, &pos, &key, &value); i++) {
         PyTuple_SET_ITEM(names, i, Py_NewRef(key));
     }
-    *made = names;
-    return names;
+    PyObject *known = remember_names(self, names);  /* ASCII str keys: checked */
+    Py_DECREF(names);  /* known is held by self->names, and by checked when there was room */
+    return known;
 }
 
 static PyObject *
@@ -264,35 +266,32 @@ push_batch(MetricQueue *self, PyObject *const *args, Py_ssize_t nargs)
      * run Python code through the garbage collector); then queue them all with
      * no Python code in between, so the writer never takes half a batch. */
     PyObject **names = PyMem_Malloc((n ? n : 1) * sizeof(PyObject *));
-    PyObject *made = PyList_New(0);  /* keeps new names tuples alive */
-    if (names == NULL || made == NULL) {
+    PyObject *held = PyList_New(0);  /* the names tuples used, while self->names moves on */
+    if (names == NULL || held == NULL) {
         PyMem_Free(names);
-        Py_XDECREF(made);
+        Py_XDECREF(held);
         return PyErr_NoMemory();
     }
-    PyObject *last = self->names, *result = Py_False;
-    Py_ssize_t i = 0;
-    for (; i < n; i++) {
-        PyObject *fresh = NULL;
-        names[i] = plain_point_names(PyList_GET_ITEM(points, i), last, &fresh);
-        if (fresh != NULL) {
-            int failed = PyList_Append(made, fresh);
-            Py_DECREF(fresh);
-            if (failed) {
-                result = NULL;
-                break;
-            }
-        }
+    PyObject *last = self->names, *result = Py_True;
+    if (PyList_Append(held, last) < 0) {
+        result = NULL;
+    }
+    for (Py_ssize_t i = 0; i < n && result == Py_True; i++) {
+        names[i] = plain_point_names(self, PyList_GET_ITEM(points, i), last);
         if (names[i] == NULL) {
             result = PyErr_Occurred() ? NULL : Py_False;  /* False: the checked path takes it */
             break;
         }
-        last = names[i];
+        if (names[i] != last) {
+            last = names[i];
+            if (PyList_Append(held, last) < 0) {
+                result = NULL;
+            }
+        }
     }
-    if (i == n) {
+    if (result == Py_True) {
         PyObject *pending = self->pending;
-        result = Py_True;
-        for (i = 0; i < n && result != NULL; i++) {
+        for (Py_ssize_t i = 0; i < n && result != NULL; i++) {
             PyObject *point = PyList_GET_ITEM(points, i), *key, *value;
             Py_ssize_t pos = 0;
             if (PyList_Append(pending, at) < 0 || PyList_Append(pending, names[i]) < 0) {
@@ -304,27 +303,10 @@ push_batch(MetricQueue *self, PyObject *const *args, Py_ssize_t nargs)
                 }
             }
         }
-        if (n) {
-            set_names(self, names[n - 1]);
-        }
     }
     PyMem_Free(names);
-    Py_DECREF(made);
+    Py_DECREF(held);
     return Py_XNewRef(result);
-}
-
-static PyObject *
-extend(MetricQueue *self, PyObject *entries)
-{
-    if (!PyList_Check(entries)) {
-        PyErr_SetString(PyExc_TypeError, "_extend() takes a list");
-        return NULL;
-    }
-    Py_ssize_t end = PyList_GET_SIZE(self->pending);
-    if (PyList_SetSlice(self->pending, end, end, entries) < 0) {
-        return NULL;
-    }
-    Py_RETURN_NONE;
 }
 
 static PyObject *
@@ -348,7 +330,8 @@ queue_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     }
     self->pending = PyList_New(0);
     self->names = PyTuple_New(0);
-    if (self->pending == NULL || self->names == NULL) {
+    self->checked = PyDict_New();
+    if (self->pending == NULL || self->names == NULL || self->checked == NULL) {
         Py_DECREF(self);
         return NULL;
     }
@@ -368,6 +351,7 @@ queue_traverse(MetricQueue *self, visitproc visit, void *arg)
     Py_VISIT(Py_TYPE(self));
     Py_VISIT(self->pending);
     Py_VISIT(self->names);
+    Py_VISIT(self->checked);
     return 0;
 }
 
@@ -376,6 +360,7 @@ queue_clear(MetricQueue *self)
 {
     Py_CLEAR(self->pending);
     Py_CLEAR(self->names);
+    Py_CLEAR(self->checked);
     return 0;
 }
 
@@ -400,7 +385,6 @@ static PyMethodDef queue_methods[] = {
     {"_push_batch", (PyCFunction)(void (*)(void))push_batch, METH_FASTCALL,
      "Queue dicts of plain values, all stamped ``at``; False (nothing queued) when\n"
      "any point needs the checked path."},
-    {"_extend", (PyCFunction)extend, METH_O, "Queue whole entries at once."},
     {"_take", (PyCFunction)take, METH_NOARGS,
      "Everything queued so far, removed from the queue (the writer's side)."},
     {NULL}
@@ -408,7 +392,6 @@ static PyMethodDef queue_methods[] = {
 
 static PyMemberDef queue_members[] = {
     {"_pending", T_OBJECT, offsetof(MetricQueue, pending), READONLY, NULL},
-    {"_names", T_OBJECT, offsetof(MetricQueue, names), READONLY, NULL},
     {"_trigger", T_PYSSIZET, offsetof(MetricQueue, trigger), 0, NULL},
     {NULL}
 };

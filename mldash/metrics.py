@@ -134,14 +134,8 @@ class Metric(MetricQueue):
             return
         at = stamp()
         if not self._push_batch(points, at):
-            checked = _check_batch(points)  # raises at the first bad point: nothing queued
-            entries: list = []
-            names = None
-            for fields in checked:
-                if tuple(fields) != names:
-                    names = tuple(fields)
-                entries += (at, names, *fields.values())
-            self._extend(entries)
+            for fields in _check_batch(points):  # raises at the first bad point: nothing queued
+                self._push(fields, at)
         if len(self._pending) >= self._trigger:
             self._on_trigger()
 
