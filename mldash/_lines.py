@@ -72,27 +72,30 @@ def encode_entries(entries: list, first: int) -> Lines:
     if len(entries) % stride == 0 and all(map(is_, entries[1::stride], repeat(names))):
         _add_columns(out, entries, names)  # the common case: every point has these names
     else:
-        out.add_lines(_mixed_lines(entries))
+        _add_mixed(out, entries)
     return out
 
 
-def _mixed_lines(entries: list) -> list[bytes]:
-    """Lines for points with different names, in order: the points of each set
-    of names are encoded together by columns, then their lines put back in order."""
-    groups: dict[int, list[int]] = {}  # id of a names tuple: where its points start
-    order: list[int] = []  # each point's names, by id
+def _add_mixed(out: Lines, entries: list) -> None:
+    """Points with different names, in order, a chunk at a time: in each chunk the
+    points of each set of names are encoded together by columns, then their lines
+    are put back in order."""
     i, n = 0, len(entries)
     while i < n:
-        names = entries[i + 1]
-        key = id(names)  # one tuple for equal names (see _queue.py): no hashing of tuples
-        group = groups.get(key)
-        if group is None:
-            group = groups[key] = []
-        group.append(i)
-        order.append(key)
-        i += len(names) + 2
-    lines = {key: iter(_group_lines(entries, starts)) for key, starts in groups.items()}
-    return [next(lines[key]) for key in order]
+        groups: dict[int, list[int]] = {}  # id of a names tuple: where its points start
+        order: list[int] = []  # each point's names, by id
+        room = out.room()
+        while i < n and len(order) < room:
+            names = entries[i + 1]
+            key = id(names)  # one tuple for equal names (see _queue.py): no hashing of tuples
+            group = groups.get(key)
+            if group is None:
+                group = groups[key] = []
+            group.append(i)
+            order.append(key)
+            i += len(names) + 2
+        lines = {key: iter(_group_lines(entries, starts)) for key, starts in groups.items()}
+        out.add_chunk(b"".join([next(lines[key]) for key in order]), len(order))
 
 
 def _group_lines(entries: list, starts: list[int]) -> list[bytes]:

@@ -28,6 +28,7 @@ typedef struct {
     PyObject_HEAD
     PyObject *pending;  /* list: the queued entries */
     PyObject *names;    /* tuple: the field names of the last point */
+    PyObject *alias;    /* tuple: the last keyword names found equal to names */
     PyObject *checked;  /* dict: each names tuple that passed the checked path, to itself */
     Py_ssize_t trigger; /* call _on_trigger() when pending reaches this length */
 } MetricQueue;
@@ -86,14 +87,16 @@ is_plain(PyObject *value)
 static PyObject *
 known_names(MetricQueue *self, PyObject *names)
 {
-    if (names == self->names) {
-        return names;
+    if (names == self->names || names == self->alias) {
+        return self->names;
     }
     /* hashing and comparing tuples of str runs no Python code */
     PyObject *known = PyDict_GetItemWithError(self->checked, names);
     if (known != NULL) {
         Py_INCREF(known);
         Py_XSETREF(self->names, known);
+        Py_INCREF(names);  /* a call site's names: the same object on every call */
+        Py_XSETREF(self->alias, names);
     }
     return known;
 }
@@ -111,6 +114,7 @@ remember_names(MetricQueue *self, PyObject *names)
     }
     Py_INCREF(known);
     Py_XSETREF(self->names, known);
+    Py_CLEAR(self->alias);
     return known;
 }
 
@@ -351,6 +355,7 @@ queue_traverse(MetricQueue *self, visitproc visit, void *arg)
     Py_VISIT(Py_TYPE(self));
     Py_VISIT(self->pending);
     Py_VISIT(self->names);
+    Py_VISIT(self->alias);
     Py_VISIT(self->checked);
     return 0;
 }
@@ -360,6 +365,7 @@ queue_clear(MetricQueue *self)
 {
     Py_CLEAR(self->pending);
     Py_CLEAR(self->names);
+    Py_CLEAR(self->alias);
     Py_CLEAR(self->checked);
     return 0;
 }
