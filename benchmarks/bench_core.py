@@ -65,6 +65,20 @@ exp.finish()
 s = time.perf_counter() - t
 print(json.dumps({"seconds": s, "points": N, "bytes": disk(os.path.join(D, "bench/batch/metrics"))}))
 """, 1.0),
+    "mldash append, names alternating (step / step+epoch)": ("""
+import mldash
+exp = mldash.Experiment("bench/mixed", root=D)
+exp.start()
+t = time.perf_counter()
+for i, v in enumerate(values):
+    if i % 2:
+        exp.metrics("loss").append(value=v, step=i)
+    else:
+        exp.metrics("loss").append(value=v, step=i, epoch=i // 1000)
+exp.finish()
+s = time.perf_counter() - t
+print(json.dumps({"seconds": s, "points": N, "bytes": disk(os.path.join(D, "bench/mixed/metrics"))}))
+""", 1.0),
     "Lightning CSVLogger": ("""
 from lightning.pytorch.loggers import CSVLogger
 logger = CSVLogger(D, name="csv")
@@ -138,10 +152,10 @@ print(json.dumps({"seconds": s, "points": N, "bytes": None}))
 # The same two cases without the compiled speed-ups, as on a machine with no C compiler.
 _PURE = 'os.environ["MLDASH_PURE_PYTHON"] = "1"\n'
 CASES = {
-    **dict(list(CASES.items())[:3]),
+    **dict(list(CASES.items())[:4]),
     "mldash append, pure Python (no C compiler)": (_PURE + CASES["mldash append"][0], 1.0),
     "mldash append_batch, pure Python": (_PURE + CASES["mldash append_batch (100/batch)"][0], 1.0),
-    **dict(list(CASES.items())[3:]),
+    **dict(list(CASES.items())[4:]),
 }
 
 def run_case(body: str, n: int) -> dict | None:
