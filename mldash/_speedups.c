@@ -210,7 +210,7 @@ push(MetricQueue *self, PyObject *const *args, Py_ssize_t nargs)
     if (!failed) {
         /* no Python code runs between the lookups above and these appends */
         PyObject *known = remember_names(self, names);
-        failed = known == NULL || queue_point(self, at, known, &PyList_GET_ITEM(values, 0));
+        failed = known == NULL || queue_point(self, at, known, PySequence_Fast_ITEMS(values));
     }
     Py_XDECREF(at);
     Py_XDECREF(values);
