@@ -9,18 +9,18 @@ import orjson
 
 from . import _codec
 from ._naming import metric_parts
+from ._native import speedups
 from ._queue import PLAIN
 from ._series import SeriesReader
-
-if TYPE_CHECKING:
-    from .experiment import Experiment
-
-from ._native import speedups
 
 if speedups is not None:
     from ._speedups import MetricQueue, stamp
 else:
     from ._queue import MetricQueue, stamp
+
+if TYPE_CHECKING:
+    from .experiment import Experiment
+
 
 def coerce_value(key: Any, value: Any) -> Any:
     """Check one field on the caller's thread; return what the writer will store.
@@ -108,7 +108,8 @@ class Metric(MetricQueue):
         # _trigger is 0: the first append takes the slow path, which starts the experiment.
 
     def _append_fields(self, fields: dict) -> None:
-        """The checked path of ``append``: numpy, torch and other values, bad input."""
+        """The checked path of ``append``: numpy, torch and other values, field
+        names not seen before, bad input."""
         if not fields:
             raise ValueError("append() needs at least one field, e.g. append(value=0.5, step=1)")
         self._push(_coerce_fields(fields))
