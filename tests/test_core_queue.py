@@ -174,3 +174,67 @@ def test_splice_in_c_and_python_agree_and_refuse_a_column_of_the_wrong_length():
     assert _speedups.splice(stamps, heads, columns, b"}]\n") == want
     with pytest.raises(ValueError, match="holds 2 values, not 3"):
         _speedups.splice(stamps, heads, [b"1,2", columns[1]], b"}]\n")
+
+
+SMOKE = r"""
+import importlib.util, sys
+spec = importlib.util.spec_from_file_location("mldash._speedups", sys.argv[1])
+speedups = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(speedups)
+
+class Queue(speedups.MetricQueue):
+    __slots__ = ()
+    def _on_trigger(self): pass
+    def _append_fields(self, fields): self._push(dict(fields))
+
+q = Queue()
+q._trigger = 10**9
+q.append(value=1.0, step=1)  # new names: the checked path
+q.append(value=2.0, step=2)  # known names: the fast path
+assert q._push_batch([{"value": 3.0, "step": 3}], b"123") is True
+assert q._push_batch([{"value": [1]}], b"123") is False
+entries = q._take()
+assert len(entries) == 12 and entries[1] is entries[5] is entries[9], entries
+lines = speedups.splice([b"1", b"2"], (b',{"a":',), [b"1.5,2"], b"}]\n")
+assert lines == b'[1,{"a":1.5}]\n[2,{"a":2}]\n', lines
+assert int(speedups.stamp()) > 1_700_000_000_000
+"""
+
+
+def test_the_c_file_builds_and_works_on_every_python_installed_here(tmp_path):
+    """mldash supports Python 3.10+; the C API moves between versions (3.13 made some
+    macros functions), so build the speed-ups for each interpreter found (on PATH, or
+    installed by pyenv)."""
+    import shutil
+    import subprocess
+    import sys
+
+    source = Path(__file__).resolve().parents[1] / "mldash" / "_speedups.c"
+    compiler = shutil.which("cc") or shutil.which("gcc")
+    pyenv = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv")) / "versions"
+    found = [shutil.which(f"python3.{minor}") for minor in range(10, 15)]
+    found += sorted(str(p) for p in pyenv.glob("3.1[0-9]*/bin/python3"))
+    pythons = [p for p in found if p]
+    if compiler is None or not pythons:
+        pytest.skip("no C compiler or no python3.1x on PATH")
+    checked = []
+    for python in pythons:
+        probe = subprocess.run(
+            [python, "-c", "import sys, sysconfig; print(sysconfig.get_paths()['include']); "
+             "print(sysconfig.get_config_var('EXT_SUFFIX')); print(sys.version_info[:2])"],
+            capture_output=True, text=True,
+        )
+        if probe.returncode != 0:
+            continue  # a pyenv shim for a version that is not installed
+        include, suffix, version = probe.stdout.splitlines()
+        if version in checked or not (Path(include) / "Python.h").exists():
+            continue
+        built = tmp_path / f"_speedups{suffix}"
+        subprocess.run(
+            [compiler, "-O1", "-shared", "-fPIC", "-Werror=implicit-function-declaration",
+             f"-I{include}", str(source), "-o", str(built)],
+            check=True, capture_output=True, text=True,
+        )
+        subprocess.run([python, "-c", SMOKE, str(built)], check=True, capture_output=True, text=True)
+        checked.append(version)
+    assert str(tuple(sys.version_info[:2])) in checked, (checked, pythons)
