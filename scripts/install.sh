@@ -4,9 +4,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 
-# Debian packages: Chromium for the dashboard tests, PostgreSQL 15 for the server tests.
+# Debian packages: Chromium for the dashboard tests, PostgreSQL 15 for the server tests,
+# a C compiler for mldash's speed-ups.
 need_apt=()
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
+command -v cc >/dev/null 2>&1 || need_apt+=(gcc)  # builds mldash/_speedups.c
 [ -x /usr/lib/postgresql/15/bin/pg_ctl ] || need_apt+=(postgresql-15)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
