@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from conftest import stop_process
 
 PG_BIN = Path(os.environ.get("MLDASH_PG_BIN", "/usr/lib/postgresql/15/bin"))
 PG_USER = "mldashpg"
@@ -106,12 +107,7 @@ class ServerProcess:
             self.proc.wait(10)
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.kill()
+        stop_process(self.proc)
 
     def restart(self, timeout: float = 30) -> "ServerProcess":
         """Start again on the same port and store (after kill() or stop())."""
@@ -264,12 +260,7 @@ class MotoS3:
         return name
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
+        stop_process(self.proc)
 
 
 def start_moto(timeout: float = 30) -> MotoS3:

@@ -11,6 +11,7 @@ import time
 
 import mldash
 import pytest
+from conftest import stop_process
 
 HOSTILE = "<img src=x onerror=alert(1)>"
 CHROMIUM = "/usr/bin/chromium"
@@ -87,13 +88,7 @@ class UiServer:
             raise RuntimeError("mldash ui did not print its URL:\n" + "".join(self.output))
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
 
 
 def launch_chromium(playwright):

@@ -39,3 +39,15 @@ def run_python(code: str, *args: str, cwd: Path | None = None, env: dict | None 
     if check and result.returncode != 0:
         raise AssertionError(f"exit {result.returncode}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}")
     return result
+
+
+def stop_process(proc: subprocess.Popen | None, timeout: float = 10) -> None:
+    """Ask a child process to stop (SIGTERM); kill it if it has not within ``timeout``."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout)
