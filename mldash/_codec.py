@@ -1,9 +1,11 @@
-"""JSON lines that keep NaN and ±inf while staying valid JSON.
+"""JSON lines that keep NaN, ±inf and big integers exactly while staying valid JSON.
 
-orjson writes non-finite floats as ``null``. A line that contains ``null`` is
-rare, so the fast path encodes as usual and only such lines are re-encoded with
-non-finite floats tagged as ``{"$float": "NaN" | "Infinity" | "-Infinity"}``.
-Decoding un-tags only lines whose bytes contain the tag.
+orjson writes non-finite floats as ``null`` and refuses integers past 64 bits
+(and JSON readers round them to floats). Both are rare, so the fast path encodes
+as usual and only such values are re-encoded tagged:
+``{"$float": "NaN" | "Infinity" | "-Infinity"}`` and ``{"$int": "<digits>"}``.
+Decoding un-tags only lines whose bytes contain a tag (raw ``{"$`` occurs in
+JSON only where an object's first key starts with "$").
 """
 
 from __future__ import annotations
@@ -15,8 +17,10 @@ import orjson
 
 OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
 TAG = "$float"
-_TAG_BYTES = b'"$float"'
+INT_TAG = "$int"
+_TAG_BYTES = b'{"$'
 _NAMES = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+_INT_MIN, _INT_MAX = -(2**63), 2**64 - 1  # what orjson writes as a number
 
 
 def scalar_default(value: Any) -> Any:
@@ -38,14 +42,20 @@ def _tag_float(value: float) -> Any:
     return value
 
 
-def tag_nonfinite(obj: Any) -> Any:
-    """Return ``obj`` with every non-finite float replaced by its tag."""
+def _tag_int(value: int) -> Any:
+    return value if _INT_MIN <= value <= _INT_MAX else {INT_TAG: str(value)}
+
+
+def tag_special(obj: Any) -> Any:
+    """Return ``obj`` with every non-finite float and big int replaced by its tag."""
     if isinstance(obj, float):
         return _tag_float(obj)
+    if isinstance(obj, int) and not isinstance(obj, bool):
+        return _tag_int(obj)
     if isinstance(obj, dict):
-        return {k: tag_nonfinite(v) for k, v in obj.items()}
+        return {k: tag_special(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [tag_nonfinite(v) for v in obj]
+        return [tag_special(v) for v in obj]
     if isinstance(obj, orjson.Fragment):
         # Log metadata arrives pre-encoded by dumps(), already tagged; orjson
         # gives no access to a Fragment's bytes (there is no .contents).
@@ -53,31 +63,41 @@ def tag_nonfinite(obj: Any) -> Any:
     item = getattr(obj, "item", None)
     if item is not None and getattr(obj, "ndim", 0) == 0:
         value = item()
-        return _tag_float(value) if isinstance(value, float) else value
+        return tag_special(value) if isinstance(value, (float, int)) else value
     return obj
 
 
-def dumps(obj: Any, default=scalar_default) -> bytes:
-    """Encode one JSON value, keeping non-finite floats."""
-    data = orjson.dumps(obj, default=default, option=OPTIONS)
+def _big_int(error: TypeError) -> bool:
+    return "64-bit" in str(error)
+
+
+def dumps(obj: Any, default=scalar_default, option: int = 0) -> bytes:
+    """Encode one JSON value, keeping non-finite floats and big ints."""
+    try:
+        data = orjson.dumps(obj, default=default, option=OPTIONS | option)
+    except TypeError as error:
+        if not _big_int(error):
+            raise
+        return orjson.dumps(tag_special(obj), default=default, option=OPTIONS | option)
     if b"null" in data:
-        data = orjson.dumps(tag_nonfinite(obj), default=default, option=OPTIONS)
+        data = orjson.dumps(tag_special(obj), default=default, option=OPTIONS | option)
     return data
 
 
 def dumps_line(obj: Any, default=scalar_default) -> bytes:
-    data = orjson.dumps(obj, default=default, option=OPTIONS | orjson.OPT_APPEND_NEWLINE)
-    if b"null" in data:
-        data = orjson.dumps(
-            tag_nonfinite(obj), default=default, option=OPTIONS | orjson.OPT_APPEND_NEWLINE
-        )
-    return data
+    return dumps(obj, default, orjson.OPT_APPEND_NEWLINE)
 
 
 def untag(obj: Any) -> Any:
     if isinstance(obj, dict):
-        if len(obj) == 1 and TAG in obj and obj[TAG] in _NAMES:
-            return _NAMES[obj[TAG]]
+        if len(obj) == 1:
+            if TAG in obj and obj[TAG] in _NAMES:
+                return _NAMES[obj[TAG]]
+            if INT_TAG in obj and isinstance(obj[INT_TAG], str):
+                try:
+                    return int(obj[INT_TAG])
+                except ValueError:
+                    pass
         return {k: untag(v) for k, v in obj.items()}
     if isinstance(obj, list):
         return [untag(v) for v in obj]

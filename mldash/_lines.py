@@ -106,6 +106,35 @@ def _group_lines(entries: list, starts: list[int]) -> list[bytes]:
     return data.splitlines(keepends=True)  # exact: JSON escapes every line break in text
 
 
+def split_points(entries: list) -> tuple[list[list], list[list]]:
+    """The entries cut into single points: (well-formed, malformed).
+
+    For a queue that failed to encode as a whole. A point is a ``bytes`` stamp,
+    a names tuple, then one value per name; values are never bytes or tuples,
+    so after a malformed stretch the next point starts at the next such pair.
+    """
+    good: list[list] = []
+    bad: list[list] = []
+    i, n = 0, len(entries)
+    while i < n:
+        names = entries[i + 1] if i + 1 < n else None
+        end = i + 2 + len(names) if names.__class__ is tuple else n + 1
+        if entries[i].__class__ is bytes and end <= n and (end == n or _starts_point(entries, end)):
+            good.append(entries[i:end])
+            i = end
+            continue
+        j = i + 1
+        while j < n and not _starts_point(entries, j):
+            j += 1
+        bad.append(entries[i:j])
+        i = j
+    return good, bad
+
+
+def _starts_point(entries: list, i: int) -> bool:
+    return entries[i].__class__ is bytes and i + 1 < len(entries) and entries[i + 1].__class__ is tuple
+
+
 def count_points(entries: list) -> int:
     """How many points the entries hold."""
     total, i, n = 0, 0, len(entries)
@@ -163,7 +192,7 @@ def _encode_column(values: list) -> "bytes | list[bytes]":
     """Plain numbers as one comma-separated ``bytes``, anything else value by value."""
     try:
         body = orjson.dumps(values, default=_codec.scalar_default, option=_COLUMN)[1:-1]
-    except Exception:  # e.g. an int past 64 bits: value by value
+    except Exception:  # e.g. an int past 64 bits (tagged): value by value
         return [_encode_value(v) for v in values]
     for marker in _NOT_PLAIN:
         if marker in body:
@@ -172,11 +201,8 @@ def _encode_column(values: list) -> "bytes | list[bytes]":
 
 
 def _encode_value(value) -> bytes:
-    """One value exactly: NaN and ±inf tagged, None as null, odd values kept as text."""
+    """One value exactly: NaN, ±inf and big ints tagged, None as null, odd values kept as text."""
     try:
         return _codec.dumps(value)
-    except Exception:  # an int past 64 bits, a tensor whose device is gone
-        try:
-            return orjson.dumps(float(value) if isinstance(value, int) else repr(value))
-        except Exception:
-            return orjson.dumps(repr(value))
+    except Exception:  # a tensor whose device is gone
+        return orjson.dumps(repr(value))

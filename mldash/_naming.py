@@ -1,35 +1,71 @@
-"""Validation of the names that become paths on disk and on the server."""
+"""The one checker of names: what may become a path on disk, a key on the server, a label.
+
+Every entry point uses these: the Experiment (prefix, project, folder, name,
+namespace, tags), metrics (series and field names), the server (the same
+names arriving over HTTP) and the dashboard. A name that passes can never
+leave its folder: no part is empty, "." or "..", none holds "/" or "\\", a
+control character (NUL, newline, ...) or text that is not valid Unicode, and
+none starts with "." (names with a leading dot are mldash's own files, such as
+lock files, and sync skips them).
+"""
 
 from __future__ import annotations
 
 import os
+import re
 import time
+from typing import Any
 
 MAX_PART = 200
 MAX_NAME = 1000
 # Files that live beside the folders a metric name creates.
 RESERVED = {"data.jsonl", "data.idx", "data.lock"}
+DEFAULT_NAMESPACE = "default"
+_NAMESPACE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,99}")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
-def check_part(part: str, what: str) -> str:
-    if not isinstance(part, str):
-        raise TypeError(f"{what} must be a str, not {type(part).__name__}")
-    if not part or not part.strip():
+def check_unicode(text: str, what: str) -> None:
+    """A lone surrogate (from bad decoding) cannot be stored as JSON or UTF-8: refuse it."""
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as error:
+            raise ValueError(
+                f"{what} is not valid Unicode ({error.reason} at position {error.start}): {text[:80]!r}"
+            ) from None
+
+
+def check_label(label: Any, what: str) -> str:
+    """A name that is not a path (a tag, a metric field name): text without control
+    characters, at most MAX_PART characters."""
+    if not isinstance(label, str):
+        raise TypeError(f"{what} must be a str, not {type(label).__name__}")
+    if not label or not label.strip():
         raise ValueError(f"{what} must not be empty")
+    if len(label) > MAX_PART:
+        raise ValueError(f"{what} is {len(label)} characters long; at most {MAX_PART} are allowed")
+    if _CONTROL.search(label):
+        raise ValueError(f"{what} {label!r} contains a control character (NUL, newline, ...)")
+    check_unicode(label, what)
+    return label
+
+
+def check_part(part: Any, what: str) -> str:
+    """One folder's name: a label that also cannot leave its folder or hide."""
+    check_label(part, what)
     if part in (".", ".."):
         raise ValueError(f"{what} {part!r} is not allowed: it would leave its folder")
-    if "\\" in part or any(ord(c) < 32 or ord(c) == 127 for c in part):
-        raise ValueError(
-            f"{what} {part!r} contains a backslash or a control character (NUL, newline, ...)"
-        )
-    if len(part) > MAX_PART:
-        raise ValueError(f"{what} is {len(part)} characters long; at most {MAX_PART} are allowed")
+    if "/" in part or "\\" in part:
+        raise ValueError(f"{what} {part!r} must not contain '/' or '\\' (it is one folder's name)")
+    if part.startswith("."):
+        raise ValueError(f"{what} {part!r} must not start with '.' (such names are mldash's own files)")
     if part != part.strip():
         raise ValueError(f"{what} {part!r} must not start or end with white space")
     return part
 
 
-def split_path(name: str, what: str) -> list[str]:
+def split_path(name: Any, what: str) -> list[str]:
     """Split a "/"-separated name into checked parts.
 
     >>> split_path("train/loss", "metric name")
@@ -49,12 +85,31 @@ def split_path(name: str, what: str) -> list[str]:
     return parts
 
 
-def metric_parts(name: str) -> list[str]:
+def metric_parts(name: Any) -> list[str]:
     parts = split_path(name, "metric name")
     for part in parts:
         if part in RESERVED:
             raise ValueError(f"metric name {name!r} uses the reserved file name {part!r}")
     return parts
+
+
+def check_field_name(name: Any) -> str:
+    """A metric point's field name (``value`` in ``append(value=1)``)."""
+    return check_label(name, "metric field name")
+
+
+def check_namespace(namespace: Any) -> str:
+    """A server namespace: 1-100 letters, digits, '.', '_' or '-', not starting with '.' or '-'."""
+    if namespace is None:
+        return DEFAULT_NAMESPACE
+    if not isinstance(namespace, str):
+        raise TypeError(f"namespace must be a str, not {type(namespace).__name__}")
+    if not _NAMESPACE.fullmatch(namespace):
+        raise ValueError(
+            "namespace must be 1-100 letters, digits, '.', '_' or '-', starting with a letter, "
+            f"digit or '_', got {namespace[:120]!r}"
+        )
+    return namespace
 
 
 def default_name() -> str:

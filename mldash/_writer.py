@@ -6,19 +6,25 @@ encodes on its own thread (so a CUDA scalar is read here, not in the training
 loop) and appends each series in one locked ``write``.
 
 A failed write keeps its batch for the next try and hands the error to the
-caller's next call; nothing accepted is dropped.
+caller's next call; nothing accepted is dropped. When the disk still fails at
+``finish()``, ``rescue()`` writes everything kept to a folder elsewhere. A
+point that cannot be encoded at all (a bug, never user input: that is checked
+at the call) is set aside and reported in the run's log; the rest is written.
 """
 
 from __future__ import annotations
 
 import os
+import tempfile
 import threading
 import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
+import orjson
+
 from . import _codec
-from ._lines import Lines, count_points, encode_entries
+from ._lines import Lines, count_points, encode_entries, split_points
 from ._series import SeriesFile
 
 if TYPE_CHECKING:
@@ -28,16 +34,38 @@ class StorageError(RuntimeError):
     """Points or logs that were accepted could not be written (yet).
 
     They are kept in memory and retried; this error says so at the next call.
+    Raised by ``finish()``, ``saved_to`` is the rescue folder that holds them
+    (None: still in memory, call ``finish()`` again).
     """
+
+    def __init__(self, message: str, saved_to: str | None = None) -> None:
+        super().__init__(message)
+        self.saved_to = saved_to
+
+
+RESCUE_ENV = "MLDASH_RESCUE_DIR"
 
 
 def _encode_record(record: dict) -> bytes:
-    """A log or checkpoint line; a value that will not encode is kept as its repr
-    rather than holding back every record after it."""
+    """A log or checkpoint line. The API checks what it accepts, so this cannot
+    fail for a user's value; should it fail anyway, the record keeps its index,
+    time and level (readers rely on them) and the rest is kept as text, rather
+    than holding back every record after it."""
     try:
         return _codec.dumps_line(record)
-    except Exception:
-        return _codec.dumps_line({k: v if k == "index" else repr(v) for k, v in record.items()})
+    except Exception as error:
+        kept = {k: record[k] for k in ("index", "timestamp", "level") if k in record}
+        kept["message"] = repr(record.get("message", record.get("path")))
+        kept["metadata"] = {"mldash_error": f"could not be stored as JSON: {error}", "repr": repr(record)[:10_000]}
+        return _codec.dumps_line(kept)
+
+
+def rescue_folders() -> list[str]:
+    """Where ``rescue()`` tries to write, in order: $MLDASH_RESCUE_DIR, the temp
+    folder, ~/.cache/mldash/rescue, the working directory."""
+    home = os.path.join(os.path.expanduser("~"), ".cache", "mldash", "rescue")
+    found = [os.environ.get(RESCUE_ENV), tempfile.gettempdir(), home, os.getcwd()]
+    return list(dict.fromkeys(f for f in found if f))
 
 
 def pack_lines(lines: list[bytes], first: int) -> Lines:
@@ -137,35 +165,84 @@ class Writer:
         for f in self._files.values():
             f.close()
 
+    def retry(self) -> None:
+        """One more write of everything kept, on the caller's thread (the writer
+        thread has stopped): for a ``finish()`` called again after a failure."""
+        try:
+            self._drain()
+            for f in self._files.values():
+                f.sync()
+            self.error = None
+        except Exception as error:
+            self.error = error
+
+    def _keep_queued(self) -> None:
+        """Move what is still queued into the retry lists (the writer has stopped)."""
+        for metric in list(self.exp._metrics.values()):
+            entries = metric._take()
+            if entries:
+                self._retry[metric._folder] = self._retry.get(metric._folder, []) + entries
+        while self.logs:
+            self._retry_logs.append(self.logs.popleft())
+        while self.extra:
+            self._retry_extra.append(self.extra.popleft())
+
     def rescue(self) -> str | None:
         """Write what could not be stored to a fresh folder elsewhere; return it.
 
         Used by finish() when the run's own disk keeps failing, so the process can
-        exit without taking accepted points with it. Same layout as the run.
+        exit without taking accepted points with it. The folder has the run's
+        layout (each data.jsonl holds the lines that follow the run's own, in
+        order) and a RESCUE.json saying whose they are. Tries each of
+        ``rescue_folders()``; when none can hold it all, returns None and keeps
+        everything in memory for another ``retry()``.
         """
+        self._keep_queued()
         if not (self._retry or self._retry_logs or self._retry_extra):
             return None
-        import tempfile
+        files = self._rescue_files()
+        manifest = _codec.dumps({
+            "prefix": self.exp.prefix, "path": self.exp.path, "time": time.time(),
+            "reason": str(self.error), "files": sorted(files),
+        })
+        for base in rescue_folders():
+            target = None
+            try:
+                os.makedirs(base, exist_ok=True)
+                target = tempfile.mkdtemp(prefix=f"mldash-rescue-{self.exp.name[:60]}-", dir=base)
+                for rel, data in files.items():
+                    os.makedirs(os.path.dirname(os.path.join(target, rel)), exist_ok=True)
+                    with open(os.path.join(target, rel), "wb") as f:
+                        f.write(data)
+                        f.flush()
+                        os.fsync(f.fileno())
+                with open(os.path.join(target, "RESCUE.json"), "wb") as f:
+                    f.write(manifest)
+                    os.fsync(f.fileno())
+            except OSError:
+                if target is not None:
+                    _remove_tree(target)
+                continue
+            self._retry, self._retry_logs, self._retry_extra = {}, [], []
+            return target
+        return None
 
-        target = tempfile.mkdtemp(prefix="mldash-rescue-")
+    def _rescue_files(self) -> dict[str, bytes]:
+        files: dict[str, bytes] = {}
+
+        def add(rel: str, data: bytes) -> None:
+            files[rel] = files.get(rel, b"") + data
+
         for folder, entries in self._retry.items():
             rel = os.path.relpath(folder, self.exp.path)
-            os.makedirs(os.path.join(target, rel), exist_ok=True)
-            with open(os.path.join(target, rel, "data.jsonl"), "ab") as f:
-                f.write(b"".join(encode_entries(entries, 0).chunks))
-        if self._retry_logs:
-            os.makedirs(os.path.join(target, "logs"), exist_ok=True)
-            with open(os.path.join(target, "logs", "logs.jsonl"), "ab") as f:
-                for t, level, message, metadata in self._retry_logs:
-                    f.write(_codec.dumps_line(
-                        {"timestamp": t, "level": level, "message": message, "metadata": metadata}
-                    ))
+            add(os.path.join(rel, "data.jsonl"), b"".join(encode_entries(entries, 0).chunks))
+        for t, level, message, metadata in self._retry_logs:
+            add(os.path.join("logs", "logs.jsonl"), _encode_record(
+                {"timestamp": t, "level": level, "message": message, "metadata": metadata}
+            ))
         for (folder, stem), record in self._retry_extra:
-            rel = os.path.relpath(folder, self.exp.path)
-            os.makedirs(os.path.join(target, rel), exist_ok=True)
-            with open(os.path.join(target, rel, stem + ".jsonl"), "ab") as f:
-                f.write(_codec.dumps_line(record))
-        return target
+            add(os.path.join(os.path.relpath(folder, self.exp.path), stem + ".jsonl"), _encode_record(record))
+        return files
 
     # ---- the writer thread --------------------------------------------------
     def _run(self) -> None:
@@ -178,10 +255,16 @@ class Writer:
             with self._cond:
                 seq, sync = self._flush_seq, self._sync_seq
             try:
+                start_error = None
                 if self._on_start is not None:
-                    self._on_start()  # retried each cycle until it succeeds
-                    self._on_start = None
+                    try:
+                        self._on_start()  # retried each cycle until it succeeds
+                        self._on_start = None
+                    except OSError as error:
+                        start_error = error  # the data is written all the same, first
                 self._drain()
+                if start_error is not None:
+                    raise start_error
                 if sync > self._done_seq:
                     for f in self._files.values():
                         f.sync()
@@ -243,9 +326,34 @@ class Writer:
             # Encoded under the file lock: where the STRIDE marks fall depends on
             # the first index, which another process may have moved.
             self._append(key, "data", lambda first: encode_entries(entries, first))
-        except BaseException:  # whatever failed, the entries stay for the next try
+        except OSError:  # the entries stay for the next try
             self._retry[key] = entries
             raise
+        except Exception as error:  # a point that cannot be encoded: set it aside
+            kept, bad = self._salvage(metric.name, entries, error)
+            self._retry[key] = kept
+            if not bad:
+                raise  # no point's fault: all are kept, and the error reported
+            if kept:
+                self._drain_metric(metric)
+
+    def _salvage(self, name: str, entries: list, error: Exception) -> tuple[list, list]:
+        """(the entries that encode, the points that do not); each of those is
+        reported as a warning in the run's log, with its repr."""
+        good, bad = split_points(entries)
+        kept: list = []
+        for point in good:
+            try:
+                encode_entries(point, 0)
+            except Exception:
+                bad.append(point)
+            else:
+                kept += point
+        for point in bad:
+            metadata = _codec.dumps({"series": name, "point": repr(point)[:10_000]}, default=repr)
+            self.logs.append((time.time(), "warn", f"mldash could not store a point of series {name!r}: {error}",
+                              orjson.Fragment(metadata)))
+        return kept, bad
 
     def _drain_logs(self) -> None:
         n = len(self.logs)
@@ -296,3 +404,9 @@ class Writer:
                 failed = e
         if failed is not None:
             raise failed
+
+
+def _remove_tree(path: str) -> None:
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)

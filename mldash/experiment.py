@@ -13,17 +13,25 @@ from typing import Any, Iterable
 import orjson
 
 from . import _codec, _lifecycle
+from ._checks import (
+    CANCELLED,
+    COMPLETED,
+    FAILED,
+    LEVELS,
+    MAX_RECORD,
+    RUNNING,
+    STATUSES,
+    check_json,
+    check_level,
+    check_status,
+    check_text,
+)
 from ._environment import git_info, process_info
-from ._naming import check_part, default_name, split_path
+from ._naming import check_label, check_namespace, check_part, default_name, split_path
 from ._series import SeriesReader
-from ._writer import StorageError, Writer
+from ._writer import RESCUE_ENV, StorageError, Writer, rescue_folders
 from .metrics import Metric, _check_range
 from .params import Params, read_document, update_document
-
-RUNNING, COMPLETED, FAILED, CANCELLED = "RUNNING", "COMPLETED", "FAILED", "CANCELLED"
-STATUSES = (RUNNING, COMPLETED, FAILED, CANCELLED)
-LEVELS = ("debug", "info", "warn", "error", "fatal")
-_LEVEL_SET = frozenset(LEVELS)
 
 META_FILE = "experiment.json"
 # Queue entries (see _queue.py; a {value, step} point is 4): wake the writer at
@@ -32,9 +40,43 @@ _TRIGGER = 40_000
 _MAX_PENDING = 800_000
 
 
-def _env_float(name: str, default: float) -> float:
-    value = os.environ.get(name)
-    return float(value) if value else default
+MAX_FLUSH_INTERVAL = 3600.0
+
+
+def _flush_interval(value: Any) -> float:
+    """Seconds between the writer's timed flushes: a finite number in (0, 3600]."""
+    what = "flush_interval"
+    if value is None:
+        text = os.environ.get("MLDASH_FLUSH_INTERVAL")
+        if not text:
+            return 0.5
+        what = "$MLDASH_FLUSH_INTERVAL"
+        try:
+            value = float(text)
+        except ValueError:
+            raise ValueError(f"{what} must be a number of seconds, got {text!r}") from None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{what} must be a number of seconds, not {type(value).__name__}")
+    if not (0 < value <= MAX_FLUSH_INTERVAL):  # also refuses NaN
+        raise ValueError(f"{what} must be > 0 and at most {MAX_FLUSH_INTERVAL:g} seconds, got {value!r}")
+    return float(value)
+
+
+def _optional_str(value: Any, what: str) -> str | None:
+    if value is not None and not isinstance(value, str):
+        raise TypeError(f"{what} must be a str or None, not {type(value).__name__}")
+    return value
+
+
+def _check_remote(url: Any) -> str | None:
+    url = _optional_str(url, "remote")
+    if url and not url.startswith(("http://", "https://")):
+        raise ValueError(f"remote must be an http:// or https:// URL, got {url[:200]!r}")
+    if url:
+        check_text(url, "remote", nul=False)
+        if any(c.isspace() for c in url):
+            raise ValueError(f"remote must be a URL without white space, got {url[:200]!r}")
+    return url or None
 
 
 class Experiment:
@@ -86,21 +128,26 @@ class Experiment:
         self.project: str = check_part(project or os.environ.get("MLDASH_PROJECT") or "default", "project")
         self.name: str = check_part(name, "name") if name is not None else default_name()
         self.folder: str | None = "/".join(folder_parts) or None
-        self.namespace = check_part(namespace, "namespace") if namespace else None
+        self.namespace = check_namespace(namespace) if namespace is not None else None
         self.prefix = "/".join([self.project, *folder_parts, self.name])
-        self.root = os.path.abspath(os.fspath(root or os.environ.get("MLDASH_ROOT") or ".mldash"))
+        if root is not None and not isinstance(root, (str, os.PathLike)):
+            raise TypeError(f"root must be a path (str or os.PathLike), not {type(root).__name__}")
+        root = os.fspath(root or os.environ.get("MLDASH_ROOT") or ".mldash")
+        if "\x00" in root:
+            raise ValueError(f"root {root!r} contains a NUL character")
+        self.root = os.path.abspath(root)
         self.path = os.path.join(self.root, self.project, *folder_parts, self.name)
-        self.remote = remote if remote is not None else os.environ.get("MLDASH_URL") or None
-        self.token = token if token is not None else os.environ.get("MLDASH_TOKEN") or None
-        self.description = description
+        self.remote = _check_remote(remote if remote is not None else os.environ.get("MLDASH_URL") or None)
+        self.token = _optional_str(token if token is not None else os.environ.get("MLDASH_TOKEN") or None, "token")
+        if self.token is not None and (not self.token.isprintable() or not self.token.isascii() or " " in self.token):
+            raise ValueError("token must be printable ASCII without spaces (as `mldash token create` prints it)")
+        self.description = _optional_str(description, "description")
+        if description is not None:
+            check_text(description, "description", nul=False)
         if isinstance(tags, str):
             raise TypeError("tags must be a list of strings, not one string")
-        self.tags = [check_part(t, "tag") for t in tags] if tags is not None else None
-        self.flush_interval = (
-            flush_interval if flush_interval is not None else _env_float("MLDASH_FLUSH_INTERVAL", 0.5)
-        )
-        if self.flush_interval <= 0:
-            raise ValueError("flush_interval must be > 0 seconds")
+        self.tags = [check_label(t, "tag") for t in tags] if tags is not None else None
+        self.flush_interval = _flush_interval(flush_interval)
         self.params = Params(self)
         self.summary = Params(self, "summary.json")
         self._metrics: dict[str, Metric] = {}
@@ -109,6 +156,7 @@ class Experiment:
         self._status: str | None = None
         self._failure: str | None = None
         self._writer: Writer | None = None
+        self._stranded: Writer | None = None  # a finished run's writer still holding data
         self._uploader = None
         self._remote_client = None
         self._forked = False
@@ -254,43 +302,81 @@ class Experiment:
 
     def finish(self, status: str | None = None) -> None:
         """Flush, close and record the final status (default COMPLETED, or FAILED
-        / CANCELLED when an error or a signal was recorded)."""
-        if status is not None and status not in STATUSES:
-            raise ValueError(f"status must be one of {', '.join(STATUSES)}, not {status!r}")
+        / CANCELLED when an error or a signal was recorded).
+
+        The data is written first. When the disk refuses it (full, read-only),
+        everything accepted is saved to a rescue folder elsewhere (see
+        docs/failures.md) or, when no place can hold it, kept in memory for
+        another ``finish()``; either way StorageError says where it is.
+        """
+        if status is not None:
+            check_status(status)
         with self._lock:
-            if self._status != RUNNING:
-                return
-            final = status or self._failure or COMPLETED
-            self._disarm_triggers()
-            writer = self._writer
-            writer.close()
-            if self._forked:
-                self._status = None
+            writer = self._stranded
+            if writer is not None:
+                writer.retry()  # a finish() after a failed one: try the run's own disk again
+                final = self._status
+            else:
+                if self._status != RUNNING:
+                    return
+                final = status or self._failure or COMPLETED
+                self._disarm_triggers()
+                writer = self._writer
+                writer.close()
+                if self._forked:
+                    self._status = None
+                    _lifecycle.unregister(self)
+                    return
+                self._status = final
                 _lifecycle.unregister(self)
-                return
-            self._status = final
-            _lifecycle.unregister(self)
-            now = time.time()
-
-            def ended(meta: dict) -> dict:
-                started = meta.get("resumed_at") or meta.get("started_at") or now
-                duration = (meta.get("duration") or 0) + (now - started)
-                return {"status": final, "finished_at": now, "updated_at": now, "duration": duration}
-
-            self._update_meta(ended)
+            self._stranded = None
+            lost = saved = None
+            if writer.error is not None:
+                lost, saved = self._save_elsewhere(writer)
+            meta_error = self._record_end(final)
             uploader, self._uploader = self._uploader, None
             if uploader is not None:
                 uploader.close()
-            if writer.error is not None:
-                try:
-                    saved = writer.rescue()
-                    where = f"; they were saved to {saved} instead" if saved else ""
-                except OSError as error:
-                    where = f"; saving them elsewhere failed too ({error})"
+            if lost is not None:
+                raise StorageError(lost, saved) from writer.error
+            if meta_error is not None:
                 raise StorageError(
-                    f"mldash could not write {writer.pending()} accepted records to {self.path}: "
-                    f"{writer.error}{where}"
-                ) from writer.error
+                    f"mldash wrote all data of {self.prefix} but could not record its status "
+                    f"{final} in {os.path.join(self.path, META_FILE)}: {meta_error}"
+                ) from meta_error
+
+    def _save_elsewhere(self, writer: Writer) -> tuple[str, str | None]:
+        """Rescue what the run's disk refused: (the message that says where it went, the folder)."""
+        count, error = writer.pending(), writer.error
+        try:
+            saved = writer.rescue()
+        except Exception as rescue_error:  # never lose the data to a bug in the rescue
+            saved, error = None, f"{error}; the rescue failed too: {rescue_error}"
+        if saved is not None:
+            return (
+                f"mldash could not write {count} accepted records to {self.path}: {error}. "
+                f"They were saved to {saved} instead (see RESCUE.json there)."
+            ), saved
+        self._stranded = writer
+        return (
+            f"mldash could not write {count} accepted records to {self.path}: {error}, and no rescue "
+            f"folder could hold them either (tried {', '.join(rescue_folders())}; set ${RESCUE_ENV} "
+            "to another disk). They are kept in memory: free some space and call finish() again."
+        ), None
+
+    def _record_end(self, final: str) -> OSError | None:
+        now = time.time()
+
+        def ended(meta: dict) -> dict:
+            started = meta.get("resumed_at") or meta.get("started_at") or now
+            duration = (meta.get("duration") or 0) + (now - started)
+            return {"status": final, "finished_at": now, "updated_at": now, "duration": duration}
+
+        try:
+            self._update_meta(ended)
+        except OSError as error:
+            return error
+        return None
 
     def _after_fork(self) -> None:
         self._lock = threading.RLock()  # another thread may have held it at fork time
@@ -384,17 +470,14 @@ class Experiment:
 
         >>> exp.log("Epoch completed", metadata={"epoch": 5, "val_loss": 0.4})  # doctest: +SKIP
         """
-        if level not in _LEVEL_SET:
-            raise ValueError(f"unknown log level {level!r}; use one of {', '.join(LEVELS)}")
+        check_level(level)
         if not isinstance(message, str):
             message = str(message)
+        check_text(message, "log message")
         if metadata is not None:
             if not isinstance(metadata, dict):
                 raise TypeError(f"log metadata must be a dict, not {type(metadata).__name__}")
-            try:
-                metadata = orjson.Fragment(_codec.dumps(metadata, default=_metadata_default))
-            except TypeError as error:
-                raise TypeError(f"log metadata cannot be stored: {error}") from None
+            metadata = orjson.Fragment(_storable(metadata, "log metadata"))
         if self._status != RUNNING:
             self._ensure_started()
         writer = self._writer
@@ -408,8 +491,8 @@ class Experiment:
         ``level`` keeps records at that level or above.
         """
         _check_range(start_index, limit)
-        if level is not None and level not in _LEVEL_SET:
-            raise ValueError(f"unknown log level {level!r}; use one of {', '.join(LEVELS)}")
+        if level is not None:
+            check_level(level)
         self._before_read()
         folder = os.path.join(self.path, "logs")
         if not os.path.exists(folder) and self._remote_reader() is not None:
@@ -421,8 +504,16 @@ class Experiment:
 
         >>> exp.checkpoint("ckpt/epoch=3.ckpt", step=300, score=0.41, is_best=True)  # doctest: +SKIP
         """
-        record = {"timestamp": _now(), "path": os.fspath(path), "step": step}
-        record.update({k: _metadata_default(v) if not _plain(v) else v for k, v in info.items()})
+        path = os.fspath(path)
+        if not isinstance(path, str):
+            raise TypeError(f"checkpoint path must be a str or os.PathLike of str, not {type(path).__name__}")
+        check_text(path, "checkpoint path", nul=False)
+        if step is not None and (step.__class__ is bool or not isinstance(step, int) or step < 0):
+            raise TypeError(f"checkpoint step must be an int >= 0 or None, got {step!r}")
+        record = {"timestamp": _now(), "path": path, "step": step}
+        record.update(info)
+        # Parsed back so the record stored is plain JSON (it is kept in experiment.json too).
+        record = _codec.loads(_storable(record, "checkpoint record", nul=False))
         if self._status != RUNNING:
             self._ensure_started()
         folder = os.path.join(self.path, "checkpoints")
@@ -468,15 +559,25 @@ class Experiment:
         return f"Experiment({self.prefix!r}, status={self.status!r}, path={self.path!r})"
 
 
-def _plain(value: Any) -> bool:
-    return value is None or isinstance(value, (bool, int, float, str, list, dict))
-
-
 def _metadata_default(value: Any) -> Any:
     """Make numpy/torch values, paths and other objects storable in metadata."""
     from .params import to_json_value
 
     return to_json_value(value)
+
+
+def _storable(value: dict, what: str, nul: bool = True) -> bytes:
+    """``value`` encoded as stored, or a clear error at the call (bad text, too deep, too big)."""
+    try:
+        data = _codec.dumps(value, default=_metadata_default)
+    except TypeError as error:
+        check_json(value, what, nul=nul, strict=False)  # the precise reason, where it is the text or depth
+        raise TypeError(f"{what} cannot be stored: {error}") from None
+    if len(data) > MAX_RECORD:
+        raise ValueError(f"{what} is {len(data):,} bytes as JSON; at most {MAX_RECORD:,} are allowed")
+    if not nul and b"\\u0000" in data:
+        check_json(_codec.loads(data), what, nul=False)  # exact: the bytes may be an escaped backslash
+    return data
 
 
 def read_log_records(folder: str, start_index: int = 0, limit: int = 1000, level: str | None = None) -> dict:

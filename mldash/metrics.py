@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING, Any, Iterable
 import orjson
 
 from . import _codec
-from ._naming import metric_parts
+from ._checks import MAX_TEXT, check_text
+from ._naming import check_field_name, metric_parts
 from ._native import speedups
 from ._queue import PLAIN
 from ._series import SeriesReader
@@ -29,13 +30,10 @@ def coerce_value(key: Any, value: Any) -> Any:
     A tensor on an accelerator is cloned, not read: ``.item()`` would wait for
     the device, so the writer thread reads it later.
     """
-    if not isinstance(key, str):
-        raise TypeError(f"metric field names must be str, not {type(key).__name__} ({key!r})")
-    _check_text(key, key, "name")
+    check_field_name(key)
     cls = value.__class__
     if cls is str:
-        _check_text(key, value, "text")
-        return value
+        return check_text(value, f"field {key!r}")
     if cls in PLAIN:
         return value
     if isinstance(value, (bool, int, float, str)):  # subclasses such as np.float64
@@ -63,20 +61,14 @@ def coerce_value(key: Any, value: Any) -> Any:
     )
 
 
-def _check_text(key: str, text: str, what: str) -> None:
-    """Text that JSON cannot hold (a lone surrogate from bad decoding) fails here,
-    not later on the writer thread."""
-    if not text.isascii():
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError as error:
-            raise ValueError(
-                f"field {key!r}: the {what} is not valid Unicode ({error.reason} at position {error.start})"
-            ) from None
-
-
 def _coerce_fields(fields: dict) -> dict:
-    return {k: coerce_value(k, v) for k, v in fields.items()}
+    """Checked fields: text that JSON cannot hold (a lone surrogate) or too much of
+    it fails here, at the call, not later on the writer thread or the server."""
+    checked = {k: coerce_value(k, v) for k, v in fields.items()}
+    text = sum(len(v) for v in checked.values() if v.__class__ is str)
+    if text > MAX_TEXT:
+        raise ValueError(f"a point holds {text:,} characters of text; at most {MAX_TEXT:,} are allowed")
+    return checked
 
 
 def _check_batch(points: list) -> list[dict]:

@@ -6,7 +6,6 @@ import dataclasses
 import datetime as _dt
 import enum
 import fcntl
-import math
 import os
 import pathlib
 import threading
@@ -15,6 +14,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Iterator
 
 from . import _codec
+from ._checks import MAX_DEPTH, MAX_DOCUMENT, check_document
 
 if TYPE_CHECKING:
     from .experiment import Experiment
@@ -83,7 +83,7 @@ def to_json_value(value: Any, _depth: int = 0) -> Any:
     if value is None or isinstance(value, (bool, str)):
         return value
     if isinstance(value, int):
-        return value if -(2**63) <= value < 2**64 else str(value)
+        return int(value)  # any size: the codec stores big ints exactly
     if isinstance(value, float):
         return float(value)
     if _depth > 20:
@@ -123,14 +123,16 @@ def to_json_value(value: Any, _depth: int = 0) -> Any:
     return str(value)
 
 
-def flatten(values: dict, prefix: str = "", out: dict | None = None) -> dict:
+def flatten(values: dict, prefix: str = "", out: dict | None = None, _depth: int = 0) -> dict:
     """``{"model": {"lr": 1}}`` -> ``{"model.lr": 1}``; config objects nest too."""
     out = {} if out is None else out
+    if _depth >= MAX_DEPTH:
+        raise ValueError(f"parameters nest more than {MAX_DEPTH} levels deep (at {prefix[:200]!r})")
     for key, value in values.items():
         name = f"{prefix}{key}"
         nested = _as_nested(value)
         if nested is not None and nested:
-            flatten(nested, name + SEPARATOR, out)
+            flatten(nested, name + SEPARATOR, out, _depth + 1)
         else:
             out[name] = to_json_value(value) if nested is None else {}
     return out
@@ -210,16 +212,23 @@ def write_atomic(path: str, data: bytes) -> None:
         raise
 
 
-def update_document(path: str, changes) -> dict:
+def update_document(path: str, changes, max_bytes: int | None = None, what: str = "document") -> dict:
     """Merge ``changes`` into the JSON document at ``path``, atomically.
 
     ``changes`` is a dict, or a function of the current document returning one
-    (for updates that depend on what another process wrote).
+    (for updates that depend on what another process wrote). With ``max_bytes``,
+    a merge that would make the document larger is refused (ValueError), and
+    the document stays as it was.
     """
     with locked(path):
         document = read_document(path)
         document.update(changes(document) if callable(changes) else changes)
-        write_atomic(path, _codec.dumps(document, default=str))
+        data = _codec.dumps(document, default=str)
+        if max_bytes is not None and len(data) > max_bytes:
+            raise ValueError(
+                f"the {what} document would be {len(data):,} bytes as JSON; at most {max_bytes:,} are allowed"
+            )
+        write_atomic(path, data)
         return document
 
 
@@ -229,6 +238,7 @@ class Params:
     def __init__(self, exp: "Experiment", filename: str = "parameters/parameters.json") -> None:
         self._exp = exp
         self._filename = filename
+        self._what = "summary" if filename == "summary.json" else "parameter"
 
     @property
     def _path(self) -> str:
@@ -245,14 +255,11 @@ class Params:
         for obj in objects:
             flatten(to_mapping(obj), out=flat)
         flatten(values, out=flat)
-        for key in flat:
-            if not key:
-                raise ValueError("parameter names must not be empty")
         if not flat:
             return
-        _check_storable(flat)
+        check_document(flat, self._what)
         self._exp._ensure_started()
-        update_document(self._path, flat)
+        update_document(self._path, flat, max_bytes=MAX_DOCUMENT, what=self._what)
         self._exp._on_document_changed(self._filename, flat)
 
     def get(self, flatten: bool = True) -> dict:
@@ -265,12 +272,3 @@ class Params:
                 flat = remote.read_document(self._filename)
         return flat if flatten else unflatten(flat)
 
-
-def _check_storable(flat: dict) -> None:
-    for key, value in flat.items():
-        if isinstance(value, float) and not math.isfinite(value):
-            continue  # kept by the codec
-        try:
-            _codec.dumps(value, default=None)
-        except TypeError as error:
-            raise TypeError(f"parameter {key!r} cannot be stored: {error}") from None

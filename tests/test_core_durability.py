@@ -113,7 +113,8 @@ def test_finish_reports_records_it_could_not_write(root):
     exp.metrics("loss").append(v=1)
     with pytest.raises(mldash.StorageError, match="could not write 1 accepted records") as caught:
         exp.finish()
-    rescued = Path(str(caught.value).split("saved to ")[1].split(" instead")[0])
+    rescued = Path(caught.value.saved_to)
+    assert str(rescued) in str(caught.value)
     line = (rescued / "metrics" / "loss" / "data.jsonl").read_bytes()
     assert json.loads(line)[1] == {"v": 1}
 

@@ -143,7 +143,7 @@ def test_bad_batches_fail_at_the_call(exp):
         exp.metrics("loss").append_batch({"value": 1})
     with pytest.raises(TypeError, match="must be dicts"):
         exp.metrics("loss").append_batch([1, 2])
-    with pytest.raises(TypeError, match="names must be str"):
+    with pytest.raises(TypeError, match="field name must be a str"):
         exp.metrics("loss").append_batch([{1: 2}])
     with pytest.raises(ValueError, match="at least one field"):
         exp.metrics("loss").append()
