@@ -125,7 +125,9 @@ class Experiment:
             project = prefix_project or project
             name = prefix_name
             folder_parts = prefix_folder or folder_parts
-        self.project: str = check_part(project or os.environ.get("MLDASH_PROJECT") or "default", "project")
+        if project is None:
+            project = os.environ.get("MLDASH_PROJECT") or "default"
+        self.project: str = check_part(project, "project")
         self.name: str = check_part(name, "name") if name is not None else default_name()
         self.folder: str | None = "/".join(folder_parts) or None
         self.namespace = check_namespace(namespace) if namespace is not None else None
@@ -568,15 +570,13 @@ def _metadata_default(value: Any) -> Any:
 
 def _storable(value: dict, what: str, nul: bool = True) -> bytes:
     """``value`` encoded as stored, or a clear error at the call (bad text, too deep, too big)."""
+    check_json(value, what, nul=nul, strict=False)  # text and depth; the encoder converts the rest
     try:
         data = _codec.dumps(value, default=_metadata_default)
     except TypeError as error:
-        check_json(value, what, nul=nul, strict=False)  # the precise reason, where it is the text or depth
         raise TypeError(f"{what} cannot be stored: {error}") from None
     if len(data) > MAX_RECORD:
         raise ValueError(f"{what} is {len(data):,} bytes as JSON; at most {MAX_RECORD:,} are allowed")
-    if not nul and b"\\u0000" in data:
-        check_json(_codec.loads(data), what, nul=False)  # exact: the bytes may be an escaped backslash
     return data
 
 

@@ -1,0 +1,127 @@
+"""A full or read-only disk under a run: nothing accepted is lost at finish().
+
+The data is written first; what the disk refuses goes to a rescue folder the
+error names (StorageError.saved_to) or, when no place can hold it, stays in
+memory until another finish() succeeds. Uses real mounts (a small tmpfs, a
+read-only bind mount), so these tests need root; elsewhere they are skipped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+
+import mldash
+
+
+def _mount(*args: str) -> None:
+    subprocess.run(["mount", *args], check=True, capture_output=True, text=True)
+
+
+@contextlib.contextmanager
+def _mounted(target: Path, *args: str):
+    target.mkdir(parents=True, exist_ok=True)
+    try:
+        _mount(*args, str(target))
+    except (OSError, subprocess.CalledProcessError) as error:
+        pytest.skip(f"cannot mount here (needs root): {getattr(error, 'stderr', error)}")
+    try:
+        yield target
+    finally:
+        subprocess.run(["umount", "-l", str(target)], capture_output=True)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 1 MiB tmpfs."""
+    with _mounted(tmp_path / "small", "-t", "tmpfs", "-o", "size=1m", "tmpfs") as disk:
+        yield disk
+
+
+@pytest.fixture
+def rescue_dir(tmp_path, monkeypatch):
+    folder = tmp_path / "rescue"
+    monkeypatch.setenv("MLDASH_RESCUE_DIR", str(folder))
+    return folder
+
+
+def fill(disk: Path) -> Path:
+    """Take every free byte of ``disk``; delete the returned file to free them."""
+    path = disk / "ballast"
+    with open(path, "wb") as f, contextlib.suppress(OSError):
+        while True:
+            f.write(b"\0" * 65536)
+            f.flush()
+    return path
+
+
+def rescued_values(folder: str, series: str = "loss") -> list:
+    lines = (Path(folder) / "metrics" / series / "data.jsonl").read_bytes().splitlines()
+    return [json.loads(line)[1]["v"] for line in lines]
+
+
+def test_points_accepted_on_a_full_disk_are_rescued_at_finish(small_disk, rescue_dir):
+    exp = mldash.Experiment("full/run", root=small_disk / "runs", flush_interval=0.05)
+    os.makedirs(exp.path)
+    fill(small_disk)
+    m = exp.metrics("loss")
+    for i in range(20_000):
+        with contextlib.suppress(mldash.StorageError):  # reported on a later call: go on
+            m.append(v=i)
+    exp.log("still here")
+    with pytest.raises(mldash.StorageError, match="could not write") as caught:
+        exp.finish()
+    saved = caught.value.saved_to
+    assert saved is not None and saved.startswith(str(rescue_dir)) and saved in str(caught.value)
+    assert rescued_values(saved) == list(range(20_000))
+    assert b"still here" in (Path(saved) / "logs" / "logs.jsonl").read_bytes()
+    assert json.loads((Path(saved) / "RESCUE.json").read_bytes())["prefix"] == "full/run"
+
+
+def test_a_read_only_remount_under_a_resumed_run_loses_nothing(tmp_path, rescue_dir):
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    with mldash.Experiment("ro/run", root=disk, flush_interval=0.05) as exp:
+        exp.metrics("loss").append(v=-1)
+    view = tmp_path / "view"
+    with _mounted(view, "--bind", str(disk)):
+        exp = mldash.Experiment("ro/run", root=view, flush_interval=0.05).start()
+        exp.flush()
+        _mount("-o", "remount,bind,ro", str(view))
+        m = exp.metrics("loss")
+        for i in range(50_000):
+            with contextlib.suppress(mldash.StorageError):
+                m.append(v=i)
+        with pytest.raises(mldash.StorageError) as caught:
+            exp.finish()  # not an OSError from experiment.json's lock
+    assert rescued_values(caught.value.saved_to) == list(range(50_000))
+    assert [p["data"]["v"] for p in mldash.Experiment("ro/run", root=disk).metrics("loss").read()["data"]] == [-1]
+
+
+def test_with_no_place_to_rescue_the_data_stays_in_memory_for_another_finish(small_disk, monkeypatch):
+    full = small_disk / "everywhere"
+    full.mkdir()
+    monkeypatch.setenv("MLDASH_RESCUE_DIR", str(full))
+    monkeypatch.setattr(tempfile, "tempdir", str(full))
+    monkeypatch.setenv("HOME", str(full))
+    monkeypatch.chdir(full)
+    exp = mldash.Experiment("mem/run", root=small_disk / "runs", flush_interval=0.05)
+    os.makedirs(exp.path)
+    ballast = fill(small_disk)
+    for i in range(5_000):
+        with contextlib.suppress(mldash.StorageError):
+            exp.metrics("loss").append(v=i)
+    with pytest.raises(mldash.StorageError, match="kept in memory") as caught:
+        exp.finish()
+    assert caught.value.saved_to is None
+    ballast.unlink()  # the user frees space
+    exp.finish()
+    again = mldash.Experiment("mem/run", root=small_disk / "runs")
+    assert [p["data"]["v"] for p in again.metrics("loss").read(0, 10_000)["data"]] == list(range(5_000))
+    assert again.status == "COMPLETED"
