@@ -41,6 +41,7 @@ _MAX_PENDING = 800_000
 
 
 MAX_FLUSH_INTERVAL = 3600.0
+_LEVEL_NO = {level: n for n, level in enumerate(LEVELS)}
 
 
 def _flush_interval(value: Any) -> float:
@@ -591,7 +592,8 @@ def read_log_records(folder: str, start_index: int = 0, limit: int = 1000, level
         records = []
         for line in lines:
             record = _codec.loads(line)
-            if LEVELS.index(record.get("level", "info")) >= floor:
+            # A level this version does not know (a damaged or newer file) reads as info.
+            if _LEVEL_NO.get(record.get("level"), 1) >= floor:
                 records.append(record)
                 if len(records) >= limit:
                     break

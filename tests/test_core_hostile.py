@@ -249,3 +249,14 @@ def test_nul_is_data_in_metric_strings_and_logs(root):
     assert again.metrics("m").read()["data"][0]["data"]["text"] == "a\x00b"
     assert again.read_logs()["data"][0]["message"] == "nul\x00inside"
     assert again.read_logs()["data"][0]["metadata"] == {"k": "\x00"}
+
+
+def test_a_damaged_log_record_does_not_break_reading_by_level(root):
+    with _exp(root) as exp:
+        exp.log("first", level="warn")
+    logs = os.path.join(exp.path, "logs", "logs.jsonl")
+    with open(logs, "ab") as f:  # as an old version wrote a record it could not encode
+        f.write(b'{"index": 1, "timestamp": "1.0", "level": "\'warn\'", "message": "\'x\'"}\n')
+    records = _exp(root).read_logs(level="info")["data"]
+    assert [r["index"] for r in records] == [0, 1]
+    assert [r["index"] for r in _exp(root).read_logs(level="warn")["data"]] == [0]
