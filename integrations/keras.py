@@ -30,6 +30,7 @@ from typing import Any
 import keras
 
 import mldash
+from mldash._naming import safe_metric_name
 
 __all__ = ["MLDashCallback"]
 
@@ -200,7 +201,7 @@ class MLDashCallback(keras.callbacks.Callback):
             if value is not _SKIP:
                 series = self._epoch_series.get(key)
                 if series is None:
-                    series = self._epoch_series[key] = exp.metrics(key)
+                    series = self._epoch_series[key] = exp.metrics(safe_metric_name(key))
                 series.append(value=value, step=epoch, global_step=global_step)
 
     def on_train_end(self, logs=None):
@@ -250,7 +251,7 @@ class MLDashCallback(keras.callbacks.Callback):
                     continue
             metric = series.get(key)
             if metric is None:
-                metric = series[key] = exp.metrics(f"batch/{key}")
+                metric = series[key] = exp.metrics(safe_metric_name(f"batch/{key}"))
             points.append((metric, {"value": value, "step": step, "epoch": epoch}))
         if self.log_learning_rate:
             lr = self._learning_rate_at(self._epoch_base + batch)

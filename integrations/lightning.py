@@ -29,7 +29,7 @@ from argparse import Namespace
 from typing import Any, Iterable, Mapping
 
 from mldash import CANCELLED, FAILED, Experiment
-from mldash._naming import RESERVED
+from mldash._naming import safe_metric_name
 from mldash.params import flatten, to_mapping
 
 try:  # the unified package first; the standalone one is the same code under another name
@@ -254,7 +254,7 @@ class MLDashLogger(_LoggerBase):
             name = f"{self._metric_prefix}{self.LOGGER_JOIN_CHAR}{name}"
         if self._group_separator != "/":
             name = name.replace(self._group_separator, "/")
-        safe = _safe_metric_name(name)
+        safe = safe_metric_name(name)
         if safe != name:
             warnings.warn(f"mldash: metric {key!r} is stored as {safe!r} (a name that is a valid folder path)",
                           stacklevel=3)
@@ -390,17 +390,6 @@ def _settings_of(exp: Experiment) -> dict:
     version = exp.name if not exp.folder else f"{exp.folder}/{exp.name}"
     return {"prefix": exp.prefix, "project": exp.project, "version": version, "root": exp.root,
             "path": exp.path, "kwargs": kwargs}
-
-
-def _safe_metric_name(name: str) -> str:
-    """A metric name whose "/"-parts are valid folder names (Lightning allows anything)."""
-    parts = []
-    for part in name.split("/"):
-        part = "".join("_" if c == "\\" or ord(c) < 32 or ord(c) == 127 else c for c in part).strip()
-        if part in ("", ".", "..") or part in RESERVED:
-            part = f"_{part}" if part else "_"
-        parts.append(part[:200])
-    return "/".join(parts)[:1000]
 
 
 def _number(value: Any) -> Any:

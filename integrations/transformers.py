@@ -38,6 +38,7 @@ except ImportError:  # transformers < 4.41 keeps no callback state in checkpoint
 
 from mldash import Experiment
 from mldash._hf_hook import TARGET, install_finder
+from mldash._naming import safe_metric_name
 
 __all__ = ["MLDashCallback", "MLDashReportToCallback", "register"]
 
@@ -326,7 +327,7 @@ class MLDashCallback(TrainerCallback, ExportableState):
         if key in self._skipped:
             return None
         try:
-            metric = exp.metrics(metric_name(key))
+            metric = exp.metrics(safe_metric_name(metric_name(key)))
         except (TypeError, ValueError) as error:
             self._skip(exp, key, error)
             return None

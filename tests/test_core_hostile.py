@@ -260,3 +260,15 @@ def test_a_damaged_log_record_does_not_break_reading_by_level(root):
     records = _exp(root).read_logs(level="info")["data"]
     assert [r["index"] for r in records] == [0, 1]
     assert [r["index"] for r in _exp(root).read_logs(level="warn")["data"]] == [0]
+
+
+@pytest.mark.parametrize(
+    "key", [v for v, _, _ in BAD_PATH_PARTS + BAD_PATHS + BAD_LABELS if isinstance(v, str)], ids=lambda v: repr(v)[:30]
+)
+def test_any_framework_key_becomes_a_valid_metric_name(root, key):
+    from mldash._naming import metric_parts, safe_metric_name
+
+    name = safe_metric_name(key)
+    metric_parts(name)  # raises if it is not valid
+    assert safe_metric_name(key) == name  # the same series every time
+    _exp(root).metrics(name).append(v=1)

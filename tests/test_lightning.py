@@ -238,6 +238,10 @@ def test_metric_prefix_group_separator_and_odd_names(root):
     assert "fold1-grad_2/0_norm/weight" in names  # "." grouped into folders
     assert "fold1-odd/_/name" in names
     assert "fold1-nested/train" in names
+    plain = MLDashLogger("m/dots", root=root)
+    with pytest.warns(UserWarning, match="stored as"):
+        plain.log_metrics({".hidden": 1.0, "a/.b": 2.0}, step=0)
+    assert plain.experiment.metric_names() == ["_.hidden", "a/_.b"]
 
 
 # ---- 5. failures -----------------------------------------------------------------
