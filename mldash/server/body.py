@@ -2,7 +2,8 @@
 
 Runs before routing, so every endpoint sees a plain body no larger than
 ``max_bytes`` (32 MiB by default) after decompression; larger bodies get 413,
-bad gzip gets 400, an unknown Content-Encoding gets 415.
+bad gzip gets 400 (so does anything after the first gzip member: trailing
+bytes or a second member), an unknown Content-Encoding gets 415.
 """
 
 from __future__ import annotations
@@ -72,6 +73,11 @@ class BodyMiddleware:
                 return await _reply(send, 413, f"request body is over the limit of {limit} bytes after gzip decompression")
             if not inflater.eof:
                 return await _reply(send, 400, "request body is not valid gzip: the stream is truncated")
+            if inflater.unused_data:  # trailing bytes, or a second gzip member: never half-read a body
+                return await _reply(
+                    send, 400, "request body is not valid gzip: it has data after the end of its gzip stream "
+                    "(trailing bytes or a second member); send exactly one gzip member"
+                )
         headers.append((b"content-length", str(len(body)).encode()))
         scope = {**scope, "headers": headers}
         delivered = False
