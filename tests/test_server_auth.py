@@ -120,3 +120,61 @@ def test_other_addresses_refuse_to_start_without_auth(tmp_path):
         assert httpx.get(server.url + "/api/v1/experiments").status_code == 401
     finally:
         backend.stop()
+
+
+def test_an_experiment_id_the_token_may_not_read_gets_the_same_404_as_a_missing_one(embedded):
+    a = create_token(embedded, "a", "--write", "team-a")
+    b = create_token(embedded, "b", "--write", "team-b")
+    a_reader = create_token(embedded, "a-reader", "--read", "team-a")
+    server = embedded.start_server()
+
+    def call(method, path, token, **kw):
+        return httpx.request(method, server.url + "/api/v1" + path, headers={"Authorization": f"Bearer {token}"}, **kw)
+
+    exp_id = call("POST", "/experiments", a, json={"prefix": "p/r", "namespace": "team-a"}).json()["id"]
+    missing = exp_id + 1
+    for method, path, body in [
+        ("GET", "/experiments/{}", None),
+        ("GET", "/experiments/{}/metrics/read?name=loss", None),
+        ("GET", "/experiments/{}/logs", None),
+        ("PATCH", "/experiments/{}", {"meta": {}}),
+        ("POST", "/experiments/{}/metrics", {"series": []}),
+        ("POST", "/experiments/{}/logs", {"start_index": 0, "records": []}),
+    ]:
+        kw = {} if body is None else {"json": body}
+        existing, gone = call(method, path.format(exp_id), b, **kw), call(method, path.format(missing), b, **kw)
+        assert existing.status_code == gone.status_code == 404, (method, path, existing.text, gone.text)
+        assert existing.json()["detail"] == gone.json()["detail"].replace(str(missing), str(exp_id)) == f"no experiment with id {exp_id}"
+    # A token that may read the experiment knows it exists: writing it is 403, not 404.
+    refused = call("PATCH", f"/experiments/{exp_id}", a_reader, json={"meta": {}})
+    assert refused.status_code == 403 and "team-a" in refused.json()["detail"]
+    assert call("GET", f"/experiments/{exp_id}", a_reader).status_code == 200
+
+
+def test_a_gzip_body_with_trailing_bytes_or_a_second_member_is_refused(embedded):
+    import gzip
+
+    server = embedded.start_server()
+    api = server.url + "/api/v1"
+    exp_id = httpx.post(api + "/experiments", json={"prefix": "p/gz"}).json()["id"]
+    first = {"series": [{"name": "loss", "start_index": 0, "points": [[1, {"value": 1.0}]]}]}
+    second = {"series": [{"name": "loss", "start_index": 1, "points": [[2, {"value": 2.0}]]}]}
+    packed = gzip.compress(orjson_dumps(first))
+    headers = {"Content-Encoding": "gzip", "Content-Type": "application/json"}
+    for body, words in [
+        (packed + b"garbage", "after the end"),
+        (packed + gzip.compress(orjson_dumps(second)), "after the end"),
+        (packed + b"\0" * 8, "after the end"),
+        (packed[:-4], "truncated"),
+    ]:
+        response = httpx.post(f"{api}/experiments/{exp_id}/metrics", content=body, headers=headers)
+        assert response.status_code == 400 and words in response.json()["detail"], response.text
+    assert httpx.get(f"{api}/experiments/{exp_id}/metrics").json()["metrics"] == {}  # nothing of them was stored
+    response = httpx.post(f"{api}/experiments/{exp_id}/metrics", content=packed, headers=headers)
+    assert response.status_code == 200 and response.json()["accepted"] == 1
+
+
+def orjson_dumps(value) -> bytes:
+    import orjson
+
+    return orjson.dumps(value)

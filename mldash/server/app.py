@@ -25,7 +25,7 @@ from .. import _codec
 from .._naming import metric_parts, split_path
 from .auth import OPEN, Authenticator, Forbidden, Scope, Unauthorized, require
 from .body import MAX_BODY, BodyMiddleware
-from .storage import LEVELS, STATUSES, Store, StoreError, check_namespace
+from .storage import LEVELS, STATUSES, NotFound, Store, StoreError, check_namespace
 
 log = logging.getLogger("mldash.server")
 API = "/api/v1"
@@ -167,8 +167,14 @@ def create_app(store: Store, *, auth: str = "auto", max_body: int = MAX_BODY, ui
         return authenticator.scope(request.headers.get("authorization"))
 
     def for_experiment(scope: Scope, exp_id: int, action: str) -> None:
-        if scope is not OPEN:
-            require(scope, action, store.experiment_namespace(exp_id))
+        """404 unless the caller may read the experiment, worded as for a missing id (so
+        ids cannot be probed); 403 only when it may read it but not ``action`` it."""
+        if scope is OPEN:
+            return
+        namespace = store.experiment_namespace(exp_id)  # NotFound for a missing id
+        if not scope.can("read", namespace):
+            raise NotFound(f"no experiment with id {exp_id}")
+        require(scope, action, namespace)
 
     def readable(scope: Scope, namespace: Optional[str]) -> Optional[list[str]]:
         """The namespaces a listing covers: the one asked for, else all readable ones."""
@@ -314,6 +320,7 @@ def create_app(store: Store, *, auth: str = "auto", max_body: int = MAX_BODY, ui
 
     if max_body:
         app.add_middleware(BodyMiddleware, max_bytes=max_body)
+    app.add_middleware(NoStore)  # outermost: BodyMiddleware's refusals get it too
     if ui:
         mount_dashboard(app, store, authenticator)
     return app
@@ -335,13 +342,15 @@ def mount_dashboard(app: FastAPI, store: Store, authenticator: Authenticator | N
 
     from .ui_source import ServerSource
 
-    def check(request: Request):
+    async def check(request: Request):
         if authenticator is None:
             return OPEN
+        header = request.headers.get("authorization")
         try:
-            return authenticator.scope(request.headers.get("authorization"))
+            scope = authenticator.cached_scope(header)  # no database query, no thread hop
+            return scope if scope is not None else await run_in_threadpool(authenticator.scope, header)
         except Unauthorized as error:
-            raise HTTPException(401, str(error)) from None
+            raise HTTPException(401, str(error), headers={"WWW-Authenticate": "Bearer"}) from None
 
     app.mount("/ui", create_ui(ServerSource(store), auth=check, title="mldash server"))
 
@@ -350,6 +359,32 @@ def mount_dashboard(app: FastAPI, store: Store, authenticator: Authenticator | N
         return RedirectResponse("/ui/")
 
     return True
+
+
+class NoStore:
+    """``Cache-Control: no-store`` and ``Vary: Authorization`` on every API answer (refusals
+    too), and no ETag or Last-Modified: a shared proxy or browser cache must never keep one
+    token's answer and serve it to another. Pure ASGI, so bodies stream through untouched.
+    (The dashboard's ``api/`` answers carry no-store from mldash.ui.app.)"""
+
+    _DROPPED = (b"cache-control", b"etag", b"last-modified", b"expires", b"vary")
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith(API + "/"):
+            await self.app(scope, receive, send)
+            return
+
+        async def sending(message) -> None:
+            if message["type"] == "http.response.start":
+                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() not in self._DROPPED]
+                headers += [(b"cache-control", b"no-store"), (b"vary", b"Authorization")]
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, sending)
 
 
 def factory():

@@ -1,8 +1,10 @@
 """API tokens: created by ``mldash token create``, stored as sha256 hashes.
 
 A token carries the namespaces it may read and write ("*" means all); write
-implies read. A request without a valid token gets 401 when auth is on, a
-request outside its token's namespaces gets 403.
+implies read. A request without a valid token gets 401 when auth is on; one
+naming a namespace outside its token's gets 403; one naming an experiment (by
+id, or by prefix in the dashboard) that the token may not read gets 404, as for
+a missing one, so existence cannot be probed.
 
 >>> token_id, secret = create_token(store, "ci", read=["team"], write=["team"])  # doctest: +SKIP
 """
