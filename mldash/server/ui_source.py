@@ -3,7 +3,12 @@
 ``mldash server`` hands this to ``mldash.ui.app.create_app`` so the same
 dashboard shows the team's experiments. Experiments are addressed by prefix;
 when two namespaces hold the same prefix, "default" wins, then the first
-namespace in sort order ("namespace:prefix" picks one explicitly).
+namespace in sort order ("namespace:prefix" picks one explicitly). Every
+lookup is limited to the namespaces the request's token may read, so a prefix
+held only where it may not read is "not found", exactly like a missing one.
+``resolve`` names the one experiment a prefix opens for this caller as
+"namespace:prefix"; the dashboard keys all it keeps by that, and every row of
+``list_experiments`` carries it as ``ref`` (what the page links to).
 """
 
 from __future__ import annotations
@@ -27,40 +32,59 @@ class ServerSource:
 
     @property
     def namespaces(self) -> list[str] | None:
-        """Fixed ones, else those the current dashboard request's token may read."""
+        """Fixed ones, else those the current dashboard request's token may read (None: all).
+
+        Outside a dashboard request (no principal: direct use) that is every namespace;
+        a principal that does not say what it may read (no ``readable()``) reads none.
+        """
         if self._namespaces is not None:
             return self._namespaces
-        try:
-            from ..ui.app import current_principal
-        except ImportError:
-            return None
-        scope = current_principal.get()
-        return scope.readable() if hasattr(scope, "readable") else None
+        from ..ui.app import current_principal
 
-    def _id(self, prefix: str) -> int:
+        scope = current_principal.get()
+        if scope is None:
+            return None
+        readable = getattr(scope, "readable", None)
+        return readable() if callable(readable) else []
+
+    def _row(self, prefix: str):
+        """(id, namespace, prefix) of the experiment ``prefix`` opens for this caller; KeyError if none."""
         namespace = None
         if ":" in prefix.split("/", 1)[0]:
             namespace, prefix = prefix.split(":", 1)
-        stmt = select(experiments.c.id, experiments.c.namespace).where(experiments.c.prefix == prefix)
+        stmt = select(experiments.c.id, experiments.c.namespace, experiments.c.prefix).where(experiments.c.prefix == prefix)
         if namespace is not None:
             stmt = stmt.where(experiments.c.namespace == namespace)
-        if self.namespaces is not None:
-            stmt = stmt.where(experiments.c.namespace.in_(self.namespaces))
+        readable = self.namespaces
+        if readable is not None:
+            stmt = stmt.where(experiments.c.namespace.in_(readable))
         with self.store.reading() as conn:
             rows = conn.execute(stmt).all()
         if not rows:
-            raise KeyError(prefix)
+            raise KeyError(prefix)  # missing or unreadable: the same answer
         rows.sort(key=lambda r: (r.namespace != "default", r.namespace))
-        return rows[0].id
+        return rows[0]
+
+    def _id(self, prefix: str) -> int:
+        return self._row(prefix).id
+
+    def resolve(self, prefix: str) -> str:
+        """"namespace:prefix" of the experiment ``prefix`` opens for the current caller."""
+        row = self._row(prefix)
+        return f"{row.namespace}:{row.prefix}"
 
     def list_experiments(self, project: str | None = None) -> list[dict]:
         rows, offset = [], 0
+        readable = self.namespaces
         while True:
-            page = self.store.list_experiments(self.namespaces, project=project, limit=1000, offset=offset)
+            page = self.store.list_experiments(readable, project=project, limit=1000, offset=offset)
             rows.extend(page["experiments"])
             offset += 1000
             if offset >= page["total"]:
-                return rows
+                break
+        for row in rows:  # two namespaces may hold one prefix: the page links to the row's own
+            row["ref"] = f"{row['namespace']}:{row['prefix']}"
+        return rows
 
     def get_experiment(self, prefix: str) -> dict:
         try:
@@ -68,6 +92,7 @@ class ServerSource:
         except NotFound:
             raise KeyError(prefix) from None
         record.setdefault("best_checkpoint", None)
+        record["ref"] = f"{record['namespace']}:{record['prefix']}"
         return record
 
     def metric_names(self, prefix: str) -> list[str]:

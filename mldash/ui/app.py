@@ -23,7 +23,7 @@ import html
 import inspect
 import os
 import threading
-from collections import deque
+from collections import OrderedDict, deque
 from typing import Any, Callable
 
 import orjson
@@ -208,7 +208,7 @@ def _json(obj: Any, status: int = 200, headers: dict | None = None) -> Response:
         body,
         status_code=status,
         media_type="application/json",
-        headers={"cache-control": "no-store", **(headers or {})},
+        headers={"cache-control": "no-store", "vary": "Authorization", **(headers or {})},
     )
 
 
@@ -245,14 +245,55 @@ def _need(params, key: str) -> str:
     return value
 
 
+_NOT_KEPT = object()  # a cache key for what must not be kept (see _Api._key)
+
+
 class _Api:
-    """The request handlers; they run on a worker thread and call the source."""
+    """The request handlers; they run on a worker thread and call the source.
+
+    Each handler first resolves the ``prefix`` it was given to the one experiment it
+    names for this caller (``_resolve``), reads only through that address and keys
+    everything it keeps by ``_key(address)``: what it kept for one caller is served to
+    another only when both resolved to the very same experiment, which both may read.
+    """
+
+    MAX_POINTS = 20_000_000  # columns kept for sources without metric_view, least recently used go
+    MAX_ERROR_LISTS = 10_000
 
     def __init__(self, source: DataSource) -> None:
         self.source = source
         self._lock = threading.Lock()
-        self._columns: dict[tuple[str, str], Columns] = {}  # for sources without metric_view
-        self._errors: dict[str, tuple[int, list]] = {}
+        # for sources without metric_view: (key, metric name) -> (its lock, its columns)
+        self._columns: OrderedDict[tuple, tuple[threading.Lock, Columns]] = OrderedDict()
+        self._errors: OrderedDict[Any, tuple[int, list]] = OrderedDict()
+
+    def _resolve(self, params) -> str:
+        """The address of the experiment ``prefix`` names for this caller (KeyError: 404).
+
+        A source with ``resolve(prefix)`` (the server's: "namespace:prefix") says which one
+        its rules pick for the current caller; reading through that address keeps every
+        read of a request on that experiment. Otherwise the prefix is the address.
+        """
+        prefix = _need(params, "prefix")
+        resolve = getattr(self.source, "resolve", None)
+        return prefix if resolve is None else resolve(prefix)
+
+    def _key(self, address: str) -> Any:
+        """What everything kept about ``address`` is keyed by.
+
+        A source with ``resolve`` gives addresses that name one experiment whoever asks,
+        and only to callers that may read it: the address is the key. For any other
+        source one prefix may show each caller something else, so the key is the caller
+        (the auth hook's value) and the prefix; ``_NOT_KEPT`` when that value cannot key.
+        """
+        if getattr(self.source, "resolve", None) is not None:
+            return ("experiment", address)
+        key = ("caller", current_principal.get(), address)
+        try:
+            hash(key)
+        except TypeError:
+            return _NOT_KEPT
+        return key
 
     def experiments(self, params) -> dict:
         rows = self.source.list_experiments(params.get("project") or None)
@@ -260,7 +301,7 @@ class _Api:
         return {"experiments": [{k: v for k, v in row.items() if k not in _LIST_OMITS} for row in rows]}
 
     def experiment(self, params) -> dict:
-        prefix = _need(params, "prefix")
+        prefix = self._resolve(params)
         row = dict(self.source.get_experiment(prefix))
         warm = getattr(self.source, "warm", None)
         if warm is not None:
@@ -270,7 +311,9 @@ class _Api:
         return row
 
     def series(self, params) -> dict:
-        prefix, name = _need(params, "prefix"), _need(params, "name")
+        _need(params, "prefix")
+        name = _need(params, "name")
+        prefix = self._resolve(params)
         x = params.get("x") or "index"
         lo, hi = _float(params, "lo"), _float(params, "hi")
         width = _int(params, "width", 1000, 10, 10000)
@@ -284,13 +327,15 @@ class _Api:
         return out
 
     def metric(self, params) -> dict:
-        prefix, name = _need(params, "prefix"), _need(params, "name")
+        _need(params, "prefix")
+        name = _need(params, "name")
+        prefix = self._resolve(params)
         start = _int(params, "start", 0)
         limit = _int(params, "limit", 1000, 0, 10000)
         return self.source.read_metric(prefix, name, start, limit)
 
     def logs(self, params) -> dict:
-        prefix = _need(params, "prefix")
+        prefix = self._resolve(params)
         level = params.get("level") or None
         if level is not None and level not in LEVELS:
             raise ValueError(f"unknown log level {level!r}; use one of {', '.join(LEVELS)}")
@@ -328,24 +373,34 @@ class _Api:
     def _error_logs(self, prefix: str) -> tuple[list, int]:
         """The last error/fatal records (tracebacks shown on top), scanning only new logs."""
         total = self.source.read_logs(prefix, 0, 0)["total"]
+        key = self._key(prefix)
         with self._lock:
-            done, found = self._errors.get(prefix, (0, []))
+            done, found = self._errors.get(key, (0, []))
         if total < done:
             done, found = 0, []
         if total > done:
             found = (found + list(self._scan(prefix, done, "error")))[-20:]
-            with self._lock:
-                self._errors[prefix] = (total, found)
+            if key is not _NOT_KEPT:
+                with self._lock:
+                    self._errors[key] = (total, found)
+                    self._errors.move_to_end(key)
+                    while len(self._errors) > self.MAX_ERROR_LISTS:
+                        self._errors.popitem(last=False)
         return found, total
 
     def _read_all(self, prefix: str, name: str, page: int = 10000) -> Columns:
         """All points of a series through ``read_metric``, kept and extended per poll."""
-        key = (prefix, name)
+        key = self._key(prefix)
         with self._lock:
-            cols = self._columns.get(key)
-            if cols is None:
-                cols = self._columns[key] = Columns()
-        with self._lock:
+            entry = None if key is _NOT_KEPT else self._columns.get((key, name))
+            if entry is None:
+                entry = (threading.Lock(), Columns())
+                if key is not _NOT_KEPT:
+                    self._columns[(key, name)] = entry
+            elif key is not _NOT_KEPT:
+                self._columns.move_to_end((key, name))
+        lock, cols = entry
+        with lock:  # one reader extends a series at a time; other series go on meanwhile
             start = int(cols.index[cols.n - 1]) + 1 if cols.n else 0
             while True:
                 got = self.source.read_metric(prefix, name, start, page)
@@ -353,6 +408,11 @@ class _Api:
                 if not got.get("has_more") or not got["data"]:
                     break
                 start = got["end_index"] + 1
+        with self._lock:  # least recently used series go past MAX_POINTS
+            total = sum(c.n for _, c in self._columns.values())
+            while total > self.MAX_POINTS and len(self._columns) > 1:
+                _, (_, old) = self._columns.popitem(last=False)
+                total -= old.n
         return cols
 
 

@@ -12,6 +12,12 @@ Optional methods the app uses when a source has them (``getattr``; none is requi
   then asks again at once). Without it the app reads the series once through
   ``read_metric`` pages, keeps it as ``mldash.ui.series.Columns`` and extends it as
   the series grows.
+* ``resolve(prefix) -> str``: the address of the one experiment ``prefix`` opens for the
+  current caller (``KeyError`` when there is none it may read, exactly as for a missing
+  one); the server's is "namespace:prefix". The app then reads only through that address
+  and keys everything it keeps by it, so an address must name the same experiment for
+  every caller that gets it, and be given only to callers that may read it. Without
+  ``resolve`` the app keys what it keeps by the caller (``current_principal``) and prefix.
 * ``warm(prefix) -> None``: called when a run is opened, to start loading its series.
 * ``serving() -> context manager``: held around every HTTP request, so that the
   source's own background work can step aside while one is being served.

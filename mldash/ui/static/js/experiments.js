@@ -83,6 +83,12 @@ function commonMetrics(rows) {
   return [...counts.entries()].sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0])).slice(0, 6).map((e) => e[0]);
 }
 
+// What a row links to: the server's rows carry "namespace:prefix" (two namespaces may hold
+// one prefix, and a bare prefix opens only one of them); a local root's prefix is unique.
+function refOf(row) {
+  return row.ref || row.prefix;
+}
+
 function sortValue(row, key) {
   if (key === "name") return row.prefix;
   if (key === "status") return row.status;
@@ -201,8 +207,8 @@ export function experimentsView(main, ctx) {
       dataset: { sort: sortKey }, title: "sort by " + label,
       onclick: () => { state.sort = { key: sortKey, desc: key === sortKey ? !desc : sortKey === "started" }; render(); },
     }, label);
-    const allBox = h("input", { type: "checkbox", "aria-label": "select all shown", checked: shown.length > 0 && shown.every((r) => state.selected.has(r.prefix)), onchange: (e) => {
-      for (const r of shown) { if (e.target.checked) state.selected.add(r.prefix); else state.selected.delete(r.prefix); }
+    const allBox = h("input", { type: "checkbox", "aria-label": "select all shown", checked: shown.length > 0 && shown.every((r) => state.selected.has(refOf(r))), onchange: (e) => {
+      for (const r of shown) { if (e.target.checked) state.selected.add(refOf(r)); else state.selected.delete(refOf(r)); }
       render();
     } });
     const thead = h("thead", {}, h("tr", {},
@@ -214,14 +220,15 @@ export function experimentsView(main, ctx) {
     const tbody = h("tbody", {});
     const makeRow = (row) => {
       const p = row.params || {}, m = row.metrics || {};
-      return h("tr", { class: state.selected.has(row.prefix) ? "picked" : "", dataset: { prefix: row.prefix } },
-        h("td", { class: "pick" }, h("input", { type: "checkbox", "aria-label": "select " + row.prefix, checked: state.selected.has(row.prefix), onchange: (e) => {
-          if (e.target.checked) state.selected.add(row.prefix); else state.selected.delete(row.prefix);
+      const ref = refOf(row);
+      return h("tr", { class: state.selected.has(ref) ? "picked" : "", dataset: { prefix: row.prefix, ref } },
+        h("td", { class: "pick" }, h("input", { type: "checkbox", "aria-label": "select " + ref, checked: state.selected.has(ref), onchange: (e) => {
+          if (e.target.checked) state.selected.add(ref); else state.selected.delete(ref);
           e.target.closest("tr").classList.toggle("picked", e.target.checked);
           updateCompare();
         } })),
         h("td", {}, h("span", { class: statusClass(row) }, statusText(row))),
-        h("td", { class: "name" }, h("a", { href: expHref(row.prefix) }, row.name || row.prefix), h("div", { class: "muted small" }, folderOf(row)),
+        h("td", { class: "name" }, h("a", { href: expHref(ref) }, row.name || row.prefix), h("div", { class: "muted small" }, folderOf(row)),
           (row.tags || []).map((t) => h("span", { class: "tag" }, t))),
         h("td", { class: "nowrap" }, when(row.started_at)),
         h("td", { class: "num" }, duration(row)),
@@ -260,7 +267,7 @@ export function experimentsView(main, ctx) {
   }
 
   function updateCompare() {
-    const n = [...state.selected].filter((p) => rows.some((r) => r.prefix === p)).length;
+    const n = [...state.selected].filter((p) => rows.some((r) => refOf(r) === p)).length;
     compareButton.disabled = n < 2;
     compareButton.textContent = n ? `Compare ${n}` : "Compare";
   }
