@@ -12,6 +12,12 @@ least as many bytes as were parsed, and the same last bytes before the parsed
 offset (a replaced or rewritten file fails one of these). The caller then
 parses only the lines appended since. Anything unreadable is treated as a
 miss; the cache is only ever a shortcut.
+
+The columns are a copy of the data, so the cache is private: folders 0700,
+files 0600, and a file is read only when it and its folder belong to this user
+and no one else may write them. Someone sharing a cache folder (say
+``$MLDASH_UI_CACHE=/tmp/...``) can neither read our columns nor plant forged
+ones for a file we read.
 """
 
 from __future__ import annotations
@@ -63,6 +69,13 @@ def read_tail(fd: int, offset: int) -> bytes:
     return os.pread(fd, size, offset - size) if size else b""
 
 
+def _private(st: os.stat_result) -> bool:
+    """Owned by this user and writable by no one else (POSIX; elsewhere always True)."""
+    if os.name != "posix":
+        return True
+    return st.st_uid == os.getuid() and not st.st_mode & 0o022
+
+
 class ColumnCache:
     """Parsed columns on disk, one file per data file.
 
@@ -92,6 +105,8 @@ class ColumnCache:
         found = None
         try:
             with open(path, "rb") as f:
+                if not (_private(os.fstat(f.fileno())) and _private(os.stat(os.path.dirname(path)))):
+                    raise ValueError("a cache file someone else could have written")
                 found = _decode(_read(f), os.path.realpath(data_path))
             if found is not None:
                 with open(data_path, "rb") as data:
@@ -132,6 +147,7 @@ class ColumnCache:
         head += b" " * (-(len(MAGIC) + 8 + len(head)) % 8)  # columns start 8-byte aligned
         arrays = [cols.column("time")] + ([] if plain_index else [index]) + [cols.column(f) for f in names]
         try:
+            os.makedirs(self.folder, mode=0o700, exist_ok=True)  # the copies of the data are ours alone
             os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-")
         except OSError:
