@@ -177,7 +177,7 @@ class MLDashLogger(_LoggerBase):
         if exp is None:
             exp = self._given or Experiment(self._settings["prefix"], **self._settings["kwargs"])
             self._experiment = exp
-            if exp._status is None:  # not started in this process yet
+            if not exp.started:  # not started in this process yet
                 exp.start()
         return exp
 
@@ -337,7 +337,7 @@ class MLDashLogger(_LoggerBase):
             self._finalize_failed()
             return
         exp = self._experiment
-        if exp is None or exp._status is None:
+        if exp is None or not exp.started:
             return  # nothing was logged in this process
         if status not in ("success", "finished"):  # e.g. "aborted"
             exp.log(f"Lightning ended the run with status {status!r}", level="warn")
@@ -357,8 +357,7 @@ class MLDashLogger(_LoggerBase):
             exp.finish(FAILED)
         elif type(exc).__name__ in _CANCEL_TYPES:
             reason = "terminated by SIGTERM" if type(exc).__name__ == "SIGTERMException" else "interrupted (KeyboardInterrupt)"
-            if exp._failure != CANCELLED:  # the core's SIGTERM hook may have said so already
-                exp.log(f"Run cancelled: {reason}", level="warn", metadata={"reason": reason})
+            exp.cancel(reason)  # once, though the core's SIGTERM hook may have said so already
             exp.finish(CANCELLED)
         else:
             exp.log_exception(exc)

@@ -94,7 +94,7 @@ def _on_sigterm(signum, frame):
     previous = _previous_sigterm
     exps = open_experiments()
     for exp in exps:
-        exp._record_cancel("terminated by SIGTERM")
+        exp.cancel("terminated by SIGTERM")
     if callable(previous):
         # Someone else (a framework) decides how to stop; atexit finishes us.
         previous(signum, frame)

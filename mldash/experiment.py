@@ -421,7 +421,7 @@ class Experiment:
         if self._status != RUNNING:
             return
         if isinstance(exc, KeyboardInterrupt):
-            self._record_cancel("interrupted (KeyboardInterrupt)")
+            self.cancel("interrupted (KeyboardInterrupt)")
         else:
             metadata = _lifecycle.error_metadata(exc)
             if thread is not None:
@@ -432,11 +432,28 @@ class Experiment:
         if finish:
             self._finish_quietly()
 
-    def _record_cancel(self, reason: str) -> None:
-        if self._status != RUNNING:
+    def cancel(self, reason: str) -> None:
+        """Record that someone stopped the run (a warn log with ``reason``); ``finish()``
+        then ends it CANCELLED. Said once: a second call (say, Ctrl-C seen by both a
+        framework and mldash's own hook) adds nothing.
+
+        >>> exp.cancel("stopped by the scheduler")  # doctest: +SKIP
+        """
+        check_text(reason, "reason")
+        if self._status != RUNNING or self._failure == CANCELLED:
             return
         self.log(f"Run cancelled: {reason}", level="warn", metadata={"reason": reason})
         self._failure = CANCELLED
+
+    @property
+    def started(self) -> bool:
+        """True once this process has started (or resumed) the run, also after ``finish()``."""
+        return self._status is not None
+
+    @property
+    def running(self) -> bool:
+        """True from ``start()`` (or the first write) in this process until ``finish()``."""
+        return self._status == RUNNING
 
     def _update_meta(self, changes=None, **values: Any) -> dict:
         return update_document(os.path.join(self.path, META_FILE), changes or values)

@@ -312,3 +312,16 @@ def test_log_metadata_with_none_nan_and_nesting_reads_back(root):
     assert meta["nested"]["inf"] == float("-inf") and meta["nested"]["xs"] == [1, None]
     assert records[1]["message"] == "after"
     exp.finish()
+
+
+def test_started_running_and_cancel_are_the_public_state_integrations_use(root):
+    exp = mldash.Experiment("state/run", root=root)
+    assert not exp.started and not exp.running
+    exp.start()
+    assert exp.started and exp.running
+    exp.cancel("stopped by the scheduler")
+    exp.cancel("stopped by the scheduler")  # said once
+    exp.finish()
+    assert exp.started and not exp.running and exp.status == "CANCELLED"
+    warnings = [r for r in exp.read_logs()["data"] if r["level"] == "warn"]
+    assert [r["metadata"]["reason"] for r in warnings] == ["stopped by the scheduler"]
