@@ -29,23 +29,31 @@ from argparse import Namespace
 from typing import Any, Iterable, Mapping
 
 from mldash import CANCELLED, FAILED, Experiment
+from mldash._import_hooks import when_imported
 from mldash._naming import safe_metric_name
-from mldash.params import flatten, to_mapping
+from mldash.params import flatten, to_json_value, to_mapping
 
 try:  # the unified package first; the standalone one is the same code under another name
     from lightning.pytorch.loggers.logger import Logger as _LoggerBase
-    from lightning.pytorch.loggers.logger import rank_zero_experiment
     from lightning.pytorch.utilities.rank_zero import rank_zero_only
 except ImportError:  # pragma: no cover - only pytorch_lightning installed
     from pytorch_lightning.loggers.logger import Logger as _LoggerBase
-    from pytorch_lightning.loggers.logger import rank_zero_experiment
     from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
 __all__ = ["MLDashLogger"]
 
 # Lightning's two packages each have a Logger base class; the Trainer itself only
-# duck-types its loggers, but LightningCLI checks isinstance(logger, Logger).
+# duck-types its loggers, but LightningCLI (jsonargparse) checks
+# issubclass(MLDashLogger, Logger) before any instance exists.
 _LOGGER_MODULES = ("lightning.pytorch.loggers.logger", "pytorch_lightning.loggers.logger")
+# Trainer.log_dir (where LightningCLI saves config.yaml) is the run's own folder
+# only for loggers that are CSVLoggers or TensorBoardLoggers; for any other it is
+# save_dir, the root every run shares, so a second CLI run in the same root fails.
+# Lightning has no other way to say "my log_dir is the run's folder".
+_CSV_MODULES = ("lightning.pytorch.loggers.csv_logs", "pytorch_lightning.loggers.csv_logs")
+# rank > 0 gets the no-op experiment of the package whose Trainer runs
+# (Lightning's own code checks isinstance against its package's class).
+_DUMMY_MODULES = ("lightning.fabric.loggers.logger", "lightning_fabric.loggers.logger")
 
 # Exceptions that mean "someone stopped the run", not "the run broke".
 _CANCEL_TYPES = ("KeyboardInterrupt", "SIGTERMException")
@@ -131,7 +139,6 @@ class MLDashLogger(_LoggerBase):
         self._last_params: dict | None = None
         self._trainer_ref: weakref.ref | None = None
         self._last_epoch: int | None = None
-        _register_virtual_subclass()
 
     # ---- where things are ----------------------------------------------------
     @property
@@ -164,7 +171,6 @@ class MLDashLogger(_LoggerBase):
         return self._group_separator
 
     @property
-    @rank_zero_experiment
     def experiment(self) -> Experiment:
         """The :class:`mldash.Experiment` (on rank zero; a no-op stand-in elsewhere).
 
@@ -173,6 +179,8 @@ class MLDashLogger(_LoggerBase):
 
         >>> self.logger.experiment.log("switching to fine-tuning")  # doctest: +SKIP
         """
+        if rank_zero_only.rank > 0:  # one rank state, shared by both packages
+            return _dummy_experiment()
         exp = self._experiment
         if exp is None:
             exp = self._given or Experiment(self._settings["prefix"], **self._settings["kwargs"])
@@ -198,7 +206,8 @@ class MLDashLogger(_LoggerBase):
                 self.experiment.params.set(flat)
                 self._last_params = flat
         if metrics:
-            self.experiment.summary.set(dict(metrics))
+            # One-element tensors and arrays are numbers, as TensorBoardLogger stores them.
+            self.experiment.summary.set({k: _scalar(v) for k, v in dict(metrics).items()})
 
     # ---- metrics -------------------------------------------------------------
     @rank_zero_only
@@ -400,10 +409,37 @@ def _number(value: Any) -> Any:
         return str(value)
 
 
-def _register_virtual_subclass() -> None:
-    """Make ``isinstance(logger, Logger)`` true for whichever Lightning is loaded."""
-    for module_name in _LOGGER_MODULES:
-        module = sys.modules.get(module_name)
-        base = getattr(module, "Logger", None) if module is not None else None
-        if base is not None and not issubclass(MLDashLogger, base):
+def _scalar(value: Any) -> Any:
+    numel = getattr(value, "numel", None)
+    size = numel() if callable(numel) else getattr(value, "size", None)
+    if size == 1 and hasattr(value, "item") and hasattr(value, "shape"):
+        return value.item()
+    return to_json_value(value)
+
+
+def _register(base_name: str):
+    def register(module) -> None:
+        base = getattr(module, base_name, None)
+        if base is not None and hasattr(base, "register") and not issubclass(MLDashLogger, base):
             base.register(MLDashLogger)
+
+    return register
+
+
+def _dummy_experiment():
+    """A no-op experiment that is an instance of every loaded package's dummy class."""
+    global _Dummy
+    bases = tuple(
+        getattr(sys.modules[name], "_DummyExperiment") for name in _DUMMY_MODULES if name in sys.modules
+    )
+    if _Dummy is None or _Dummy.__bases__ != bases:
+        _Dummy = type("DummyExperiment", bases or (object,), {})
+    return _Dummy()
+
+
+_Dummy: type | None = None
+# From the first import, for both packages: now for those loaded, later for the other.
+for _name in _LOGGER_MODULES:
+    when_imported(_name, _register("Logger"))
+for _name in _CSV_MODULES:
+    when_imported(_name, _register("CSVLogger"))

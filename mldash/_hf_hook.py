@@ -84,44 +84,9 @@ def _is_finder(obj: object) -> bool:
 
 def find_spec(name: str, path=None, target=None):
     """The real spec of ``TARGET``, with a loader that registers mldash once it has run."""
-    spec = None
-    for finder in list(sys.meta_path):
-        if _is_finder(finder):
-            continue
-        find = getattr(finder, "find_spec", None)
-        if find is None:
-            continue
-        spec = find(name, path, target)
-        if spec is not None:
-            break
-    if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
-        return spec
-    spec.loader = _RegisteringLoader(spec.loader, spec)
-    return spec
+    from mldash._import_hooks import wrapped_spec
 
-
-class _RegisteringLoader:
-    """Runs the real loader, puts it back on the module, then registers mldash."""
-
-    def __init__(self, loader, spec) -> None:
-        self._loader = loader
-        self._spec = spec
-
-    def create_module(self, spec):
-        create = getattr(self._loader, "create_module", None)
-        return create(spec) if create is not None else None
-
-    def exec_module(self, module) -> None:
-        try:
-            self._loader.exec_module(module)
-        finally:
-            # Leave no trace: the module looks exactly as if we had not been there.
-            self._spec.loader = self._loader
-            module.__loader__ = self._loader
-        register_with(module)
-
-    def __getattr__(self, name):
-        return getattr(self._loader, name)
+    return wrapped_spec(name, path, target, after=register_with, skip=_is_finder)
 
 
 def register_with(module) -> None:

@@ -1,7 +1,8 @@
 """Tiny Lightning models and data for tests/test_lightning.py, for either Lightning package.
 
 Also a script for the runs that need their own process:
-``python tests/_lightning_support.py ddp ROOT`` and ``... sigterm ROOT``.
+``python tests/_lightning_support.py ddp ROOT``, ``... sigterm ROOT`` and
+``... cli:PACKAGE ROOT ARGS...`` (LightningCLI).
 """
 
 from __future__ import annotations
@@ -98,6 +99,13 @@ def trainer(package: str = "lightning.pytorch", **kwargs):
     return pl.Trainer(**settings)
 
 
+def cli(package: str, args: list[str]) -> None:
+    """LightningCLI of ``package`` over TinyModule/TinyData, as a user's script runs it."""
+    module = importlib.import_module(f"{package}.cli")
+    TinyModule, TinyData = classes(package)
+    module.LightningCLI(TinyModule, TinyData, args=args, save_config_kwargs=None)
+
+
 def _main(mode: str, root: str) -> None:
     from mldash.integrations.lightning import MLDashLogger
 
@@ -115,6 +123,8 @@ def _main(mode: str, root: str) -> None:
         t = trainer(logger=logger, max_epochs=50, callbacks=[on_exception])
         t.fit(TinyModule(sigterm_at=3), TinyData())
         print("fit returned after SIGTERM", flush=True)
+    elif mode.startswith("cli:"):  # cli:PACKAGE ROOT ARGS...: a fresh process, as from a shell
+        cli(mode[4:], sys.argv[3:])
     else:
         raise SystemExit(f"unknown mode {mode!r}")
 

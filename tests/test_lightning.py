@@ -354,3 +354,64 @@ def test_resuming_from_a_checkpoint_continues_the_same_experiment(root):
     assert [p["data"]["step"] for p in train] == list(range(8))
     assert [p["data"]["epoch"] for p in train] == [0] * 4 + [1] * 4
     assert [c["epoch"] for c in exp.checkpoints() if not c.get("last")] == [0, 1]
+
+
+# ---- 7. what Lightning's own tests expect of a logger ---------------------------
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("package", PACKAGES)
+def test_lightning_cli_takes_the_logger_by_import_path_and_two_runs_share_a_root(root, package):
+    """jsonargparse checks the class before any instance exists; the config of each
+    run is saved in that run's own folder, so a second run needs no overwrite flag."""
+    for name in ("cli-1", "cli-2"):
+        result = subprocess.run(
+            [sys.executable, SUPPORT, f"cli:{package}", str(root), "fit",
+             "--trainer.logger=mldash.integrations.lightning.MLDashLogger",
+             f"--trainer.logger.root={root}", "--trainer.logger.project=cli", f"--trainer.logger.name={name}",
+             "--trainer.max_epochs=1", "--trainer.accelerator=cpu", "--trainer.enable_progress_bar=false",
+             "--trainer.enable_model_summary=false", "--model.lr=0.01"],
+            capture_output=True, text=True, timeout=240,
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        exp = mldash.Experiment(f"cli/{name}", root=root)
+        assert exp.status == "COMPLETED"
+        assert "lr: 0.01" in (root / "cli" / name / "config.yaml").read_text()
+        assert exp.params.get()["lr"] == 0.01
+    assert not (root / "config.yaml").exists()
+
+
+@pytest.mark.parametrize("package", PACKAGES)
+def test_the_logger_is_a_logger_of_both_packages_from_the_first_import(package):
+    code = (
+        "import importlib, sys\n"
+        "from mldash.integrations.lightning import MLDashLogger\n"  # before the package
+        f"base = importlib.import_module('{package}.loggers.logger').Logger\n"
+        "assert issubclass(MLDashLogger, base), base\n"
+        f"csv = importlib.import_module('{package}.loggers').CSVLogger\n"
+        "assert issubclass(MLDashLogger, csv)\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_hyperparameter_metrics_given_as_tensors_are_stored_as_numbers(root):
+    import numpy as np
+
+    logger = MLDashLogger("m/hp", root=root)
+    logger.log_hyperparams({"lr": 1}, metrics={"abc": torch.tensor([0.54]), "n": np.array([[3]]), "t": torch.tensor(2)})
+    summary = logger.experiment.summary.get()
+    assert summary["abc"] == pytest.approx(0.54) and summary["n"] == 3 and summary["t"] == 2
+
+
+@pytest.mark.parametrize("package", PACKAGES)
+def test_other_ranks_get_the_dummy_experiment_of_the_trainers_package(root, package):
+    from lightning.pytorch.utilities.rank_zero import rank_zero_only
+
+    dummy = importlib.import_module(f"{package}.loggers.logger").DummyExperiment
+    logger = MLDashLogger(project="p", root=root)
+    previous, rank_zero_only.rank = rank_zero_only.rank, 1
+    try:
+        exp = logger.experiment
+        assert isinstance(exp, dummy)  # as Lightning's own code checks
+        exp.log("nothing")  # every call a no-op
+    finally:
+        rank_zero_only.rank = previous
+    assert not root.exists()
