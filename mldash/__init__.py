@@ -5,8 +5,9 @@
 >>> exp.metrics("loss").append(value=0.5, step=1)  # doctest: +SKIP
 """
 
+from ._runfolder import CANCELLED, COMPLETED, FAILED, LEVELS, RUNNING, STATUSES
 from ._writer import StorageError
-from .experiment import CANCELLED, COMPLETED, FAILED, LEVELS, RUNNING, STATUSES, Experiment
+from .experiment import Experiment
 
 __version__ = "0.1.0"
 __all__ = [

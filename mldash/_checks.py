@@ -19,15 +19,13 @@ import math
 from typing import Any
 
 from ._naming import MAX_NAME, check_label, check_unicode
+from ._runfolder import LEVELS, STATUSES
 
 MAX_TEXT = 1_000_000  # characters in one string value, and in one metric point in all
 MAX_DEPTH = 64
 MAX_RECORD = 8 * 1024 * 1024  # one log or checkpoint record, encoded
 # A parameters or summary document, encoded: far below the server's 32 MiB request limit.
 MAX_DOCUMENT = 16 * 1024 * 1024
-RUNNING, COMPLETED, FAILED, CANCELLED = "RUNNING", "COMPLETED", "FAILED", "CANCELLED"
-STATUSES = (RUNNING, COMPLETED, FAILED, CANCELLED)
-LEVELS = ("debug", "info", "warn", "error", "fatal")
 LEVEL_SET = frozenset(LEVELS)
 
 

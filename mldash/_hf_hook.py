@@ -28,8 +28,6 @@ package), so it must only import the standard library at its top.
 
 from __future__ import annotations
 
-import sys
-
 TARGET = "transformers.integrations.integration_utils"
 PTH_NAME = "mldash_transformers.pth"
 STARTUP_MODULE = "_mldash_transformers_hook"

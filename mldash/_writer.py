@@ -25,6 +25,7 @@ import orjson
 
 from . import _codec
 from ._lines import Lines, count_points, encode_entries, split_points
+from ._runfolder import LOGS_DIR, LOGS_STEM
 from ._series import SeriesFile
 
 if TYPE_CHECKING:
@@ -237,7 +238,7 @@ class Writer:
             rel = os.path.relpath(folder, self.exp.path)
             add(os.path.join(rel, "data.jsonl"), b"".join(encode_entries(entries, 0).chunks))
         for t, level, message, metadata in self._retry_logs:
-            add(os.path.join("logs", "logs.jsonl"), _encode_record(
+            add(os.path.join(LOGS_DIR, LOGS_STEM + ".jsonl"), _encode_record(
                 {"timestamp": t, "level": level, "message": message, "metadata": metadata}
             ))
         for (folder, stem), record in self._retry_extra:
@@ -374,7 +375,7 @@ class Writer:
             ], first)
 
         try:
-            self._append(os.path.join(self.exp.path, "logs"), "logs", build)
+            self._append(os.path.join(self.exp.path, LOGS_DIR), LOGS_STEM, build)
         except BaseException:
             self._retry_logs = records
             raise

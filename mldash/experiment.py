@@ -13,27 +13,30 @@ from typing import Any, Iterable
 import orjson
 
 from . import _codec, _lifecycle
-from ._checks import (
-    CANCELLED,
-    COMPLETED,
-    FAILED,
-    LEVELS,
-    MAX_RECORD,
-    RUNNING,
-    STATUSES,
-    check_json,
-    check_level,
-    check_status,
-    check_text,
-)
+from ._checks import MAX_RECORD, check_json, check_level, check_status, check_text
 from ._environment import git_info, process_info
 from ._naming import check_label, check_namespace, check_part, default_name, split_path
-from ._series import SeriesReader
+from ._runfolder import (
+    CANCELLED,
+    CHECKPOINTS_DIR,
+    CHECKPOINTS_STEM,
+    COMPLETED,
+    FAILED,
+    LOGS_DIR,
+    META_FILE,
+    RUNNING,
+    SUMMARY_FILE,
+    check_range,
+    metric_names,
+    read_checkpoints,
+    read_document,
+    read_log_records,
+    update_document,
+)
 from ._writer import RESCUE_ENV, StorageError, Writer, rescue_folders
-from .metrics import Metric, _check_range
-from .params import Params, read_document, update_document
+from .metrics import Metric
+from .params import Params
 
-META_FILE = "experiment.json"
 # Queue entries (see _queue.py; a {value, step} point is 4): wake the writer at
 # ~10k points, block the caller at ~200k, whichever series they are in.
 _TRIGGER = 40_000
@@ -41,7 +44,6 @@ _MAX_PENDING = 800_000
 
 
 MAX_FLUSH_INTERVAL = 3600.0
-_LEVEL_NO = {level: n for n, level in enumerate(LEVELS)}
 
 
 def _flush_interval(value: Any) -> float:
@@ -152,7 +154,7 @@ class Experiment:
         self.tags = [check_label(t, "tag") for t in tags] if tags is not None else None
         self.flush_interval = _flush_interval(flush_interval)
         self.params = Params(self)
-        self.summary = Params(self, "summary.json")
+        self.summary = Params(self, SUMMARY_FILE)
         self._metrics: dict[str, Metric] = {}
         self._logs_trigger = 0
         self._lock = threading.RLock()
@@ -478,12 +480,7 @@ class Experiment:
     def metric_names(self) -> list[str]:
         """Every metric series stored for this experiment, sorted."""
         self._before_read()
-        base = os.path.join(self.path, "metrics")
-        names = []
-        for folder, _dirs, files in os.walk(base):
-            if "data.jsonl" in files:
-                names.append(os.path.relpath(folder, base).replace(os.sep, "/"))
-        return sorted(names)
+        return metric_names(self.path)
 
     def log(self, message: Any, level: str = "info", metadata: dict | None = None) -> None:
         """Record a log line: level debug, info (default), warn, error or fatal.
@@ -510,11 +507,11 @@ class Experiment:
 
         ``level`` keeps records at that level or above.
         """
-        _check_range(start_index, limit)
+        check_range(start_index, limit)
         if level is not None:
             check_level(level)
         self._before_read()
-        folder = os.path.join(self.path, "logs")
+        folder = os.path.join(self.path, LOGS_DIR)
         if not os.path.exists(folder) and self._remote_reader() is not None:
             return self._remote_reader().read_logs(start_index, limit, level)
         return read_log_records(folder, start_index, limit, level)
@@ -536,8 +533,8 @@ class Experiment:
         record = _codec.loads(_storable(record, "checkpoint record", nul=False))
         if self._status != RUNNING:
             self._ensure_started()
-        folder = os.path.join(self.path, "checkpoints")
-        self._writer.extra.append(((folder, "checkpoints"), record))
+        folder = os.path.join(self.path, CHECKPOINTS_DIR)
+        self._writer.extra.append(((folder, CHECKPOINTS_STEM), record))
         self._writer.wake()
         if info.get("is_best"):
             self._update_meta(best_checkpoint=record)
@@ -545,8 +542,7 @@ class Experiment:
     def checkpoints(self) -> list[dict]:
         """Every checkpoint recorded with ``checkpoint()``, oldest first."""
         self._before_read()
-        lines, _ = SeriesReader(os.path.join(self.path, "checkpoints"), "checkpoints").lines()
-        return [_codec.loads(line) for line in lines]
+        return read_checkpoints(self.path)
 
     @property
     def best_checkpoint(self) -> dict | None:
@@ -597,28 +593,3 @@ def _storable(value: dict, what: str, nul: bool = True) -> bytes:
         raise ValueError(f"{what} is {len(data):,} bytes as JSON; at most {MAX_RECORD:,} are allowed")
     return data
 
-
-def read_log_records(folder: str, start_index: int = 0, limit: int = 1000, level: str | None = None) -> dict:
-    reader = SeriesReader(folder, "logs")
-    if level is None:
-        lines, total = reader.lines(start_index, limit)
-        records = [_codec.loads(line) for line in lines if line]
-    else:
-        floor = LEVELS.index(level)
-        lines, total = reader.lines(start_index, None)
-        records = []
-        for line in lines:
-            record = _codec.loads(line)
-            # A level this version does not know (a damaged or newer file) reads as info.
-            if _LEVEL_NO.get(record.get("level"), 1) >= floor:
-                records.append(record)
-                if len(records) >= limit:
-                    break
-    end = records[-1]["index"] if records else start_index - 1
-    return {
-        "data": records,
-        "start_index": start_index,
-        "end_index": end,
-        "total": total,
-        "has_more": end + 1 < total,
-    }

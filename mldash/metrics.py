@@ -5,13 +5,11 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any, Iterable
 
-import orjson
-
-from . import _codec
 from ._checks import MAX_TEXT, check_text
 from ._naming import check_field_name, metric_parts
 from ._native import speedups
 from ._queue import PLAIN
+from ._runfolder import check_range, metric_folder, read_series
 from ._series import SeriesReader
 
 if speedups is not None:
@@ -96,7 +94,7 @@ class Metric(MetricQueue):
         super().__init__()
         self.name = name
         self._exp = exp
-        self._folder = os.path.join(exp.path, "metrics", *parts)
+        self._folder = metric_folder(exp.path, "/".join(parts))
         # _trigger is 0: the first append takes the slow path, which starts the experiment.
 
     def _append_fields(self, fields: dict) -> None:
@@ -139,7 +137,7 @@ class Metric(MetricQueue):
         "end_index", "total", "has_more"}``; ``end_index`` is the index of the
         last point returned, so the next page starts at ``end_index + 1``.
         """
-        _check_range(start_index, limit)
+        check_range(start_index, limit)
         self._exp._before_read()
         if not os.path.exists(self._folder) and self._exp._remote_reader() is not None:
             return self._exp._remote_reader().read_metric(self.name, start_index, limit)
@@ -151,54 +149,3 @@ class Metric(MetricQueue):
 
     def __repr__(self) -> str:
         return f"Metric({self.name!r})"
-
-
-def _check_range(start_index: int, limit: int) -> None:
-    if not isinstance(start_index, int) or start_index < 0:
-        raise ValueError(f"start_index must be an int >= 0, got {start_index!r}")
-    if not isinstance(limit, int) or limit < 0:
-        raise ValueError(f"limit must be an int >= 0, got {limit!r}")
-
-
-def decode_points(lines: list[bytes], first_index: int) -> list[dict]:
-    """Turn stored lines into read() points; a damaged line is skipped."""
-    if not lines:
-        return []
-    try:
-        rows = orjson.loads(b"[" + b",".join(lines) + b"]")
-        tagged = any(_codec._TAG_BYTES in line for line in lines)
-    except orjson.JSONDecodeError:
-        rows, tagged = [], True
-        for line in lines:
-            try:
-                rows.append(orjson.loads(line))
-            except orjson.JSONDecodeError:
-                rows.append(None)
-    out = []
-    for i, row in enumerate(rows):
-        if row is None:
-            continue
-        t, data = row
-        if tagged:
-            data = _codec.untag(data)
-        out.append({"index": first_index + i, "timestamp": t / 1000, "data": data})
-    return out
-
-
-def read_series(folder: str, start_index: int = 0, limit: int = 1000) -> dict:
-    lines, total = SeriesReader(folder).lines(start_index, limit)
-    data = decode_points(lines, start_index)
-    end = start_index + len(lines) - 1
-    return {
-        "data": data,
-        "start_index": start_index,
-        "end_index": end,
-        "total": total,
-        "has_more": end + 1 < total,
-    }
-
-
-def last_point(folder: str) -> dict | None:
-    lines, total = SeriesReader(folder).lines(-1, 1)
-    points = decode_points(lines, total - 1)
-    return points[0] if points else None

@@ -5,16 +5,14 @@ from __future__ import annotations
 import dataclasses
 import datetime as _dt
 import enum
-import fcntl
 import os
 import pathlib
-import threading
 import types
-from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any
 
 from . import _codec
 from ._checks import MAX_DEPTH, MAX_DOCUMENT, check_document
+from ._runfolder import PARAMS_FILE, SUMMARY_FILE, read_document, update_document
 
 if TYPE_CHECKING:
     from .experiment import Experiment
@@ -172,73 +170,13 @@ def unflatten(flat: dict) -> dict:
     return nested
 
 
-@contextmanager
-def locked(path: str) -> Iterator[None]:
-    """An exclusive lock shared by every process that updates ``path``."""
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    lock_path = os.path.join(os.path.dirname(path), "." + os.path.basename(path) + ".lock")
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
-
-
-def read_document(path: str) -> dict:
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except FileNotFoundError:
-        return {}
-    return _codec.loads(data) if data else {}
-
-
-def write_atomic(path: str, data: bytes) -> None:
-    """Write a whole file so that readers see the old one or the new one."""
-    folder = os.path.dirname(path)
-    tmp = os.path.join(folder, f".tmp-{os.getpid()}-{threading.get_ident()}-{os.path.basename(path)}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
-def update_document(path: str, changes, max_bytes: int | None = None, what: str = "document") -> dict:
-    """Merge ``changes`` into the JSON document at ``path``, atomically.
-
-    ``changes`` is a dict, or a function of the current document returning one
-    (for updates that depend on what another process wrote). With ``max_bytes``,
-    a merge that would make the document larger is refused (ValueError), and
-    the document stays as it was.
-    """
-    with locked(path):
-        document = read_document(path)
-        document.update(changes(document) if callable(changes) else changes)
-        data = _codec.dumps(document, default=str)
-        if max_bytes is not None and len(data) > max_bytes:
-            raise ValueError(
-                f"the {what} document would be {len(data):,} bytes as JSON; at most {max_bytes:,} are allowed"
-            )
-        write_atomic(path, data)
-        return document
-
-
 class Params:
     """``exp.params``: hyperparameters, flattened with "." and merged on each set."""
 
-    def __init__(self, exp: "Experiment", filename: str = "parameters/parameters.json") -> None:
+    def __init__(self, exp: "Experiment", filename: str = PARAMS_FILE) -> None:
         self._exp = exp
         self._filename = filename
-        self._what = "summary" if filename == "summary.json" else "parameter"
+        self._what = "summary" if filename == SUMMARY_FILE else "parameter"
 
     @property
     def _path(self) -> str:

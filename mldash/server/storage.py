@@ -26,7 +26,7 @@ from sqlalchemy.exc import DBAPIError
 
 from .. import _codec
 from .._naming import metric_parts, split_path
-from ..metrics import decode_points
+from .._runfolder import decode_points
 from . import chunks
 from .blobs import open_blobs
 from .schema import checkpoints, experiments, logs, metadata, metric_batches, series

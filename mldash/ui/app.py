@@ -35,11 +35,11 @@ from starlette.responses import Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from .._checks import check_level
 from .series import Columns, view
 from .source import DataSource
 
 STATIC = os.path.join(os.path.dirname(__file__), "static")
-LEVELS = ("debug", "info", "warn", "error", "fatal")
 
 # The value the ``auth`` hook returned for the request being served (None when
 # auth is off). A server's DataSource can read it to limit what a token sees.
@@ -337,8 +337,8 @@ class _Api:
     def logs(self, params) -> dict:
         prefix = self._resolve(params)
         level = params.get("level") or None
-        if level is not None and level not in LEVELS:
-            raise ValueError(f"unknown log level {level!r}; use one of {', '.join(LEVELS)}")
+        if level is not None:
+            check_level(level)
         query = (params.get("q") or "").lower()
         limit = _int(params, "limit", 200, 1, 5000)
         after = _int(params, "after", None, -1)

@@ -34,17 +34,30 @@ import numpy as np
 import orjson
 
 from .. import _codec
+from .._checks import check_level
 from .._naming import metric_parts
-from .._series import STRIDE, SeriesReader
-from ..experiment import META_FILE, read_log_records
-from ..metrics import last_point, read_series
-from ..params import read_document
-from ..store import find_experiments, load_meta, resolve
-from ..store import metric_names as _metric_names
+from .._runfolder import (
+    DATA_FILE,
+    LOGS_DIR,
+    META_FILE,
+    METRICS_DIR,
+    PARAMS_FILE,
+    SUMMARY_FILE,
+    find_experiments,
+    last_point,
+    load_meta,
+    metric_folder,
+    read_checkpoints,
+    read_document,
+    read_log_records,
+    read_series,
+    resolve,
+)
+from .._runfolder import metric_names as _metric_names
+from .._series import STRIDE
 from .colcache import ColumnCache, State, read_tail
 from .series import Columns, parse_lines, parse_uniform, view
 
-LEVELS = ("debug", "info", "warn", "error", "fatal")
 _READ_BLOCK = 64 << 20  # read a huge file in pieces so memory stays flat
 # Parse in pieces of about this size: they stay in the CPU cache (faster than one big
 # piece), a line that needs the slow parser slows only its piece, and the warmer can
@@ -144,9 +157,8 @@ class LocalSource:
     def _get_experiment(self, prefix: str) -> dict:
         path = self._path(prefix)
         row = dict(self._row(path))
-        row["summary"] = read_document(os.path.join(path, "summary.json"))
-        lines, _ = SeriesReader(os.path.join(path, "checkpoints"), "checkpoints").lines()
-        row["checkpoints"] = [_codec.loads(line) for line in lines if line]
+        row["summary"] = read_document(os.path.join(path, SUMMARY_FILE))
+        row["checkpoints"] = read_checkpoints(path)
         row["best_checkpoint"] = row.get("best_checkpoint")
         return row
 
@@ -159,10 +171,10 @@ class LocalSource:
     def read_logs(
         self, prefix: str, start_index: int = 0, limit: int = 1000, level: str | None = None
     ) -> dict:
-        if level is not None and level not in LEVELS:
-            raise ValueError(f"unknown log level {level!r}; use one of {', '.join(LEVELS)}")
+        if level is not None:
+            check_level(level)
         with self.serving():
-            return read_log_records(os.path.join(self._path(prefix), "logs"), start_index, limit, level)
+            return read_log_records(os.path.join(self._path(prefix), LOGS_DIR), start_index, limit, level)
 
     # ---- optional methods the app uses when a source has them ----------------------------
     def metric_view(
@@ -207,7 +219,7 @@ class LocalSource:
         except KeyError:
             return
         names = _metric_names(path)
-        self._warmer.push([os.path.join(path, "metrics", *n.split("/")) for n in names], urgent=True)
+        self._warmer.push([metric_folder(path, n) for n in names], urgent=True)
 
     def warm_recent(self, budget: int | None = None) -> None:
         """In the background: load the most recently written big series (running runs first).
@@ -253,18 +265,18 @@ class LocalSource:
             parts = metric_parts(name)
         except (ValueError, TypeError):
             raise KeyError(name) from None
-        folder = os.path.join(self._path(prefix), "metrics", *parts)
-        if not os.path.isfile(os.path.join(folder, "data.jsonl")):
+        folder = os.path.join(self._path(prefix), METRICS_DIR, *parts)
+        if not os.path.isfile(os.path.join(folder, DATA_FILE)):
             raise KeyError(name)
         return folder
 
     def _row(self, path: str) -> dict:
         """experiment.json + params + latest metric points, cached on the files' stat."""
-        series = _scan_metrics(os.path.join(path, "metrics"))
+        series = _scan_metrics(os.path.join(path, METRICS_DIR))
         names = sorted(series)
         key = (
             _stamp(os.path.join(path, META_FILE)),
-            _stamp(os.path.join(path, "parameters", "parameters.json")),
+            _stamp(os.path.join(path, PARAMS_FILE)),
             tuple((n, series[n]) for n in names),
         )
         cached = self._rows.get(path)
@@ -274,10 +286,10 @@ class LocalSource:
                 row = dict(row, stale=load_meta(path)["stale"])
             return row
         row = load_meta(path)
-        row["params"] = read_document(os.path.join(path, "parameters", "parameters.json"))
+        row["params"] = read_document(os.path.join(path, PARAMS_FILE))
         metrics = {}
         for name in names:
-            point = last_point(os.path.join(path, "metrics", *name.split("/")))
+            point = last_point(metric_folder(path, name))
             if point is not None:
                 metrics[name] = point
         row["metrics"] = metrics
@@ -297,7 +309,7 @@ class LocalSource:
         """A sampled view when much of the series is unparsed, else None (parse it now)."""
         if not self.coarse_bytes:
             return None
-        data_path = os.path.join(folder, "data.jsonl")
+        data_path = os.path.join(folder, DATA_FILE)
         size = _size(data_path)
         entry = self._entry(folder)
         if entry.coarse_sent or size - entry.state.offset < self.coarse_bytes:
@@ -336,7 +348,7 @@ class LocalSource:
         when it says True the parse stops there (complete is False), to be continued
         by whoever comes next."""
         entry = self._entry(folder)
-        data_path = os.path.join(folder, "data.jsonl")
+        data_path = os.path.join(folder, DATA_FILE)
         if step_aside is None:
             self._warmer.wait_parsed(folder)  # a helper process is reading it: cheaper to wait
         with entry.lock:
@@ -353,7 +365,7 @@ class LocalSource:
             offset = entry.state.offset
             if offset < CACHE_MIN_BYTES or offset - entry.saved < max(CACHE_MIN_BYTES, entry.saved // 4):
                 return
-            self.cache.save(os.path.join(entry.folder, "data.jsonl"), entry.cols, entry.state)
+            self.cache.save(os.path.join(entry.folder, DATA_FILE), entry.cols, entry.state)
             entry.saved = offset  # also when it failed (read-only cache): retried after more growth
 
     def _evict(self) -> None:
@@ -374,7 +386,7 @@ def _scan_metrics(base: str, prefix: str = "") -> dict[str, tuple[int, int]]:
     for entry in entries:
         if entry.is_dir(follow_symlinks=False):
             found.update(_scan_metrics(entry.path, prefix + entry.name + "/"))
-        elif entry.name == "data.jsonl" and prefix:
+        elif entry.name == DATA_FILE and prefix:
             st = entry.stat()
             found[prefix[:-1]] = (st.st_size, st.st_mtime_ns)
     return found
@@ -440,7 +452,7 @@ def _catch_up(entry: _Series, data_path: str, step_aside=None) -> bool:
 def _sample(folder: str, size: int, want: int) -> tuple[Columns, int] | None:
     """``_SAMPLE_LINES`` lines at up to ``want`` evenly spread data.idx marks, plus the last
     lines; and the series' line count. None when data.idx is missing or does not fit."""
-    data_path = os.path.join(folder, "data.jsonl")
+    data_path = os.path.join(folder, DATA_FILE)
     try:
         with open(os.path.join(folder, "data.idx"), "rb") as f:
             raw = f.read()
@@ -590,7 +602,7 @@ class _Warmer:
         source = self.source
         if source.cache is None:
             return
-        data_path = os.path.join(folder, "data.jsonl")
+        data_path = os.path.join(folder, DATA_FILE)
         entry = source._entry(folder)
         with entry.lock:
             source._try_cache(entry, data_path)
@@ -706,7 +718,7 @@ def _recent_big_series(root: str, budget: int, pause) -> list[str]:
     found = []
     for path in find_experiments(root):
         pause()
-        base = os.path.join(path, "metrics")
+        base = os.path.join(path, METRICS_DIR)
         for name, (size, mtime) in _scan_metrics(base).items():
             if size >= CACHE_MIN_BYTES:
                 found.append((mtime, size, os.path.join(base, *name.split("/"))))
