@@ -71,7 +71,7 @@ def print_experiments(rows: list[dict], title: str) -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    from .store import headline
+    from ._runfolder import headline
 
     table = Table(title=title, title_justify="left")
     for column in ("experiment", "status", "started", "duration", "latest metrics"):
@@ -121,7 +121,7 @@ if click is not None:
                 raise click.ClickException(str(error)) from None
             title = f"experiments on {remote}"
         else:
-            from .store import experiment_summary, find_experiments
+            from ._runfolder import experiment_summary, find_experiments
 
             root = root or os.environ.get("MLDASH_ROOT") or ".mldash"
             rows = [experiment_summary(p) for p in find_experiments(root)]
@@ -146,7 +146,7 @@ if click is not None:
         from rich.markup import escape
         from rich.table import Table
 
-        from .store import experiment_summary, read_log_records, resolve
+        from ._runfolder import LOGS_DIR, experiment_summary, metric_folder, read_log_records, resolve
 
         root = root or os.environ.get("MLDASH_ROOT") or ".mldash"
         try:
@@ -198,13 +198,13 @@ if click is not None:
             from ._series import SeriesReader
 
             for name, point in meta["metrics"].items():
-                count = SeriesReader(os.path.join(path, "metrics", *name.split("/"))).count()
+                count = SeriesReader(metric_folder(path, name)).count()
                 fields = ", ".join(f"{k}={_fmt(v)}" for k, v in point["data"].items())
                 table.add_row(
                     escape(name), str(count), str(point["index"]), _when(point["timestamp"]), escape(fields)
                 )
             console.print(table)
-        logs_folder = os.path.join(path, "logs")
+        logs_folder = os.path.join(path, LOGS_DIR)
         total = read_log_records(logs_folder, 0, 0)["total"]
         records = read_log_records(logs_folder, max(0, total - log_count), log_count)["data"]
         if records:
