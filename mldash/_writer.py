@@ -19,7 +19,7 @@ import tempfile
 import threading
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import orjson
 
@@ -76,10 +76,30 @@ def pack_lines(lines: list[bytes], first: int) -> Lines:
 
 
 class Writer:
-    """One thread per running experiment; owns every file handle it writes."""
+    """One thread per running experiment; owns every file handle it writes.
 
-    def __init__(self, exp, interval: float, trigger: int, max_pending: int, on_start=None) -> None:
-        self.exp = exp
+    It knows the run only through narrow handles: its folder ``path`` and its
+    ``prefix`` (named in a rescue), ``series()`` (the metrics whose queues it
+    drains), ``on_error()`` (called on this thread when a write fails, so the
+    next append takes the slow path) and ``on_start()`` (run first, retried each
+    cycle until it succeeds).
+    """
+
+    def __init__(
+        self,
+        path: str,
+        prefix: str,
+        series: Callable[[], list["Metric"]],
+        on_error: Callable[[], None],
+        interval: float,
+        trigger: int,
+        max_pending: int,
+        on_start: Callable[[], None] | None = None,
+    ) -> None:
+        self.path = path
+        self.prefix = prefix
+        self._series = series
+        self._on_error = on_error
         self.interval = interval
         self.trigger = trigger
         self.max_pending = max_pending
@@ -125,14 +145,14 @@ class Writer:
         if error is not None and error is not self._reported:
             self._reported = error
             raise StorageError(
-                f"mldash could not write to {self.exp.path}: {error}. "
+                f"mldash could not write to {self.path}: {error}. "
                 f"{self.pending()} accepted records are kept in memory and retried."
             ) from error
 
     def pending(self) -> int:
         n = len(self.logs) + len(self.extra) + len(self._retry_logs) + len(self._retry_extra)
         n += sum(count_points(entries) for entries in self._retry.values())
-        for metric in list(self.exp._metrics.values()):
+        for metric in self._series():
             n += count_points(list(metric._pending))
         return n
 
@@ -179,7 +199,7 @@ class Writer:
 
     def _keep_queued(self) -> None:
         """Move what is still queued into the retry lists (the writer has stopped)."""
-        for metric in list(self.exp._metrics.values()):
+        for metric in self._series():
             entries = metric._take()
             if entries:
                 self._retry[metric._folder] = self._retry.get(metric._folder, []) + entries
@@ -203,14 +223,15 @@ class Writer:
             return None
         files = self._rescue_files()
         manifest = _codec.dumps({
-            "prefix": self.exp.prefix, "path": self.exp.path, "time": time.time(),
+            "prefix": self.prefix, "path": self.path, "time": time.time(),
             "reason": str(self.error), "files": sorted(files),
         })
         for base in rescue_folders():
             target = None
             try:
                 os.makedirs(base, exist_ok=True)
-                target = tempfile.mkdtemp(prefix=f"mldash-rescue-{self.exp.name[:60]}-", dir=base)
+                name = self.prefix.rsplit("/", 1)[-1][:60]
+                target = tempfile.mkdtemp(prefix=f"mldash-rescue-{name}-", dir=base)
                 for rel, data in files.items():
                     os.makedirs(os.path.dirname(os.path.join(target, rel)), exist_ok=True)
                     with open(os.path.join(target, rel), "wb") as f:
@@ -235,14 +256,14 @@ class Writer:
             files[rel] = files.get(rel, b"") + data
 
         for folder, entries in self._retry.items():
-            rel = os.path.relpath(folder, self.exp.path)
+            rel = os.path.relpath(folder, self.path)
             add(os.path.join(rel, "data.jsonl"), b"".join(encode_entries(entries, 0).chunks))
         for t, level, message, metadata in self._retry_logs:
             add(os.path.join(LOGS_DIR, LOGS_STEM + ".jsonl"), _encode_record(
                 {"timestamp": t, "level": level, "message": message, "metadata": metadata}
             ))
         for (folder, stem), record in self._retry_extra:
-            add(os.path.join(os.path.relpath(folder, self.exp.path), stem + ".jsonl"), _encode_record(record))
+            add(os.path.join(os.path.relpath(folder, self.path), stem + ".jsonl"), _encode_record(record))
         return files
 
     # ---- the writer thread --------------------------------------------------
@@ -272,10 +293,10 @@ class Writer:
                 self.error = None
             except OSError as error:
                 self.error = error
-                self.exp._on_write_error()
+                self._on_error()
             except Exception as error:  # a bug must not silently stop all writing
                 self.error = error
-                self.exp._on_write_error()
+                self._on_error()
             with self._cond:
                 if self.error is None or self._closing:
                     self._done_seq = max(self._done_seq, seq)
@@ -300,7 +321,7 @@ class Writer:
 
     def _drain(self) -> None:
         error: OSError | None = None
-        for metric in list(self.exp._metrics.values()):
+        for metric in self._series():
             try:
                 self._drain_metric(metric)
             except OSError as e:
@@ -375,7 +396,7 @@ class Writer:
             ], first)
 
         try:
-            self._append(os.path.join(self.exp.path, LOGS_DIR), LOGS_STEM, build)
+            self._append(os.path.join(self.path, LOGS_DIR), LOGS_STEM, build)
         except BaseException:
             self._retry_logs = records
             raise

@@ -15,6 +15,7 @@ import orjson
 from . import _codec, _lifecycle
 from ._checks import MAX_RECORD, check_json, check_level, check_status, check_text
 from ._environment import git_info, process_info
+from ._hooks import RunHooks
 from ._naming import check_label, check_namespace, check_part, default_name, split_path
 from ._runfolder import (
     CANCELLED,
@@ -153,8 +154,12 @@ class Experiment:
             raise TypeError("tags must be a list of strings, not one string")
         self.tags = [check_label(t, "tag") for t in tags] if tags is not None else None
         self.flush_interval = _flush_interval(flush_interval)
-        self.params = Params(self)
-        self.summary = Params(self, SUMMARY_FILE)
+        self._hooks = RunHooks(
+            start=self._ensure_started, pressure=self._pressure, before_read=self._before_read,
+            changed=self._on_document_changed, remote=self._remote_reader,
+        )
+        self.params = Params(self.path, self._hooks)
+        self.summary = Params(self.path, self._hooks, SUMMARY_FILE)
         self._metrics: dict[str, Metric] = {}
         self._logs_trigger = 0
         self._lock = threading.RLock()
@@ -191,20 +196,14 @@ class Experiment:
         os.makedirs(self.path, exist_ok=True)  # fails here, at the call, on a bad root
         self._failure = None
         if self._forked:  # appends only: the parent owns the run's record and upload
-            self._writer = Writer(self, interval=self.flush_interval, trigger=_TRIGGER, max_pending=_MAX_PENDING)
+            self._writer = self._new_writer()
             self._status = RUNNING
             self._arm_triggers()
             _lifecycle.register(self)
             return
         # experiment.json is written by the writer thread, first thing: its fsync
         # and the git subprocess stay out of the training loop.
-        self._writer = Writer(
-            self,
-            interval=self.flush_interval,
-            trigger=_TRIGGER,
-            max_pending=_MAX_PENDING,
-            on_start=self._write_start_meta,
-        )
+        self._writer = self._new_writer(on_start=self._write_start_meta)
         self._status = RUNNING
         self._arm_triggers()
         _lifecycle.register(self)
@@ -212,6 +211,14 @@ class Experiment:
             from .remote.uploader import Uploader
 
             self._uploader = Uploader(self)
+
+    def _new_writer(self, on_start=None) -> Writer:
+        # on_error runs on the writer thread: it sends the next call down the slow
+        # path, where the error is reported.
+        return Writer(
+            self.path, self.prefix, series=lambda: list(self._metrics.values()), on_error=self._disarm_triggers,
+            interval=self.flush_interval, trigger=_TRIGGER, max_pending=_MAX_PENDING, on_start=on_start,
+        )
 
     def _write_start_meta(self) -> None:
         now = time.time()
@@ -289,10 +296,6 @@ class Experiment:
                 owner._trigger = trigger
             else:
                 self._logs_trigger = trigger
-
-    def _on_write_error(self) -> None:
-        # Runs on the writer thread: send the next call down the slow path.
-        self._disarm_triggers()
 
     def flush(self) -> None:
         """Block until everything written so far is on disk (fsynced)."""
@@ -471,7 +474,7 @@ class Experiment:
             with self._lock:
                 metric = self._metrics.get(name)
                 if metric is None:
-                    metric = Metric(self, name)
+                    metric = Metric(self.path, name, self._hooks)
                     if self._status == RUNNING:
                         metric._trigger = self._writer.trigger
                     self._metrics[name] = metric
@@ -558,7 +561,7 @@ class Experiment:
         if writer is not None and self._status == RUNNING:
             writer.flush(durable=False)
 
-    def _on_document_changed(self, filename: str, changes: dict) -> None:
+    def _on_document_changed(self, filename: str) -> None:
         if self._uploader is not None:
             self._uploader.wake()
 

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import Any, Iterable
 
 from ._checks import MAX_TEXT, check_text
+from ._hooks import RunHooks
 from ._naming import check_field_name, metric_parts
 from ._native import speedups
 from ._queue import PLAIN
@@ -16,9 +17,6 @@ if speedups is not None:
     from ._speedups import MetricQueue, stamp
 else:
     from ._queue import MetricQueue, stamp
-
-if TYPE_CHECKING:
-    from .experiment import Experiment
 
 
 def coerce_value(key: Any, value: Any) -> Any:
@@ -87,14 +85,14 @@ class Metric(MetricQueue):
     ``append`` comes from ``MetricQueue``: in C where it was built.
     """
 
-    __slots__ = ("name", "_exp", "_folder")
+    __slots__ = ("name", "_hooks", "_folder")
 
-    def __init__(self, exp: "Experiment", name: str) -> None:
-        parts = metric_parts(name)
+    def __init__(self, path: str, name: str, hooks: RunHooks) -> None:
+        metric_parts(name)
         super().__init__()
         self.name = name
-        self._exp = exp
-        self._folder = metric_folder(exp.path, "/".join(parts))
+        self._hooks = hooks
+        self._folder = metric_folder(path, name)
         # _trigger is 0: the first append takes the slow path, which starts the experiment.
 
     def _append_fields(self, fields: dict) -> None:
@@ -107,7 +105,7 @@ class Metric(MetricQueue):
             self._on_trigger()
 
     def _on_trigger(self) -> None:
-        self._exp._pressure(self)
+        self._hooks.pressure(self)
 
     def _load(self) -> int:
         return len(self._pending)  # a method: the writer swaps in a new list
@@ -138,13 +136,14 @@ class Metric(MetricQueue):
         last point returned, so the next page starts at ``end_index + 1``.
         """
         check_range(start_index, limit)
-        self._exp._before_read()
-        if not os.path.exists(self._folder) and self._exp._remote_reader() is not None:
-            return self._exp._remote_reader().read_metric(self.name, start_index, limit)
+        self._hooks.before_read()
+        remote = None if os.path.exists(self._folder) else self._hooks.remote()
+        if remote is not None:
+            return remote.read_metric(self.name, start_index, limit)
         return read_series(self._folder, start_index, limit)
 
     def __len__(self) -> int:
-        self._exp._before_read()
+        self._hooks.before_read()
         return SeriesReader(self._folder).count()
 
     def __repr__(self) -> str:

@@ -8,14 +8,12 @@ import enum
 import os
 import pathlib
 import types
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from . import _codec
 from ._checks import MAX_DEPTH, MAX_DOCUMENT, check_document
+from ._hooks import RunHooks
 from ._runfolder import PARAMS_FILE, SUMMARY_FILE, read_document, update_document
-
-if TYPE_CHECKING:
-    from .experiment import Experiment
 
 SEPARATOR = "."
 
@@ -173,14 +171,11 @@ def unflatten(flat: dict) -> dict:
 class Params:
     """``exp.params``: hyperparameters, flattened with "." and merged on each set."""
 
-    def __init__(self, exp: "Experiment", filename: str = PARAMS_FILE) -> None:
-        self._exp = exp
+    def __init__(self, folder: str, hooks: RunHooks, filename: str = PARAMS_FILE) -> None:
         self._filename = filename
+        self._path = os.path.join(folder, filename)
+        self._hooks = hooks
         self._what = "summary" if filename == SUMMARY_FILE else "parameter"
-
-    @property
-    def _path(self) -> str:
-        return os.path.join(self._exp.path, self._filename)
 
     def set(self, *objects: Any, **values: Any) -> None:
         """Merge parameters; nested values flatten to ``a.b.c`` keys.
@@ -196,16 +191,16 @@ class Params:
         if not flat:
             return
         check_document(flat, self._what)
-        self._exp._ensure_started()
+        self._hooks.start()
         update_document(self._path, flat, max_bytes=MAX_DOCUMENT, what=self._what)
-        self._exp._on_document_changed(self._filename, flat)
+        self._hooks.changed(self._filename)
 
     def get(self, flatten: bool = True) -> dict:
         """All parameters: flat ``{"a.b": v}``, or nested with ``flatten=False``."""
-        self._exp._before_read()
+        self._hooks.before_read()
         flat = read_document(self._path)
         if not flat and not os.path.exists(self._path):
-            remote = self._exp._remote_reader()
+            remote = self._hooks.remote()
             if remote is not None:
                 flat = remote.read_document(self._filename)
         return flat if flatten else unflatten(flat)
