@@ -3,6 +3,9 @@
 Installed once, on the first start, and chained to whatever was there before:
 ``sys.excepthook`` and ``threading.excepthook`` record uncaught errors, a SIGTERM
 handler records cancellation, and ``atexit`` finishes what is still open.
+
+It knows a run only through its public surface (``running``, ``log_exception``,
+``cancel``, ``finish``) and the one callback it registers for a fork.
 """
 
 from __future__ import annotations
@@ -14,12 +17,10 @@ import sys
 import threading
 import traceback
 import weakref
-from typing import TYPE_CHECKING
+from typing import Any, Callable
 
-if TYPE_CHECKING:
-    from .experiment import Experiment
-
-_open: "weakref.WeakSet[Experiment]" = weakref.WeakSet()
+# An open run -> a weak reference to what it does in a forked child.
+_open: "weakref.WeakKeyDictionary[Any, weakref.WeakMethod]" = weakref.WeakKeyDictionary()
 _installed = False
 _lock = threading.Lock()
 _previous_sigterm = None
@@ -34,22 +35,39 @@ def error_metadata(exc: BaseException) -> dict:
     }
 
 
-def register(exp: "Experiment") -> None:
+def register(exp: Any, after_fork: Callable[[], None]) -> None:
+    """Track an open run; ``after_fork`` (a bound method) runs in a forked child."""
     global _installed
     with _lock:
-        _open.add(exp)
+        _open[exp] = weakref.WeakMethod(after_fork)
         if _installed:
             return
         _installed = True
     _install()
 
 
-def unregister(exp: "Experiment") -> None:
-    _open.discard(exp)
+def unregister(exp: Any) -> None:
+    _open.pop(exp, None)
 
 
-def open_experiments() -> list["Experiment"]:
-    return list(_open)
+def open_experiments() -> list:
+    return list(_open.keys())
+
+
+def finish_quietly(exp: Any) -> None:
+    """Finish ``exp``; at exit or from a hook there is nobody to raise to, so say it."""
+    try:
+        exp.finish()
+    except Exception as error:
+        print(f"mldash: finishing {exp.prefix} failed: {error}", file=sys.stderr)
+
+
+def record_uncaught(exp: Any, exc: BaseException, thread: threading.Thread | None = None, finish: bool = True) -> None:
+    if not exp.running:
+        return
+    exp.log_exception(exc, thread=thread)
+    if finish:
+        finish_quietly(exp)
 
 
 def _install() -> None:
@@ -57,7 +75,7 @@ def _install() -> None:
 
     def excepthook(exc_type, exc, tb):
         for exp in open_experiments():
-            exp._record_exception(exc, finish=True)
+            record_uncaught(exp, exc)
         previous_hook(exc_type, exc, tb)
 
     sys.excepthook = excepthook
@@ -67,7 +85,7 @@ def _install() -> None:
     def thread_excepthook(args):
         if args.exc_type is not SystemExit and args.exc_value is not None:
             for exp in open_experiments():
-                exp._record_exception(args.exc_value, finish=False, thread=args.thread)
+                record_uncaught(exp, args.exc_value, thread=args.thread, finish=False)
         previous_thread_hook(args)
 
     threading.excepthook = thread_excepthook
@@ -104,7 +122,7 @@ def _on_sigterm(signum, frame):
         # chain: it decides how to stop, as it would without us; atexit finishes.
         return
     for exp in exps:
-        exp._finish_quietly()
+        finish_quietly(exp)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     os.kill(os.getpid(), signal.SIGTERM)
 
@@ -113,11 +131,13 @@ def _after_fork_in_child() -> None:
     # A forked child (a DataLoader worker, say) shares the parent's run: it may
     # append to it, but it must neither rewrite the parent's pending points nor
     # decide the run's status when it exits.
-    for exp in open_experiments():
-        exp._after_fork()
+    for after_fork in list(_open.values()):
+        method = after_fork()
+        if method is not None:
+            method()
     _open.clear()
 
 
 def _finish_all() -> None:
     for exp in open_experiments():
-        exp._finish_quietly()
+        finish_quietly(exp)

@@ -16,10 +16,7 @@ from __future__ import annotations
 import fcntl
 import os
 from array import array
-from typing import TYPE_CHECKING, Callable, Iterator
-
-if TYPE_CHECKING:
-    from ._lines import Lines
+from typing import Any, Callable, Iterator
 
 STRIDE = 1024
 _CHUNK = 1 << 16
@@ -38,8 +35,9 @@ class SeriesFile:
         self.size = -1  # bytes of data this handle knows about; -1 forces a resync
         self.count = 0
 
-    def append(self, build: Callable[[int], "Lines"]) -> int:
-        """Append the lines that ``build(first_index)`` returns; return how many.
+    def append(self, build: Callable[[int], Any]) -> int:
+        """Append the lines that ``build(first_index)`` returns (a ``_lines.Lines``,
+        which knows this module's STRIDE); return how many.
 
         ``build`` runs under the lock, so records that carry their own index
         (logs) get the right one. On an OSError the file is cut back to where it

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sys
 import threading
 import time
 import uuid
@@ -199,14 +198,14 @@ class Experiment:
             self._writer = self._new_writer()
             self._status = RUNNING
             self._arm_triggers()
-            _lifecycle.register(self)
+            _lifecycle.register(self, self._after_fork)
             return
         # experiment.json is written by the writer thread, first thing: its fsync
         # and the git subprocess stay out of the training loop.
         self._writer = self._new_writer(on_start=self._write_start_meta)
         self._status = RUNNING
         self._arm_triggers()
-        _lifecycle.register(self)
+        _lifecycle.register(self, self._after_fork)
         if self.remote:
             from .remote.uploader import Uploader
 
@@ -396,12 +395,6 @@ class Experiment:
             metric._take()  # the parent writes what it had queued
         self._disarm_triggers()
 
-    def _finish_quietly(self) -> None:
-        try:
-            self.finish()
-        except Exception as error:  # at exit there is nobody left to raise to
-            print(f"mldash: finishing {self.prefix} failed: {error}", file=sys.stderr)
-
     def __enter__(self) -> "Experiment":
         return self.start()
 
@@ -413,14 +406,15 @@ class Experiment:
         else:
             self._record_exception(exc, finish=True)
 
-    def log_exception(self, exc: BaseException) -> None:
+    def log_exception(self, exc: BaseException, *, thread: threading.Thread | None = None) -> None:
         """Record ``exc`` as an error-level log (type, message, traceback) and mark
         the run FAILED (CANCELLED for KeyboardInterrupt); ``finish()`` keeps that.
 
-        For integrations that catch a framework's exception themselves.
+        For integrations that catch a framework's exception themselves; ``thread``
+        names the thread it was raised on, when that is not the caller's.
         """
         self._ensure_started()
-        self._record_exception(exc, finish=False)
+        self._record_exception(exc, finish=False, thread=thread)
 
     def _record_exception(self, exc: BaseException, finish: bool, thread=None) -> None:
         if self._status != RUNNING:
@@ -435,7 +429,7 @@ class Experiment:
             self._failure = FAILED
             self._update_meta(status_reason=metadata["error_type"])
         if finish:
-            self._finish_quietly()
+            _lifecycle.finish_quietly(self)
 
     def cancel(self, reason: str) -> None:
         """Record that someone stopped the run (a warn log with ``reason``); ``finish()``
