@@ -12,6 +12,13 @@ column by column), then the values in that order.
 
 A flat list of shared objects allocates nothing per point but the list slots:
 no per-point dict or tuple is kept alive until the writer runs.
+
+A point, or a whole batch, joins the list in one ``list.extend`` or not at all,
+and is read from a copy of the caller's dicts and list: on Python 3.10 and 3.11
+any allocation can start a garbage collection whose finalizers and callbacks
+run Python code, which may change them, or let another thread do so, midway.
+A dict's names and values come from one state of it, a batch from the list as
+it was when the call began, as in ``_speedups.c``.
 """
 
 from __future__ import annotations
@@ -77,24 +84,31 @@ class MetricQueue:
 
     def _push(self, fields: dict, at: bytes | None = None) -> None:
         """Queue checked fields (stamped now, or ``at``)."""
+        fields = fields.copy()  # names and values from one state of the dict
         names = self._remember(tuple(fields))
         pending = self._pending
         pending += (at or stamp(), names, *fields.values())  # one list.extend: atomic
 
     def _push_batch(self, points: list, at: bytes) -> bool:
-        """Queue dicts of plain values, all stamped ``at``; False (nothing queued)
-        when any point needs the checked path."""
+        """Queue dicts of numbers, all stamped ``at``, whose names passed the
+        checked path before; False (nothing queued) when any point needs the
+        checked path."""
         entries: list = []
         names = ()
-        for point in points:
-            # numbers only: text goes the checked path, which looks at its Unicode
-            if point.__class__ is not dict or not point or not NUMBERS.issuperset(map(type, point.values())):
+        for point in list(points):  # the list as it is now (list() reads it in one step)
+            if point.__class__ is not dict or not point:
+                return False
+            point = point.copy()  # names and values from one state of the dict
+            # numbers only: text goes the checked path, which checks its Unicode and length
+            if not NUMBERS.issuperset(map(type, point.values())):
                 return False
             keys = tuple(point)
             if keys != names:
                 if not all(key.__class__ is str and key.isascii() for key in keys):
                     return False
-                names = self._remember(keys)
+                names = self._checked.get(keys)
+                if names is None:  # new names: the checked path takes them once, as in append()
+                    return False
             entries += (at, names, *point.values())
         pending = self._pending
         pending += entries  # one list.extend: atomic

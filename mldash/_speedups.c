@@ -13,9 +13,16 @@
  * point but list slots. Anything else goes to the subclass's
  * _append_fields(dict), the checked path written in Python.
  *
- * The GIL is held throughout and no Python code runs between reading the
- * pending list and appending to it, so a point is never split and never lands
- * in a list the writer already took.
+ * Python code can run in the middle of a C function: on 3.10 and 3.11 any
+ * allocation of a tracked object (a tuple, a list) can start a garbage
+ * collection, whose finalizers and gc.callbacks run Python code and may
+ * release the GIL to other threads; hashing or comparing keys that are not str
+ * runs their __hash__ and __eq__. That code can change the caller's lists and
+ * dicts, and free what they held. So across any such call this file holds
+ * strong references to what it uses, never a borrowed item or a length read
+ * before; the caller's containers are copied first, by steps that run no code.
+ * A point, or a whole batch, joins the pending list in one step that runs no
+ * code either, or not at all: the writer never takes part of one.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -70,71 +77,141 @@ stamp(PyObject *module, PyObject *unused)
     return current_stamp();
 }
 
-/* A value the fast path stores as it is. Text that is not ASCII takes the
- * checked path, which refuses what JSON cannot hold (lone surrogates). */
+static int
+is_number(PyObject *value)
+{
+    PyTypeObject *type = Py_TYPE(value);
+    return type == &PyFloat_Type || type == &PyLong_Type || type == &PyBool_Type || value == Py_None;
+}
+
+/* A value append() stores as it is. Text that is not ASCII takes the checked
+ * path, which refuses what JSON cannot hold (lone surrogates). */
 static int
 is_plain(PyObject *value)
 {
-    PyTypeObject *type = Py_TYPE(value);
-    return type == &PyFloat_Type || type == &PyLong_Type || type == &PyBool_Type ||
-           value == Py_None || (type == &PyUnicode_Type && PyUnicode_IS_ASCII(value));
+    return is_number(value) || (Py_TYPE(value) == &PyUnicode_Type && PyUnicode_IS_ASCII(value));
 }
 
-/* The checked tuple equal to these names, or NULL (and no error) for names
- * not checked yet, which take the checked path once. Points with equal names
- * share one tuple, so the writer finds runs of alike points by identity.
- * Borrowed reference. */
+/* A field name the fast paths take as it is. */
+static int
+is_plain_name(PyObject *key)
+{
+    return PyUnicode_CheckExact(key) && PyUnicode_IS_ASCII(key);
+}
+
+/* Drop the items a failed or refused point left past ``size``. Unlike
+ * PyList_SetSlice this allocates nothing, so it cannot fail halfway; dropping
+ * the items runs no code, as the caller still holds each of them. */
+static void
+truncate_list(PyObject *list, Py_ssize_t size)
+{
+    Py_ssize_t end = PyList_GET_SIZE(list);
+    if (end <= size) {
+        return;
+    }
+    PyObject **items = PySequence_Fast_ITEMS(list);
+    Py_SET_SIZE(list, size);
+    while (end > size) {
+        Py_DECREF(items[--end]);
+    }
+}
+
+/* Copy a dict's keys, and its values unless ``values`` is NULL, into new
+ * tuples that match. Making the tuples can run a collection that changes the
+ * dict, so its size is checked once they exist; the copy itself (PyDict_Next
+ * and Py_NewRef) runs no code. */
+static int
+snapshot_fields(PyObject *dict, PyObject **keys, PyObject **values)
+{
+    for (int attempt = 0; attempt < 8; attempt++) {
+        Py_ssize_t n = PyDict_GET_SIZE(dict), pos = 0, i = 0;
+        PyObject *k = PyTuple_New(n), *v = k == NULL || values == NULL ? NULL : PyTuple_New(n);
+        if (k == NULL || (values != NULL && v == NULL)) {
+            Py_XDECREF(k);
+            return -1;
+        }
+        if (PyDict_GET_SIZE(dict) == n) {
+            PyObject *key, *value;
+            while (PyDict_Next(dict, &pos, &key, &value)) {
+                PyTuple_SET_ITEM(k, i, Py_NewRef(key));
+                if (v != NULL) {
+                    PyTuple_SET_ITEM(v, i, Py_NewRef(value));
+                }
+                i++;
+            }
+            *keys = k;
+            if (values != NULL) {
+                *values = v;
+            }
+            return 0;
+        }
+        Py_DECREF(k);
+        Py_XDECREF(v);
+    }
+    PyErr_SetString(PyExc_RuntimeError, "the fields changed size while they were being read");
+    return -1;
+}
+
+/* The checked tuple equal to these names (a new reference), or NULL: with an
+ * error set when the lookup failed, without one for names not checked yet,
+ * which take the checked path once. Points with equal names share one tuple,
+ * so the writer finds runs of alike points by identity. */
 static PyObject *
 known_names(MetricQueue *self, PyObject *names)
 {
     if (names == self->names || names == self->alias) {
-        return self->names;
+        return Py_NewRef(self->names);
     }
-    /* hashing and comparing tuples of str runs no Python code */
+    /* Comparing tuples of str runs no code, but _push() may have recorded names
+     * that are other objects, whose __eq__ can run code or fail. */
     PyObject *known = PyDict_GetItemWithError(self->checked, names);
-    if (known != NULL) {
-        Py_INCREF(known);
-        Py_XSETREF(self->names, known);
-        Py_INCREF(names);  /* a call site's names: the same object on every call */
-        Py_XSETREF(self->alias, names);
+    if (known == NULL) {
+        return NULL;
     }
+    Py_INCREF(known);  /* first: replacing self->names below can run code */
+    Py_XSETREF(self->names, Py_NewRef(known));
+    Py_XSETREF(self->alias, Py_NewRef(names));  /* a call site's names: the same object on every call */
     return known;
 }
 
-/* Record names that passed the check; return the tuple to queue (borrowed). */
+/* Record names that passed the check; return the tuple to queue for them (a
+ * new reference), the one already recorded when there is one. */
 static PyObject *
 remember_names(MetricQueue *self, PyObject *names)
 {
-    PyObject *known = names;
-    if (PyDict_GET_SIZE(self->checked) < MAX_CHECKED) {
-        known = PyDict_SetDefault(self->checked, names, names);
-        if (known == NULL) {
+    /* Not PyDict_SetDefault: on 3.13.0 it can fail to insert and return the
+     * default anyway, with MemoryError set. */
+    PyObject *known = PyDict_GetItemWithError(self->checked, names);
+    if (known == NULL) {
+        if (PyErr_Occurred() ||
+            (PyDict_GET_SIZE(self->checked) < MAX_CHECKED &&
+             PyDict_SetItem(self->checked, names, names) < 0)) {
             return NULL;
         }
+        known = names;
     }
-    Py_INCREF(known);
-    Py_XSETREF(self->names, known);
+    Py_INCREF(known);  /* first: replacing self->names below can run code */
+    Py_XSETREF(self->names, Py_NewRef(known));
     Py_CLEAR(self->alias);
     return known;
 }
 
+/* Append a point to ``list``: at, names, then one value per name. All or
+ * nothing; PyList_Append only resizes the list's array, which runs no code. */
 static int
-queue_point(MetricQueue *self, PyObject *at, PyObject *names, PyObject *const *values)
+append_point(PyObject *list, PyObject *at, PyObject *names, PyObject *const *values)
 {
-    PyObject *pending = self->pending;
-    Py_ssize_t start = PyList_GET_SIZE(pending), n = PyTuple_GET_SIZE(names);
-    int failed = PyList_Append(pending, at) < 0 || PyList_Append(pending, names) < 0;
-    for (Py_ssize_t i = 0; i < n && !failed; i++) {
-        failed = PyList_Append(pending, values[i]) < 0;
+    Py_ssize_t start = PyList_GET_SIZE(list), n = PyTuple_GET_SIZE(names), i = 0;
+    if (PyList_Append(list, at) == 0 && PyList_Append(list, names) == 0) {
+        while (i < n && PyList_Append(list, values[i]) == 0) {
+            i++;
+        }
+        if (i == n) {
+            return 0;
+        }
     }
-    if (failed) {  /* out of memory: leave no half point behind */
-        PyObject *type, *value, *traceback;
-        PyErr_Fetch(&type, &value, &traceback);
-        PyList_SetSlice(pending, start, PyList_GET_SIZE(pending), NULL);
-        PyErr_Restore(type, value, traceback);
-        return -1;
-    }
-    return 0;
+    truncate_list(list, start);
+    return -1;
 }
 
 static PyObject *
@@ -175,16 +252,15 @@ append(MetricQueue *self, PyObject *const *args, size_t nargsf, PyObject *kwname
             return slow_append(self, args, nargs, kwnames);
         }
     }
+    /* The caller holds the arguments until we return: they need no references. */
     PyObject *names = known_names(self, kwnames);
     if (names == NULL) {
-        return slow_append(self, args, nargs, kwnames);
+        return PyErr_Occurred() ? NULL : slow_append(self, args, nargs, kwnames);
     }
-    PyObject *at = current_stamp();
-    if (at == NULL) {
-        return NULL;
-    }
-    int failed = queue_point(self, at, names, args);
-    Py_DECREF(at);
+    PyObject *at = current_stamp();  /* bytes are not tracked: no collection */
+    int failed = at == NULL || append_point(self->pending, at, names, args) < 0;
+    Py_XDECREF(at);
+    Py_DECREF(names);
     if (failed) {
         return NULL;
     }
@@ -201,60 +277,106 @@ push(MetricQueue *self, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_TypeError, "_push(fields: dict, at: bytes | None = None)");
         return NULL;
     }
-    PyObject *fields = args[0];
-    PyObject *names = PyDict_Size(fields) ? PySequence_Tuple(fields) : PyTuple_New(0);
-    PyObject *values = names == NULL ? NULL : PyDict_Values(fields);
-    PyObject *at = values == NULL ? NULL
-                   : (nargs == 2 && args[1] != Py_None) ? Py_NewRef(args[1]) : current_stamp();
-    int failed = at == NULL;
-    if (!failed) {
-        /* no Python code runs between the lookups above and these appends */
-        PyObject *known = remember_names(self, names);
-        failed = known == NULL || queue_point(self, at, known, PySequence_Fast_ITEMS(values));
+    PyObject *names, *values;
+    if (snapshot_fields(args[0], &names, &values) < 0) {
+        return NULL;
     }
+    PyObject *known = remember_names(self, names);  /* may run code: all is ours now */
+    PyObject *at = known == NULL ? NULL
+                   : (nargs == 2 && args[1] != Py_None) ? Py_NewRef(args[1]) : current_stamp();
+    int failed = at == NULL ||
+                 append_point(self->pending, at, known, PySequence_Fast_ITEMS(values)) < 0;
     Py_XDECREF(at);
-    Py_XDECREF(values);
-    Py_XDECREF(names);
+    Py_XDECREF(known);
+    Py_DECREF(values);
+    Py_DECREF(names);
     if (failed) {
         return NULL;
     }
     Py_RETURN_NONE;
 }
 
-/* The names of a non-empty dict of ASCII str keys and plain values, as a
- * checked tuple: ``last`` when they are the same. NULL without an error when
- * the point needs the checked path. Borrowed reference. */
-static PyObject *
-plain_point_names(MetricQueue *self, PyObject *point, PyObject *last)
+enum fit { FIT_ERROR = -1, FIT_APPENDED, FIT_OTHER_NAMES, FIT_NOT_PLAIN };
+
+/* Append a point of a batch to ``entries`` if its names are ``names`` (then
+ * FIT_APPENDED); else leave ``entries`` as they were. This reads the dict with
+ * no code running, so its borrowed keys and values stay valid throughout.
+ * Numbers only, as in _queue.py: text takes the checked path, which also
+ * limits how much of it a point holds. */
+static enum fit
+append_if_named(PyObject *entries, PyObject *at, PyObject *point, PyObject *names)
 {
-    if (!PyDict_CheckExact(point) || PyDict_GET_SIZE(point) == 0) {
-        return NULL;
+    Py_ssize_t start = PyList_GET_SIZE(entries), n = PyTuple_GET_SIZE(names), pos = 0, i = 0;
+    if (PyDict_GET_SIZE(point) != n) {
+        return FIT_OTHER_NAMES;
     }
-    Py_ssize_t n = PyDict_GET_SIZE(point), pos = 0, i = 0;
-    int same = PyTuple_GET_SIZE(last) == n;
+    if (PyList_Append(entries, at) < 0 || PyList_Append(entries, names) < 0) {
+        truncate_list(entries, start);
+        return FIT_ERROR;
+    }
     PyObject *key, *value;
     while (PyDict_Next(point, &pos, &key, &value)) {
-        if (!PyUnicode_CheckExact(key) || !PyUnicode_IS_ASCII(key) || !is_plain(value)) {
-            return NULL;
+        PyObject *name = PyTuple_GET_ITEM(names, i++);
+        enum fit fit = !is_plain_name(key) || !is_number(value) ? FIT_NOT_PLAIN
+                       /* names recorded by _push() need not be str */
+                       : key == name || (PyUnicode_CheckExact(name) && PyUnicode_Compare(key, name) == 0)
+                       ? FIT_APPENDED : FIT_OTHER_NAMES;
+        if (fit == FIT_APPENDED && PyList_Append(entries, value) < 0) {
+            fit = FIT_ERROR;
         }
-        if (same) {
-            PyObject *name = PyTuple_GET_ITEM(last, i++);
-            same = key == name || PyUnicode_Compare(key, name) == 0;
+        if (fit != FIT_APPENDED) {
+            truncate_list(entries, start);
+            return fit;
         }
     }
-    if (same) {
-        return last;
+    return FIT_APPENDED;
+}
+
+/* Append one point of a batch to ``entries``: 1 when appended; 0, with
+ * ``entries`` as they were, when the point needs the checked path (it is not a
+ * non-empty dict of numbers under ASCII names that passed the checked path
+ * before); -1 on an error. ``names`` holds the names of the point before,
+ * which most points share, and the other names seen last (series often
+ * alternate two sets, such as step and step+epoch). */
+static int
+batch_point(MetricQueue *self, PyObject *entries, PyObject *at, PyObject *point, PyObject *names[2])
+{
+    if (!PyDict_CheckExact(point) || PyDict_GET_SIZE(point) == 0) {
+        return 0;
     }
-    PyObject *names = PyTuple_New(n);
-    if (names == NULL) {
-        return NULL;
+    enum fit fit = append_if_named(entries, at, point, names[0]);
+    if (fit == FIT_OTHER_NAMES) {
+        fit = append_if_named(entries, at, point, names[1]);
+        if (fit == FIT_APPENDED) {
+            PyObject *swap = names[0];
+            names[0] = names[1];
+            names[1] = swap;
+        }
     }
-    for (pos = 0, i = 0; PyDict_Next(point, &pos, &key, &value); i++) {
-        PyTuple_SET_ITEM(names, i, Py_NewRef(key));
+    /* Other names: look a copy of them up (making it, and comparing names
+     * _push() recorded, can run code that changes the dict), then read the dict
+     * again against the checked tuple. Names not checked yet take the checked
+     * path once, as in append(). */
+    for (int attempt = 0; fit == FIT_OTHER_NAMES; attempt++) {
+        PyObject *keys;
+        if (attempt == 8) {
+            PyErr_SetString(PyExc_RuntimeError, "the fields changed while they were being read");
+            return -1;
+        }
+        if (snapshot_fields(point, &keys, NULL) < 0) {
+            return -1;
+        }
+        PyObject *known = PyDict_GetItemWithError(self->checked, keys);
+        Py_XINCREF(known);
+        Py_DECREF(keys);
+        if (known == NULL) {
+            return PyErr_Occurred() ? -1 : 0;
+        }
+        Py_SETREF(names[1], names[0]);
+        names[0] = known;
+        fit = append_if_named(entries, at, point, known);
     }
-    PyObject *known = remember_names(self, names);  /* ASCII str keys: checked */
-    Py_DECREF(names);  /* known is held by self->names, and by checked when there was room */
-    return known;
+    return fit == FIT_APPENDED ? 1 : fit == FIT_NOT_PLAIN ? 0 : -1;
 }
 
 static PyObject *
@@ -265,58 +387,45 @@ push_batch(MetricQueue *self, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     PyObject *points = args[0], *at = args[1];
+    /* References to the points first: PyMem_Malloc makes no Python object, so
+     * no collection can change the list between reading its length and this. */
     Py_ssize_t n = PyList_GET_SIZE(points);
-    /* First check every point and find its names (which may allocate, and so
-     * run Python code through the garbage collector); then queue them all with
-     * no Python code in between, so the writer never takes half a batch. */
-    PyObject **names = PyMem_Malloc((n ? n : 1) * sizeof(PyObject *));
-    PyObject *held = PyList_New(0);  /* the names tuples used, while self->names moves on */
-    if (names == NULL || held == NULL) {
-        PyMem_Free(names);
-        Py_XDECREF(held);
+    PyObject **batch = PyMem_Malloc((n ? n : 1) * sizeof(PyObject *));
+    if (batch == NULL) {
         return PyErr_NoMemory();
     }
-    PyObject *last = self->names, *result = Py_True;
-    if (PyList_Append(held, last) < 0) {
-        result = NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        batch[i] = Py_NewRef(PyList_GET_ITEM(points, i));
     }
+    /* The entries wait in a list of our own, so that a failure or a point for
+     * the checked path leaves pending untouched, and the writer, which can run
+     * whenever code does, never takes part of the batch. */
+    PyObject *entries = PyList_New(0), *names[2] = {Py_NewRef(self->names), Py_NewRef(self->names)};
+    PyObject *result = entries == NULL ? NULL : Py_True;
     for (Py_ssize_t i = 0; i < n && result == Py_True; i++) {
-        names[i] = plain_point_names(self, PyList_GET_ITEM(points, i), last);
-        if (names[i] == NULL) {
-            result = PyErr_Occurred() ? NULL : Py_False;  /* False: the checked path takes it */
-            break;
-        }
-        if (names[i] != last) {
-            last = names[i];
-            if (PyList_Append(held, last) < 0) {
-                result = NULL;
-            }
-        }
+        int queued = batch_point(self, entries, at, batch[i], names);
+        result = queued < 0 ? NULL : queued ? Py_True : Py_False;  /* False: the checked path takes them */
     }
     if (result == Py_True) {
-        PyObject *pending = self->pending;
-        for (Py_ssize_t i = 0; i < n && result != NULL; i++) {
-            PyObject *point = PyList_GET_ITEM(points, i), *key, *value;
-            Py_ssize_t pos = 0;
-            if (PyList_Append(pending, at) < 0 || PyList_Append(pending, names[i]) < 0) {
-                result = NULL;
-            }
-            while (result != NULL && PyDict_Next(point, &pos, &key, &value)) {
-                if (PyList_Append(pending, value) < 0) {
-                    result = NULL;
-                }
-            }
+        Py_ssize_t end = PyList_GET_SIZE(self->pending);
+        if (PyList_SetSlice(self->pending, end, end, entries) < 0) {  /* one step: no code runs */
+            result = NULL;
         }
     }
-    PyMem_Free(names);
-    Py_DECREF(held);
+    Py_XDECREF(entries);
+    Py_DECREF(names[0]);
+    Py_DECREF(names[1]);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Py_DECREF(batch[i]);
+    }
+    PyMem_Free(batch);
     return Py_XNewRef(result);
 }
 
 static PyObject *
 take(MetricQueue *self, PyObject *unused)
 {
-    PyObject *fresh = PyList_New(0);
+    PyObject *fresh = PyList_New(0);  /* first: it can run code that appends to pending */
     if (fresh == NULL) {
         return NULL;
     }
@@ -389,8 +498,8 @@ static PyMethodDef queue_methods[] = {
      "Queue checked fields (stamped now, or ``at``); their names become the\n"
      "ones ``append`` takes without a check."},
     {"_push_batch", (PyCFunction)(void (*)(void))push_batch, METH_FASTCALL,
-     "Queue dicts of plain values, all stamped ``at``; False (nothing queued) when\n"
-     "any point needs the checked path."},
+     "Queue dicts of numbers, all stamped ``at``, whose names passed the checked\n"
+     "path before; False (nothing queued) when any point needs the checked path."},
     {"_take", (PyCFunction)take, METH_NOARGS,
      "Everything queued so far, removed from the queue (the writer's side)."},
     {NULL}
@@ -421,27 +530,45 @@ static PyType_Spec queue_spec = {
     .slots = queue_slots,
 };
 
-/* The total size of a list's items, which must all be bytes; -1 if not. */
-static Py_ssize_t
-bytes_size(PyObject *list, const char *what)
+/* size += count * each, unless that is more than one bytes object can hold.
+ * Lists can repeat one object, so sizes add up past the memory in use. */
+static int
+grow(Py_ssize_t *size, Py_ssize_t count, Py_ssize_t each)
 {
-    Py_ssize_t size = 0;
+    if (each != 0 && count > (PY_SSIZE_T_MAX - *size) / each) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    *size += count * each;
+    return 0;
+}
+
+/* Add the sizes of a list's items, which must all be bytes. */
+static int
+add_bytes_sizes(Py_ssize_t *size, PyObject *list, const char *what)
+{
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(list); i++) {
         PyObject *item = PyList_GET_ITEM(list, i);
         if (!PyBytes_Check(item)) {
             PyErr_Format(PyExc_TypeError, "splice(): %s must be bytes", what);
             return -1;
         }
-        size += PyBytes_GET_SIZE(item);
+        if (grow(size, 1, PyBytes_GET_SIZE(item)) < 0) {
+            return -1;
+        }
     }
-    return size;
+    return 0;
 }
 
 /* splice(stamps, heads, columns, tail) -> bytes: the writer's lines for n points
  * with the same k field names, ``[stamp<head_0><value_0><head_1>...<tail>`` each.
  * A column is either a list of n encoded values or, for plain numbers, orjson's
  * encoding of the whole column without its brackets: values split at commas
- * here, with no bytes object per value. _lines.py has the same in Python. */
+ * here, with no bytes object per value. _lines.py has the same in Python.
+ *
+ * The lists are measured, then read again to write: nothing in between runs
+ * code that could change them (bytes are not tracked, so making ``out``
+ * starts no collection), and every size is checked against overflow. */
 static PyObject *
 splice(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -454,18 +581,19 @@ splice(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     }
     PyObject *stamps = args[0], *heads = args[1], *columns = args[2], *tail = args[3];
     Py_ssize_t n = PyList_GET_SIZE(stamps), k = PyTuple_GET_SIZE(heads);
-    Py_ssize_t size = bytes_size(stamps, "stamps");
-    if (size < 0) {
+    Py_ssize_t size = 0;
+    if (add_bytes_sizes(&size, stamps, "stamps") < 0 || grow(&size, n, 1 + PyBytes_GET_SIZE(tail)) < 0) {
         return NULL;
     }
-    size += n * (1 + PyBytes_GET_SIZE(tail));
     for (Py_ssize_t j = 0; j < k; j++) {
         PyObject *head = PyTuple_GET_ITEM(heads, j), *column = PyList_GET_ITEM(columns, j);
         if (!PyBytes_Check(head)) {
             PyErr_SetString(PyExc_TypeError, "splice(): heads must be bytes");
             return NULL;
         }
-        size += n * PyBytes_GET_SIZE(head);
+        if (grow(&size, n, PyBytes_GET_SIZE(head)) < 0) {
+            return NULL;
+        }
         if (PyBytes_Check(column)) {
             const char *body = PyBytes_AS_STRING(column);
             Py_ssize_t length = PyBytes_GET_SIZE(column), commas = 0;
@@ -477,14 +605,14 @@ splice(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
                              j, length ? commas + 1 : 0, n);
                 return NULL;
             }
-            size += length - commas;
-        }
-        else if (PyList_Check(column) && PyList_GET_SIZE(column) == n) {
-            Py_ssize_t values = bytes_size(column, "encoded values");
-            if (values < 0) {
+            if (grow(&size, 1, length - commas) < 0) {
                 return NULL;
             }
-            size += values;
+        }
+        else if (PyList_Check(column) && PyList_GET_SIZE(column) == n) {
+            if (add_bytes_sizes(&size, column, "encoded values") < 0) {
+                return NULL;
+            }
         }
         else {
             PyErr_Format(PyExc_ValueError, "splice(): column %zd is not bytes or a list of %zd", j, n);

@@ -52,6 +52,21 @@ for i in range(3000):  # across STRIDE (1024) marks, flushed at odd places
         expected.append({**fields, "big": float(2**70)})
     if i % 23 == 0:
         add(step=i, value=i)  # the same names in another order
+    if i % 29 == 0:  # names that change within a batch, a dict given twice, text, a dict subclass
+        twice = {"value": 0.5, "step": i}
+        add_batch([twice, {"step": i, "value": 2}, twice, {"value": 1.0, "step": i, "epoch": 2},
+                   {"note": "ascii"}, {"value": i}, type("Point", (dict,), {})(value=3.0)])
+        # the checked path for one point takes the whole batch
+        m.append_batch([{"value": 1.0, "step": i}, {"value": np.float64(0.75), "step": i}])
+        expected.extend([{"value": 1.0, "step": i}, {"value": 0.75, "step": i}])
+    if i % 31 == 0:  # a bad point in the middle: the call raises and queues none of the batch
+        for bad in ({"value": object()}, {}, "not a dict", {1: 2.0}, {"value": "lone \udcff"}, {"value": [1]}):
+            try:
+                m.append_batch([{"value": 1.0, "step": i}, {"value": 2.0, "step": i}, bad, {"value": 3.0}])
+            except (TypeError, ValueError):
+                pass
+            else:
+                raise AssertionError(f"append_batch took {bad!r}")
     if i % 499 == 0:
         exp.flush()
 add_batch([{"value": k, "step": k} for k in range(2500)])  # one batch across marks
@@ -193,6 +208,8 @@ q.append(value=1.0, step=1)  # new names: the checked path
 q.append(value=2.0, step=2)  # known names: the fast path
 assert q._push_batch([{"value": 3.0, "step": 3}], b"123") is True
 assert q._push_batch([{"value": [1]}], b"123") is False
+assert q._push_batch([{"value": 4.0, "step": 4}, {"value": [1]}], b"123") is False  # none of it queued
+assert q._push_batch([{"unchecked": 4.0}], b"123") is False  # new names: the checked path first
 entries = q._take()
 assert len(entries) == 12 and entries[1] is entries[5] is entries[9], entries
 lines = speedups.splice([b"1", b"2"], (b',{"a":',), [b"1.5,2"], b"}]\n")
