@@ -13,8 +13,12 @@ import sqlite3
 import orjson
 import pytest
 
+from hostile_inputs import BAD_DOCUMENT_TEXT, BAD_LABELS, BAD_NAMESPACES, BAD_PATHS, BAD_TEXT, GOOD_VALUES
+from mldash import _codec
 from mldash.server import chunks
 from mldash.server.storage import HOT_LIMIT, Conflict, Store, StoreError, _lines_blob
+
+from _server_support import postgres  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.timeout(120)
 T0 = 1_700_000_000_000
@@ -130,7 +134,7 @@ def test_lines_are_exactly_one_compact_json_line_per_point_even_with_tricky_fiel
         ([["1", {}]], "points[0]"),
         ([[1, {}, 2]], "points[0]"),
         ([[2**63, {}]], "points[0]"),
-        ([[1, {"deep": orjson.loads(b"[" * 300 + b"]" * 300)}]], "cannot be stored"),
+        ([[1, {"deep": orjson.loads(b"[" * 300 + b"]" * 300)}]], "nests more than"),
     ],
 )
 def test_bad_points_are_refused_with_a_clear_message_and_nothing_stored(store, points, words):
@@ -159,3 +163,107 @@ def test_a_store_from_before_batch_rows_is_migrated_on_open(tmp_path):
         assert append(store, exp_id, 2500, pts(2500, 2600))["counts"] == {"loss": 2600}
     finally:
         store.close()
+
+
+# ---- the server takes exactly what the local API takes (issue 11, items 4 and 8) ------------
+# Rows come from tests/hostile_inputs.py, the tables the local API is tested with, so
+# the two can never drift apart. Run on SQLite and on PostgreSQL: NUL reaches the
+# two differently (PostgreSQL's JSONB and text cannot hold it; lines are bytes).
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def any_store(request, tmp_path):
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path}/db.sqlite"
+    else:
+        url = request.getfixturevalue("postgres").create_database()
+    s = Store(url, str(tmp_path / "chunks"))
+    yield s
+    s.close()
+
+
+def _refusals():
+    rows = []
+    for value, _error, words in BAD_PATHS:
+        rows.append(("metric name", value, words, lambda s, e, v: s.append_metrics(e, [{"name": v, "start_index": 0, "points": [[1, {"v": 1}]]}])))
+        rows.append(("prefix", value, words, lambda s, e, v: s.upsert_experiment("default", v, {})))
+    for value, _error, words in BAD_LABELS:
+        rows.append(("metric field name", value, words, lambda s, e, v: s.append_metrics(e, [{"name": "m", "start_index": 0, "points": [[1, {v: 1}]]}])))
+        rows.append(("tag", value, "meta.tags", lambda s, e, v: s.upsert_experiment("default", "p/t", {"tags": [v]})))
+    for value, _error, words in BAD_NAMESPACES:
+        rows.append(("namespace", value, words, lambda s, e, v: s.upsert_experiment(v, "p/n", {})))
+    for value, _error, words in BAD_DOCUMENT_TEXT:
+        rows.append(("parameter value", value, words, lambda s, e, v: s.set_document(e, "parameters", {"k": v})))
+        rows.append(("parameter name", value, words, lambda s, e, v: s.set_document(e, "parameters", {v: 1})))
+        rows.append(("summary value", value, words, lambda s, e, v: s.set_document(e, "summary", {"k": v})))
+        rows.append(("description", value, words, lambda s, e, v: s.patch_experiment(e, {"description": v})))
+        rows.append(("a best checkpoint's path", value, words, lambda s, e, v: s.append_checkpoints(e, 0, [{"timestamp": 1.0, "path": v, "is_best": True}])))
+    for value, _error, words in BAD_TEXT:
+        rows.append(("metric string", value, words, lambda s, e, v: s.append_metrics(e, [{"name": "m", "start_index": 0, "points": [[1, {"s": v}]]}])))
+        rows.append(("log message", value, words, lambda s, e, v: s.append_logs(e, 0, [{"timestamp": 1.0, "level": "info", "message": v}])))
+        rows.append(("log metadata", value, words, lambda s, e, v: s.append_logs(e, 0, [{"timestamp": 1.0, "message": "m", "metadata": {"k": v}}])))
+    return rows
+
+
+REFUSALS = _refusals()
+
+
+@pytest.mark.parametrize("what, value, words, call", REFUSALS, ids=[f"{r[0]}={str(r[1])[:20]!r}" for r in REFUSALS])
+def test_the_store_refuses_what_the_local_api_refuses_with_the_same_reason(any_store, what, value, words, call):
+    exp_id = any_store.upsert_experiment("default", "p/r", {"local_id": "run"})["id"]
+    with pytest.raises(StoreError, match=words):
+        call(any_store, exp_id, value)
+    held = any_store.progress(exp_id)
+    assert (held["metrics"], held["logs"], held["checkpoints"]) == ({}, 0, 0)
+    assert any_store.get_document(exp_id, "parameters") == {} and "description" not in any_store.get_experiment(exp_id)
+
+
+ACCEPTED = [*GOOD_VALUES, "a\x00b", "\x00" * 1000, "x\x00" * 400_000, "€" * 300_000, -(2**200), float("nan"), float("-inf")]
+
+
+@pytest.mark.parametrize("value", ACCEPTED, ids=[repr(v)[:20] for v in ACCEPTED])
+def test_the_api_keeps_what_the_local_api_accepts_exactly(any_store, value):
+    """Through the HTTP app (in process), as the uploader sends it and a reader reads it."""
+    from fastapi.testclient import TestClient
+
+    from mldash.server.app import create_app
+
+    def same(a, b):
+        return _codec.dumps(a, option=orjson.OPT_SORT_KEYS) == _codec.dumps(b, option=orjson.OPT_SORT_KEYS)
+
+    with TestClient(create_app(any_store, ui=False), base_url="http://t/api/v1") as api:
+        def call(method, path, body=None):
+            response = api.request(method, path, content=None if body is None else _codec.dumps(body),
+                                   headers={"Content-Type": "application/json"})
+            assert response.status_code == 200, response.text
+            return _codec.loads(response.content)
+
+        exp_id = call("POST", "/experiments", {"prefix": "p/r", "meta": {"local_id": "run"}})["id"]
+        call("POST", f"/experiments/{exp_id}/metrics", {"series": [{"name": "m", "start_index": 0, "points": [[T0, {"v": value}]]}]})
+        assert same(call("GET", f"/experiments/{exp_id}/metrics/read?name=m")["data"][0]["data"], {"v": value})
+        message = value if isinstance(value, str) else "m"
+        log = {"timestamp": 1.5, "level": "warn", "message": message, "metadata": {"v": value, "l": [value]}}
+        call("POST", f"/experiments/{exp_id}/logs", {"start_index": 0, "records": [log]})
+        record = call("GET", f"/experiments/{exp_id}/logs")["data"][0]
+        assert record["message"] == message and same(record["metadata"], {"v": value, "l": [value]})
+        call("POST", f"/experiments/{exp_id}/checkpoints", {"start_index": 0, "records": [{"timestamp": 1.5, "path": "ck/1.pt", "info": value}]})
+        assert same(call("GET", f"/experiments/{exp_id}")["checkpoints"][0]["info"], value)
+        if not (isinstance(value, str) and "\x00" in value):  # documents hold no NUL, as locally
+            for kind in ("parameters", "summary"):
+                call("PUT", f"/experiments/{exp_id}/documents/{kind}", {"k": value})
+                assert same(call("GET", f"/experiments/{exp_id}/documents/{kind}"), {"k": value})
+            call("PATCH", f"/experiments/{exp_id}", {"meta": {"note": value}})
+            assert same(call("GET", f"/experiments/{exp_id}")["note"], value)
+
+
+def test_a_second_run_under_a_held_prefix_is_refused_and_the_same_run_merges(any_store):
+    first = any_store.upsert_experiment("team", "p/shared", {"local_id": "aaa", "status": "RUNNING"})
+    assert any_store.upsert_experiment("team", "p/shared", {"local_id": "aaa", "status": "COMPLETED"})["id"] == first["id"]
+    with pytest.raises(StoreError, match="local id aaa.*local id is bbb") as refused:
+        any_store.upsert_experiment("team", "p/shared", {"local_id": "bbb", "status": "RUNNING"})
+    assert refused.value.status == 409 and refused.value.code == "collision"
+    with pytest.raises(StoreError, match="local id is bbb"):
+        any_store.patch_experiment(first["id"], {"local_id": "bbb"})
+    assert any_store.upsert_experiment("other", "p/shared", {"local_id": "bbb"})["id"] != first["id"]
+    assert any_store.get_experiment(first["id"])["status"] == "COMPLETED"
+    assert any_store.progress(first["id"])["local_id"] == "aaa"

@@ -102,8 +102,8 @@ async def _json(request: Request) -> Any:
     body = await request.body()
     if not body.strip():
         raise StoreError("the request body is empty; send a JSON object")
-    if b"\\u0000" in body:
-        raise StoreError("JSON strings must not contain NUL characters (\\u0000)")
+    # NUL (\u0000) is fine here: the store refuses it only where it cannot keep it
+    # (documents, names), by the same rules as the local API.
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as error:
@@ -138,6 +138,8 @@ def create_app(store: Store, *, auth: str = "auto", max_body: int = MAX_BODY, ui
 
     @app.exception_handler(StoreError)
     async def _store_error(_request, error: StoreError):
+        if error.code:  # e.g. "collision": a 409 the client must not answer by resyncing
+            return JSONOut({"detail": str(error), "code": error.code}, status_code=error.status)
         return _error(error.status, str(error))
 
     @app.exception_handler(Unauthorized)

@@ -24,15 +24,15 @@ import orjson
 from sqlalchemy import and_, create_engine, event, func, inspect, select, text, update
 from sqlalchemy.exc import DBAPIError
 
-from .. import _codec
-from .._naming import metric_parts, split_path
+from .. import _checks, _codec
+from .._checks import LEVELS, MAX_TEXT, STATUSES
+from .._naming import check_field_name, metric_parts, split_path
+from .._naming import check_namespace as _check_namespace
 from .._runfolder import decode_points
 from . import chunks
 from .blobs import open_blobs
 from .schema import checkpoints, experiments, logs, metadata, metric_batches, series
 
-LEVELS = ("debug", "info", "warn", "error", "fatal")
-STATUSES = ("RUNNING", "COMPLETED", "FAILED", "CANCELLED")
 DOCUMENT_KINDS = {"parameters": "params", "summary": "summary"}
 HOT_LIMIT = chunks.CHUNK_POINTS  # a series keeps at most this many hot points after compaction
 MAX_HOT = 4 * HOT_LIMIT  # past this, a request compacts its series itself (the compactor is behind)
@@ -82,13 +82,14 @@ _SQL = {
     ),
     "over_hot": "SELECT id FROM series WHERE total - cold_count > %s",
 }
-_NAMESPACE_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
 
 
 class StoreError(Exception):
-    """A request the store refuses; ``status`` is the HTTP status to answer with."""
+    """A request the store refuses; ``status`` is the HTTP status to answer with
+    and ``code``, when set, a word a client can act on (sent beside the detail)."""
 
     status = 400
+    code: str | None = None
 
 
 class NotFound(StoreError):
@@ -99,17 +100,25 @@ class Conflict(StoreError):
     status = 409
 
 
+class Collision(Conflict):
+    """Another run (another local id) already holds this namespace and prefix.
+
+    Two runs that did not resume each other must never merge; the client is told
+    to upload under another name or namespace, or to delete the server's copy.
+    """
+
+    code = "collision"
+
+
 def check_namespace(namespace: Any) -> str:
-    if namespace is None:
-        return "default"
-    if not isinstance(namespace, str) or not namespace or len(namespace) > 100 or not set(namespace) <= _NAMESPACE_CHARS:
-        raise StoreError(f"namespace must be 1-100 characters of letters, digits, '.', '_' or '-', got {namespace!r}")
-    return namespace
+    """The shared rule of ``_naming.check_namespace`` (the local API uses the same), as a 400."""
+    return _checked(_check_namespace, namespace)
 
 
-def _checked(fn, *args):
+def _checked(fn, *args, **kw):
+    """Run one of the shared checks (``_naming``, ``_checks``); its error is a 400."""
     try:
-        return fn(*args)
+        return fn(*args, **kw)
     except (ValueError, TypeError) as error:
         raise StoreError(str(error)) from None
 
@@ -308,6 +317,7 @@ class Store:
 
     def _merge_meta(self, conn, row, meta: dict, now: float) -> dict:
         stored = dict(row.meta)
+        _check_same_run(row, stored, meta)
         stored.update(meta)
         values = dict(meta=stored, updated_at=now, status=stored.get("status"), started_at=_number(stored.get("started_at")))
         conn.execute(update(experiments).where(experiments.c.id == row.id).values(**values))
@@ -427,6 +437,7 @@ class Store:
         column = _document_column(kind)
         if not isinstance(values, dict):
             raise StoreError(f"a {kind} document must be a JSON object (a flat dict), not {type(values).__name__}")
+        _checked(_checks.check_document, values, kind)  # the local API's rule: no NUL, valid Unicode
         with self.writing() as conn:
             row = conn.execute(select(experiments.c[column]).where(experiments.c.id == exp_id).with_for_update()).first()
             if row is None:
@@ -743,15 +754,8 @@ class Store:
         start = _index(start_index)
         rows = []
         for k, record in enumerate(_list_of(records, "records")):
-            if not isinstance(record, dict):
-                raise StoreError(f"records[{k}] must be an object, not {type(record).__name__}")
-            level = record.get("level", "info")
-            if level not in LEVELS:
-                raise StoreError(f"records[{k}]: unknown log level {level!r}; use one of {', '.join(LEVELS)}")
-            ts = record.get("timestamp", time.time())
-            if _number(ts) is None:
-                raise StoreError(f"records[{k}]: timestamp must be a number of epoch seconds, got {ts!r}")
-            record = {**record, "index": start + k, "level": level, "timestamp": ts}
+            record = _check_log(record, start + k)
+            level, ts = record["level"], record["timestamp"]
             rows.append((start + k, float(ts), LEVELS.index(level), orjson.dumps(record)))
         with self.writing() as conn:
             count = self._count_for_update(conn, exp_id, "logs_count")
@@ -797,11 +801,7 @@ class Store:
 
     def append_checkpoints(self, exp_id: int, start_index: Any, records: Any) -> dict:
         start = _index(start_index)
-        checked = []
-        for k, record in enumerate(_list_of(records, "records")):
-            if not isinstance(record, dict):
-                raise StoreError(f"records[{k}] must be an object, not {type(record).__name__}")
-            checked.append(record)
+        checked = [_check_checkpoint(record, start + k) for k, record in enumerate(_list_of(records, "records"))]
         with self.writing() as conn:
             count = self._count_for_update(conn, exp_id, "checkpoints_count")
             if start > count:
@@ -819,7 +819,8 @@ class Store:
                 best = [r for r in new if r.get("is_best")]
                 if best:
                     row = conn.execute(select(experiments.c.meta).where(experiments.c.id == exp_id)).first()
-                    values["meta"] = {**row.meta, "best_checkpoint": best[-1]}
+                    # As the local API keeps it in experiment.json: the record without its index.
+                    values["meta"] = {**row.meta, "best_checkpoint": {k: v for k, v in best[-1].items() if k != "index"}}
                 conn.execute(update(experiments).where(experiments.c.id == exp_id).values(**values))
         return {"accepted": len(new), "total": count}
 
@@ -837,7 +838,13 @@ class Store:
             if row is None:
                 raise NotFound(f"no experiment with id {exp_id}")
             counts = dict(conn.execute(select(series.c.name, series.c.total).where(series.c.experiment_id == exp_id)).all())
-        return {"metrics": counts, "logs": row.logs_count, "checkpoints": row.checkpoints_count}
+            local_id = conn.execute(select(experiments.c.meta).where(experiments.c.id == exp_id)).scalar().get("local_id")
+        held = {"metrics": counts, "logs": row.logs_count, "checkpoints": row.checkpoints_count}
+        if local_id is not None:
+            # The client's own id of the run (experiment.json "id"): a client resuming
+            # from a cached server id can tell it still addresses its own run.
+            held["local_id"] = local_id
+        return held
 
     def metric_names(self, exp_id: int) -> list[str]:
         with self.reading() as conn:
@@ -916,14 +923,71 @@ def _document_column(kind: str) -> str:
 
 
 def _check_meta(meta: Any) -> dict:
+    """experiment.json fields against their schema (``_checks.check_meta``, the one
+    the local API writes by): one writer's ``tags: "x"`` must not break the listing
+    or a run's page for every reader. The 400 names the field."""
     if not isinstance(meta, dict):
         raise StoreError(f"meta must be a JSON object, not {type(meta).__name__}")
-    status = meta.get("status")
-    if status is not None and status not in STATUSES:
-        raise StoreError(f"meta.status must be one of {', '.join(STATUSES)}, got {status!r}")
-    for key in ("namespace", "prefix"):
-        meta = {k: v for k, v in meta.items() if k != key}  # identity comes from the request, not meta
+    # Identity comes from the request, not meta.
+    meta = {k: v for k, v in meta.items() if k not in ("namespace", "prefix")}
+    _checked(_checks.check_meta, meta)
+    local_id = meta.get("local_id")
+    if local_id is not None and (not isinstance(local_id, str) or not local_id or len(local_id) > 200):
+        raise StoreError(f"meta.local_id must be a short string (the run's experiment.json id), got {str(local_id)[:80]!r}")
     return meta
+
+
+def _check_same_run(row: Any, stored: dict, meta: dict) -> None:
+    """Refuse (409) a run whose local id differs from the one that created this
+    namespace+prefix: two runs that did not resume each other never merge.
+    Every process of one run (a resume, several writers of one folder) sends the
+    same id; a writer that sends none is not checked."""
+    held, incoming = stored.get("local_id"), meta.get("local_id")
+    if held and incoming and held != incoming:
+        raise Collision(
+            f"{row.prefix!r} in namespace {row.namespace!r} already holds another run (local id {held}); "
+            f"this run's local id is {incoming}. Two runs that did not resume each other are never merged: "
+            "upload this one under another name or namespace, or delete the server's copy first"
+        )
+
+
+def _check_log(record: Any, index: int) -> dict:
+    """One log record as the local API writes it: a level, a number of epoch
+    seconds, a message and metadata that may hold NUL (they are stored as bytes)
+    but nothing JSON cannot hold. Returns the record as stored."""
+    if not isinstance(record, dict):
+        raise StoreError(f"log {index} must be an object, not {type(record).__name__}")
+    level = record.get("level", "info")
+    if level not in _checks.LEVEL_SET:
+        raise StoreError(f"log {index}: unknown log level {str(level)[:40]!r}; use one of {', '.join(LEVELS)}")
+    ts = record.get("timestamp", time.time())
+    if _number(ts) is None:
+        raise StoreError(f"log {index}: timestamp must be a number of epoch seconds, got {str(ts)[:80]!r}")
+    message = record.get("message")
+    if message is not None:
+        _checked(_checks.check_text, message, f"log {index}: message")
+    metadata = record.get("metadata")
+    if metadata is not None and not isinstance(metadata, dict):
+        raise StoreError(f"log {index}: metadata must be an object or null, not {type(metadata).__name__}")
+    _checked(_checks.check_json, record, f"log {index}")
+    return {**record, "index": index, "level": level, "timestamp": ts}
+
+
+def _check_checkpoint(record: Any, index: int) -> dict:
+    """One checkpoint record (stored as bytes: NUL is fine), except that the best
+    one also becomes the experiment's ``best_checkpoint``, a document (no NUL)."""
+    if not isinstance(record, dict):
+        raise StoreError(f"checkpoint {index} must be an object, not {type(record).__name__}")
+    path = record.get("path")
+    if path is not None and not isinstance(path, str):
+        raise StoreError(f"checkpoint {index}: path must be a string, not {type(path).__name__}")
+    _checked(_checks.check_json, record, f"checkpoint {index}")
+    if record.get("is_best"):
+        try:
+            _checks.check_json(record, f"checkpoint {index}", nul=False)
+        except ValueError as error:
+            raise StoreError(f"{error} (a checkpoint marked is_best becomes meta.best_checkpoint, a document)") from None
+    return record
 
 
 def _number(value: Any) -> float | None:
@@ -965,24 +1029,56 @@ def _prepare_series(batch: Any) -> _Series:
     points = _list_of(batch.get("points"), f"series {name!r}: points")
     if not points:
         return _Series(name, start, points, b"")
-    if not _points_look_right(points):
+    fields = _points_look_right(points)
+    if fields is None:
         _explain_bad_point(name, points)
     try:
         blob = _lines_blob(points)
-    except TypeError as error:  # orjson: nesting too deep to serialize, say
+    except TypeError as error:  # orjson: nesting too deep, a lone surrogate (only in process)...
+        _check_fields(name, start, fields, MAX_TEXT + 1)  # says which point and why, if it can
         raise StoreError(f"series {name!r}: a point cannot be stored: {error}") from None
+    _check_fields(name, start, fields, len(blob))
     return _Series(name, start, points, blob)
 
 
-def _points_look_right(points: list) -> bool:
+def _check_fields(name: str, start: int, fields: tuple, size: int) -> None:
+    """The points' fields by the local API's rules (``_naming``/``_checks``).
+
+    Field names: each distinct one is checked once (a batch's points mostly share
+    theirs). Values: any JSON the codec writes (tagged NaN and big ints are
+    objects); strings may hold NUL (lines are stored as bytes, never as text)
+    and cannot hold a lone surrogate (orjson refuses one while parsing); one
+    longer than MAX_TEXT characters needs more than MAX_TEXT bytes, so the
+    values of an ordinary batch are not walked at all.
+    """
+    names = set().union(*fields)
+    if not names <= _GOOD_FIELD_NAMES:
+        for field_name in names - _GOOD_FIELD_NAMES:
+            try:
+                check_field_name(field_name)
+            except (TypeError, ValueError) as error:
+                k = next(k for k, f in enumerate(fields) if field_name in f)
+                raise StoreError(f"metric {name!r} point {start + k}: {error}") from None
+            if len(_GOOD_FIELD_NAMES) < 10_000:
+                _GOOD_FIELD_NAMES.add(field_name)
+    if size > MAX_TEXT:
+        for k, f in enumerate(fields):
+            _checked(_checks.check_json, f, f"metric {name!r} point {start + k}: field")
+
+
+_GOOD_FIELD_NAMES: set = {"value", "step", "epoch"}  # names already checked (set.add is thread-safe)
+
+
+def _points_look_right(points: list) -> tuple | None:
     """Every point is exactly a data.jsonl line, [ms_epoch, {fields}]: checked with
-    C-speed set/map/zip passes instead of a Python loop over the points."""
+    C-speed set/map/zip passes instead of a Python loop over the points.
+    Returns the points' field dicts, or None when one is not."""
     if set(map(type, points)) != _LIST or set(map(len, points)) != _TWO:
-        return False
+        return None
     ts, fields = zip(*points)
     if not set(map(type, ts)) <= _NUMBER or set(map(type, fields)) != _DICT:
-        return False
-    return -(2**62) < min(ts) and max(ts) < 2**62
+        return None
+    return fields if -(2**62) < min(ts) and max(ts) < 2**62 else None
 
 
 def _explain_bad_point(name: str, points: list) -> None:
