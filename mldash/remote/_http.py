@@ -5,7 +5,10 @@ Errors fall in two kinds that callers treat differently:
 - ``Unavailable``: try again later (connection refused, timeout, 429, 5xx).
   It carries the server's ``Retry-After`` when there was one.
 - ``RemoteError``: the request itself is wrong (400, 401, 403, 413, ...);
-  repeating it will not help. ``NotFound`` is the 404 case.
+  repeating it will not help. ``NotFound`` is the 404 case; ``Refused`` the
+  answers about the request's content (400, 413, 422), which the replicator
+  splits to find the records at fault; ``Collision`` a 409 saying another run
+  already holds the namespace and prefix (not a gap to resync from).
 
 ``requests`` is imported here, never by ``import mldash``.
 """
@@ -31,9 +34,10 @@ USER_AGENT = "mldash-client"
 class RemoteError(RuntimeError):
     """The server refused a request; sending it again will not help."""
 
-    def __init__(self, message: str, status: int | None = None) -> None:
+    def __init__(self, message: str, status: int | None = None, detail: str | None = None) -> None:
         super().__init__(message)
         self.status = status
+        self.detail = detail if detail is not None else message  # the server's own words
 
 
 class NotFound(RemoteError):
@@ -42,6 +46,17 @@ class NotFound(RemoteError):
 
 class Conflict(RemoteError):
     """409: e.g. a batch would leave a gap in a series; the sender must resync."""
+
+
+class Refused(RemoteError):
+    """400, 413 or 422: the server will not take what this request carries (a value
+    it cannot store, a body over its size limit). Sending it again will not help;
+    sending it in parts finds the records at fault."""
+
+
+class Collision(RemoteError):
+    """409 with code "collision": the namespace and prefix belong to another run
+    (another experiment.json id) on the server; the two are never merged."""
 
 
 class Unavailable(RuntimeError):
@@ -148,30 +163,34 @@ class Api:
         if status < 300:
             content = response.content
             return _codec.loads(content) if content else None
-        detail = _detail(response)
+        detail, code = _detail(response)
         if status in (408, 425, 429) or status >= 500:
             raise Unavailable(
                 f"{self.url} answered {status}: {detail}",
                 retry_after=parse_retry_after(response.headers.get("Retry-After")),
             )
-        kind = {404: NotFound, 409: Conflict}.get(status, RemoteError)
+        kind = {404: NotFound, 409: Conflict, 400: Refused, 413: Refused, 422: Refused}.get(status, RemoteError)
+        if status == 409 and code == "collision":
+            kind = Collision
         hint = ""
         if status == 401:
             hint = " (pass token= or set MLDASH_TOKEN)"
         elif status == 403:
             hint = " (the token may not write/read this namespace)"
-        raise kind(f"{method} {path} -> {status}: {detail}{hint}", status=status)
+        raise kind(f"{method} {path} -> {status}: {detail}{hint}", status=status, detail=detail)
 
 
-def _detail(response) -> str:
+def _detail(response) -> tuple[str, str | None]:
+    """The server's ``detail`` (else the start of the body) and its ``code``, if any."""
     try:
         data = orjson.loads(response.content)
         if isinstance(data, dict) and "detail" in data:
-            return str(data["detail"])
+            code = data.get("code")
+            return str(data["detail"]), code if isinstance(code, str) else None
     except orjson.JSONDecodeError:
         pass
     text = response.text.strip()
-    return text[:200] or response.reason or "no detail"
+    return text[:200] or response.reason or "no detail", None
 
 
 def _short(error: BaseException) -> str:

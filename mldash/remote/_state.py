@@ -17,14 +17,36 @@ from __future__ import annotations
 
 import fcntl
 import os
+import threading
+import time
 from contextlib import contextmanager
 from typing import Iterator
 
 from .. import _codec
-from ..params import read_document, write_atomic
+from ..params import read_document
 
 SYNC_DIR = ".sync"
 STATE_FILE = "state.json"
+
+
+def write_atomic(path: str, data: bytes) -> None:
+    """Replace a file whole (readers see the old one or the new one), fsynced.
+
+    The sync state's own copy: the core's writer helpers are not part of the
+    remote package's contract and move about."""
+    tmp = os.path.join(os.path.dirname(path), f".tmp-{os.getpid()}-{threading.get_ident()}-{os.path.basename(path)}")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
 
 
 def target_key(url: str, namespace: str) -> str:
@@ -107,3 +129,115 @@ def read_state(path: str, url: str, namespace: str) -> SyncState:
     state = SyncState(path, url, namespace)
     state.load()
     return state
+
+
+QUARANTINE_FILE = "quarantine.jsonl"
+# What one entry is about: the whole run, one experiment.json field, one key of a
+# document, one line of an append-only file, or (index None) a whole metric series.
+RUN, META_KIND = "run", "meta"
+
+
+def quarantine_path(path: str) -> str:
+    return os.path.join(path, SYNC_DIR, QUARANTINE_FILE)
+
+
+class Quarantine:
+    """What the server refused on its own, per target: ``.sync/quarantine.jsonl``.
+
+    The records themselves stay where they are in the run's files (the local copy
+    is never changed); an entry says which one (kind, name, index), why (the
+    server's answer) and shows its start. It lives beside the sync state, in the
+    run's ``.sync`` folder, so nothing reads it as data. ``accepted`` entries
+    (``mldash sync --accept-quarantined``) are kept but no longer make a sync fail.
+
+    Written under the sync lock (by the replicator) and replaced atomically.
+    """
+
+    def __init__(self, path: str, url: str, namespace: str) -> None:
+        self.file = quarantine_path(path)
+        self.target = target_key(url, namespace)
+        self._all: list[dict] = []
+        self.load()
+
+    def load(self) -> None:
+        self._all = read_quarantine_file(self.file)
+
+    def entries(self, include_accepted: bool = True) -> list[dict]:
+        return [e for e in self._all if e.get("target") == self.target and (include_accepted or not e.get("accepted"))]
+
+    def add(self, kind: str, name: str | None, index: int | None, reason: str, excerpt: str | None = None) -> dict:
+        """Record (or refresh) one entry; the entry comes back with ``new`` True when
+        it was not listed yet (a refreshed entry keeps ``accepted`` if its reason is unchanged)."""
+        entry = {"target": self.target, "kind": kind, "name": name, "index": index, "reason": reason}
+        if excerpt is not None:
+            entry["excerpt"] = excerpt
+        for k, old in enumerate(self._all):
+            if _same(old, entry):
+                entry["accepted"] = bool(old.get("accepted")) and old.get("reason") == reason
+                entry["at"] = old.get("at")
+                self._all[k] = entry
+                self._save()
+                return {**entry, "new": False}
+        entry["at"] = time.time()
+        entry["accepted"] = False
+        self._all.append(entry)
+        self._save()
+        return {**entry, "new": True}
+
+    def drop(self, kind: str, name: str | None = None, *, keep: set | None = None) -> None:
+        """Forget this target's entries of ``kind`` (and ``name`` if given) but those
+        whose name is in ``keep``: the server took them after all."""
+        before = len(self._all)
+        self._all = [
+            e for e in self._all
+            if not (
+                e.get("target") == self.target and e.get("kind") == kind
+                and (name is None or e.get("name") == name)
+                and not (keep and e.get("name") in keep)
+            )
+        ]
+        if len(self._all) != before:
+            self._save()
+
+    def drop_entry(self, kind: str, name: str | None, index: int | None) -> None:
+        """Forget one entry (its record turned out not to be at fault)."""
+        probe = {"target": self.target, "kind": kind, "name": name, "index": index}
+        kept = [e for e in self._all if not _same(e, probe)]
+        if len(kept) != len(self._all):
+            self._all = kept
+            self._save()
+
+    def accept_all(self) -> int:
+        n = 0
+        for entry in self._all:
+            if entry.get("target") == self.target and not entry.get("accepted"):
+                entry["accepted"] = True
+                n += 1
+        if n:
+            self._save()
+        return n
+
+    def _save(self) -> None:
+        os.makedirs(os.path.dirname(self.file), exist_ok=True)
+        write_atomic(self.file, b"".join(_codec.dumps_line(e) for e in self._all))
+
+
+def _same(a: dict, b: dict) -> bool:
+    return all(a.get(k) == b.get(k) for k in ("target", "kind", "name", "index"))
+
+
+def read_quarantine_file(file: str) -> list[dict]:
+    try:
+        with open(file, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        return []
+    out = []
+    for line in data.splitlines():
+        try:
+            entry = _codec.loads(line)
+        except ValueError:
+            continue  # a damaged line only costs its report
+        if isinstance(entry, dict):
+            out.append(entry)
+    return out

@@ -27,13 +27,24 @@ def register(main: click.Group) -> None:
     type=float,
     help="Seconds an unreachable server is retried before the sync fails.",
 )
-def sync_command(root, remote, token, namespace, give_up_after) -> None:
+@click.option(
+    "--accept-quarantined",
+    is_flag=True,
+    help="Stop reporting (and failing on) the records the server refused so far; they stay listed in each run's .sync/quarantine.jsonl.",
+)
+def sync_command(root, remote, token, namespace, give_up_after, accept_quarantined) -> None:
     """Upload what the server does not have yet, for every run under ROOT.
 
     \b
     Runs recorded offline upload from the start; runs cut short (server down,
     finish() timed out, an interrupted sync) continue where they stopped.
     Nothing is sent twice. ROOT defaults to $MLDASH_ROOT or .mldash.
+
+    \b
+    A record the server refuses is quarantined: listed here and in the run's
+    .sync/quarantine.jsonl, skipped, and the rest goes through. The exit
+    status is 1 while anything is quarantined (see --accept-quarantined),
+    could not be uploaded, or has no remote.
     """
     from rich.console import Console
     from rich.markup import escape
@@ -52,7 +63,7 @@ def sync_command(root, remote, token, namespace, give_up_after) -> None:
     console = Console(highlight=False, soft_wrap=True)
     if not os.path.isdir(root):
         raise click.ClickException(f"no such directory {os.path.abspath(root)!r}")
-    jobs, result = plan(root, remote, namespace)
+    jobs, result = plan(root, remote, namespace, accept_quarantined)
     if result.no_remote:
         console.print(
             f"[yellow]{len(result.no_remote)} run(s) have no remote; pass --remote URL or set MLDASH_URL:[/] "
@@ -60,11 +71,14 @@ def sync_command(root, remote, token, namespace, give_up_after) -> None:
             + (" ..." if len(result.no_remote) > 5 else "")
         )
     if not jobs:
-        if result.up_to_date:
+        if result.up_to_date and not result.quarantined:
             console.print(f"All {len(result.up_to_date)} run(s) under {escape(os.path.abspath(root))} are up to date.")
-        elif not result.no_remote:
+        elif result.up_to_date:
+            console.print(f"{len(result.up_to_date)} run(s) under {escape(os.path.abspath(root))} are up to date.")
+        elif not result.no_remote and not result.quarantined:
             console.print(f"No experiments found under {escape(os.path.abspath(root))}.")
-        if result.no_remote:
+        _print_quarantined(console, result)
+        if result.no_remote or result.quarantined:
             raise SystemExit(1)
         return
     total = sum(job.pending.bytes for job in jobs)
@@ -98,15 +112,50 @@ def sync_command(root, remote, token, namespace, give_up_after) -> None:
         bar.update(task, description="done" if not result.failed else "stopped", completed=max(total, result.bytes_sent))
     if result.uploaded:
         console.print(f"[green]Uploaded {len(result.uploaded)} run(s).[/]")
+    _print_quarantined(console, result)
     if result.failed:
         for prefix, error in result.failed.items():
             console.print(f"[red]{escape(prefix)}: {escape(error)}[/]")
+        if result.retryable:
+            console.print("Run the same command again to continue; what was acknowledged is not sent twice.")
+        else:
+            console.print(
+                "Fix what the server answered (a token, say), then run the same command again; "
+                "what was acknowledged is not sent twice."
+            )
+    if result.failed or result.no_remote or result.quarantined:
+        raise SystemExit(1)
+
+
+def _print_quarantined(console, result) -> None:
+    """Each record (series point, log, key...) or run the server refused, and why."""
+    from rich.markup import escape
+
+    from ._replicate import describe_problem
+    from ._state import quarantine_path
+
+    if not result.quarantined:
+        return
+    n = sum(len(entries) for entries in result.quarantined.values())
+    console.print(
+        f"[red]The server refused {n} record(s) of {len(result.quarantined)} run(s); they are quarantined: "
+        "not uploaded, kept in the local files, and the rest of each run went through:[/]"
+    )
+    for prefix, entries in result.quarantined.items():
+        for entry in entries:
+            console.print(f"  {escape(prefix)}: {escape(describe_problem(entry))}")
+    for prefix in result.quarantined:
+        path = result.paths.get(prefix)
+        if path:
+            console.print(f"  listed in {escape(quarantine_path(path))}")
+    if any(e.get("kind") == "run" for entries in result.quarantined.values() for e in entries):
         console.print(
-            "Run the same command again to continue; what was acknowledged is not sent twice."
+            "A run refused as a whole uploads nothing: when another run holds its name on the server, upload it "
+            "under another --namespace or another name (docs/remote.md, \"a collision\"); it is retried on every sync."
         )
-        raise SystemExit(1)
-    if result.no_remote:
-        raise SystemExit(1)
+    console.print(
+        "Once you have dealt with refused records, `mldash sync --accept-quarantined` stops reporting them."
+    )
 
 
 def _size(n: int) -> str:

@@ -10,12 +10,12 @@ run does not care where the run lives:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .. import _codec
 
-if TYPE_CHECKING:
-    from ..experiment import Experiment
+# An mldash.Experiment; not imported: the remote package sits below the write side.
+Experiment = Any
 
 _DOCUMENT_KINDS = {"parameters/parameters.json": "parameters", "summary.json": "summary"}
 _PAGE = 500

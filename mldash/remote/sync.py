@@ -5,6 +5,12 @@ what the server already holds, by its ``/progress``); runs whose uploader gave
 up at ``finish()`` continue from their cursor. Cursors move after every
 acknowledged batch, so an interrupted sync resumes where it stopped and never
 duplicates a point.
+
+What the server refuses on its own is quarantined (``_replicate``) and listed in
+``SyncResult.quarantined``, run by run, for as long as it is not accepted
+(``accept_quarantined``): a run is "up to date" only when the server holds all
+of it. A run the server refuses as a whole is listed there too, and retried by
+every sync (the user may have removed the cause).
 """
 
 from __future__ import annotations
@@ -15,7 +21,8 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from ..params import read_document
-from ._replicate import META, NotReady, Pending, Replicator, pending
+from ._replicate import META, NotReady, Pending, Replicator, RunRefused, pending, problems
+from ._state import Quarantine
 
 
 @dataclass
@@ -34,10 +41,30 @@ class SyncResult:
     failed: dict[str, str] = field(default_factory=dict)
     no_remote: list[str] = field(default_factory=list)
     bytes_sent: int = 0
+    # prefix -> its quarantine entries (records, keys, series or the whole run the
+    # server refused), not accepted yet: such a run is not up to date.
+    quarantined: dict[str, list[dict]] = field(default_factory=dict)
+    # prefixes in ``failed`` whose failure may pass by itself (an unreachable server)
+    retryable: set = field(default_factory=set)
+    paths: dict[str, str] = field(default_factory=dict)  # prefix -> its local folder
 
 
-def plan(root: str, url: str | None = None, namespace: str | None = None) -> tuple[list[Job], SyncResult]:
-    """What each experiment under ``root`` still has to upload, and where to."""
+def _record_problems(result: "SyncResult", prefix: str, path: str, url: str, namespace: str) -> None:
+    found = problems(path, url, namespace)
+    if found:
+        result.quarantined[prefix] = found
+    else:
+        result.quarantined.pop(prefix, None)
+
+
+def plan(
+    root: str, url: str | None = None, namespace: str | None = None, accept_quarantined: bool = False
+) -> tuple[list[Job], SyncResult]:
+    """What each experiment under ``root`` still has to upload, and where to.
+
+    ``accept_quarantined`` marks every quarantine entry listed so far as accepted:
+    they stay in the file but no longer keep a run from being up to date.
+    """
     from ..store import find_experiments
 
     jobs: list[Job] = []
@@ -50,12 +77,25 @@ def plan(root: str, url: str | None = None, namespace: str | None = None) -> tup
             result.no_remote.append(prefix)
             continue
         ns = namespace or meta.get("namespace") or "default"
+        result.paths[prefix] = path
+        if accept_quarantined:
+            _accept(path, target, ns)
         todo = pending(path, target, ns)
         if todo:
             jobs.append(Job(path, prefix, target, ns, todo))
-        else:
+            continue
+        _record_problems(result, prefix, path, target, ns)
+        if prefix not in result.quarantined:
             result.up_to_date.append(prefix)
     return jobs, result
+
+
+def _accept(path: str, url: str, namespace: str) -> None:
+    quarantine = Quarantine(path, url, namespace)
+    for entry in problems(path, url, namespace):
+        if entry.get("index") is None and entry.get("kind") == "metric":  # found now, not listed yet
+            quarantine.add(entry["kind"], entry["name"], None, entry["reason"])
+    quarantine.accept_all()
 
 
 def run(
@@ -96,13 +136,21 @@ def run(
                     stuck_since = stuck_since or now
                     if now - stuck_since >= give_up_after:
                         result.failed[job.prefix] = str(error)
+                        result.retryable.add(job.prefix)
                         break
                     time.sleep(min(backoff.next(error.retry_after), give_up_after))
-                except (RemoteError, NotReady, OSError, ValueError) as error:
+                except RunRefused:
+                    break  # listed with the run's quarantine entries below
+                except NotReady as error:
+                    result.failed[job.prefix] = str(error)
+                    result.retryable.add(job.prefix)
+                    break
+                except (RemoteError, OSError, ValueError) as error:
                     result.failed[job.prefix] = str(error)
                     break
                 else:
                     backoff.reset()
+            _record_problems(result, job.prefix, job.path, job.url, job.namespace)
     finally:
         for api in apis.values():
             api.close()
@@ -115,12 +163,15 @@ def sync_root(
     token: str | None = None,
     namespace: str | None = None,
     give_up_after: float = 60.0,
+    accept_quarantined: bool = False,
 ) -> SyncResult:
     """Upload every experiment under ``root`` (no progress bar; for scripts).
+
+    The upload is complete when ``failed`` and ``quarantined`` are both empty.
 
     >>> from mldash.remote.sync import sync_root  # doctest: +SKIP
     >>> sync_root(".mldash", "http://127.0.0.1:8000").failed  # doctest: +SKIP
     {}
     """
-    jobs, result = plan(root, url, namespace)
+    jobs, result = plan(root, url, namespace, accept_quarantined)
     return run(jobs, token, result, give_up_after=give_up_after)

@@ -10,6 +10,11 @@ points it already holds, so a retry never duplicates anything.
 ``finish()`` waits at most ``MLDASH_SYNC_TIMEOUT`` seconds (default 10) for the
 upload to catch up, then says what is still pending and the ``mldash sync``
 command that uploads it.
+
+A record the server refuses on its own is quarantined (see ``_replicate``): said
+once on stderr, listed in ``<run>/.sync/quarantine.jsonl``, and the upload goes
+on past it. A run the server refuses as a whole (another run holds its prefix)
+stops the thread: nothing of it is uploaded, and ``finish()`` says what to do.
 """
 
 from __future__ import annotations
@@ -19,16 +24,18 @@ import shlex
 import sys
 import threading
 import time
-from typing import TYPE_CHECKING
+from typing import Any
 
-if TYPE_CHECKING:
-    from ..experiment import Experiment
+# An mldash.Experiment; not imported: the remote package sits below the write side.
+Experiment = Any
 
 DEFAULT_SYNC_TIMEOUT = 10.0
 # How often the thread looks for new lines when nobody wakes it. The core's
 # writer flushes every flush_interval (0.5 s by default); looking twice as
 # often would only cost the training loop CPU.
 POLL_INTERVAL = 1.0
+# Quarantined records said one by one on stderr; past this, once that there are more.
+_LOUD_QUARANTINE = 10
 
 
 def sync_timeout(exp: "Experiment | None" = None) -> float:
@@ -68,6 +75,8 @@ class Uploader:
         self.poll_interval = poll_interval
         self.error: BaseException | None = None  # the last failure, None once caught up again
         self.caught_up = False
+        self.refused: BaseException | None = None  # the server refuses the whole run
+        self.quarantined: list[dict] = []  # records quarantined by this session
         self._wake = threading.Event()
         self._cond = threading.Condition()
         self._closing = False  # finish() asked for a last pass
@@ -101,6 +110,15 @@ class Uploader:
             self._wake.set()
         if not finished:
             self._report_pending()
+        if self.quarantined:
+            from ._state import quarantine_path
+
+            print(
+                f"mldash: {self.exp.prefix}: {len(self.quarantined)} record(s) the server refused are not on "
+                f"{self.url}; they stay in the local files and are listed in {quarantine_path(self.path)} "
+                "(`mldash sync` lists them too).",
+                file=sys.stderr,
+            )
         return finished
 
     def pending(self):
@@ -112,12 +130,12 @@ class Uploader:
     # ---- the thread --------------------------------------------------------------------
     def _run(self) -> None:
         from ._http import Api, Backoff, RemoteError, Unavailable
-        from ._replicate import NotReady, Replicator
+        from ._replicate import NotReady, Replicator, RunRefused
 
         api = None
         try:
             api = Api(self.url, self.token)
-            replicator = Replicator(self.path, api, self.namespace, self.url)
+            replicator = Replicator(self.path, api, self.namespace, self.url, on_quarantine=self._on_quarantine)
             backoff = Backoff()
             delay = 0.0
             while not self._stop:
@@ -139,6 +157,11 @@ class Uploader:
                     self._note_failure(error)
                     delay = backoff.next(error.retry_after)
                     continue
+                except RunRefused as error:
+                    # Not a passing state: retrying cannot help until the user acts.
+                    self.refused = error
+                    self._note_failure(error, loud=True)
+                    return
                 except RemoteError as error:
                     # Refused (401/403/413...): it will not fix itself soon; keep the
                     # data local, say so once, and try again rarely.
@@ -189,7 +212,35 @@ class Uploader:
                 file=sys.stderr,
             )
 
+    def _on_quarantine(self, entry: dict) -> None:
+        from ._replicate import describe_problem
+
+        from ._state import quarantine_path
+
+        self.quarantined.append(entry)
+        if len(self.quarantined) <= _LOUD_QUARANTINE:
+            print(
+                f"mldash: {self.exp.prefix}: {self.url} refused {describe_problem(entry)}. It stays in the local "
+                "files and is quarantined (not uploaded); the rest of the run goes on uploading.",
+                file=sys.stderr,
+            )
+        elif len(self.quarantined) == _LOUD_QUARANTINE + 1:
+            print(
+                f"mldash: {self.exp.prefix}: more records were refused; all are listed in "
+                f"{quarantine_path(self.path)} (and by `mldash sync`).",
+                file=sys.stderr,
+            )
+
     def _report_pending(self) -> None:
+        if self.refused is not None:
+            print(
+                f"mldash: {self.exp.prefix}: nothing of this run was uploaded: {self.refused}.\n"
+                f"mldash: everything is saved in {self.path}. Upload it under another namespace "
+                f"(`{sync_command(self.exp.root, self.url, 'NAMESPACE')}`) or, once the server's copy "
+                f"is deleted, with:\n    {sync_command(self.exp.root, self.url, self.namespace)}",
+                file=sys.stderr,
+            )
+            return
         try:
             pending = self.pending()
         except OSError:
