@@ -487,3 +487,25 @@ def test_the_uploader_sizes_requests_by_the_servers_body_limit():
     from mldash.server.body import MAX_BODY
 
     assert MAX_REQUEST == MAX_BODY and MAX_BATCH_BYTES < MAX_REQUEST
+
+
+def test_a_record_larger_than_any_request_is_quarantined_without_being_sent(server, root, tmp_path):
+    from mldash.remote._replicate import Replicator
+
+    exp = mldash.Experiment("poison/too-big", root=root)
+    with exp:
+        exp.metrics("loss").append_batch([{"value": float(i)} for i in range(10)])
+    _append(Path(exp.path) / "metrics/loss/data.jsonl", b'[%d,{"s":"%s"}]' % (T0, b"w" * 200_000), b'[%d,{"value":11}]' % T0)
+    api = Api(server.url, None)
+    try:
+        replicator = Replicator(exp.path, api, "default", server.url, max_request=100_000)
+        assert replicator.run_pass()
+    finally:
+        api.close()
+    (entry,) = quarantined(exp.path)
+    assert (entry["kind"], entry["name"], entry["index"]) == ("metric", "loss", 10)
+    assert "carries at most 100,000" in entry["reason"]
+    held = server_experiment(server.url, exp.prefix)
+    assert held["progress"]["metrics"] == {"loss": 12}
+    remote = mldash.Experiment(exp.prefix, root=tmp_path / "reader", remote=server.url)
+    assert [p["data"] for p in remote.metrics("loss").read(9, 3)["data"]] == [{"value": 9.0}, {}, {"value": 11}]
