@@ -12,18 +12,26 @@ What it records:
 - every ``log_every_n_batches`` batches, the batch metrics under ``batch/`` at the
   global batch step (the optimizer's iteration count), with ``batch/learning_rate``
   as the schedule gives it for that batch;
+- every evaluation (``evaluate(callbacks=[...])`` and fit's own validation), as
+  Keras' TensorBoard callback writes it: each metric under ``evaluation/`` at the
+  optimizer's iteration count;
 - the end of fit: status COMPLETED, a summary (runtime, global step, last metrics);
   an exception inside fit gives FAILED with an error log, Ctrl-C gives CANCELLED.
+  An ``evaluate`` or ``predict`` outside fit resumes the experiment and ends it again.
+
+Hyperparameter extraction lives in ``_keras_params``, the failure guard's shared
+part in ``_guard``.
 """
 
 from __future__ import annotations
 
 import functools
-import heapq
 import inspect
 import math
+import sys
 import threading
 import time
+import weakref
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -32,10 +40,16 @@ import keras
 import mldash
 from mldash._naming import safe_metric_name
 
+from ._guard import RecordFailures, record_failure
+from ._keras_order import BatchWriter
+from ._keras_params import hyperparameters
+
 __all__ = ["MLDashCallback"]
 
 _PLAIN = (float, int, bool)
-_MAX_HELD = 64
+# How long a failed fit waits for the batch ends Keras had queued (normally
+# milliseconds: each only waits for values already computed).
+_DRAIN_SECONDS = 10.0
 
 
 class MLDashCallback(keras.callbacks.Callback):
@@ -55,12 +69,14 @@ class MLDashCallback(keras.callbacks.Callback):
         log_learning_rate: also log the learning rate (default True).
         log_model_config: store ``model.get_config()`` under ``model.config.*``
             (default True; turn off for very large models).
-        finish: finish the experiment when ``fit`` ends. Default: True when the
-            callback created the experiment, False for ``experiment=`` (its owner
-            finishes it). A failed or interrupted fit always finishes it.
+        finish: finish the experiment when ``fit`` (or an ``evaluate`` or
+            ``predict`` outside fit) ends. Default: True when the callback created
+            the experiment, False for ``experiment=`` (its owner finishes it). A
+            failed or interrupted fit always finishes it.
 
-    One callback may serve several ``fit`` calls: each one resumes the same
-    experiment, and the batch step keeps counting the optimizer's iterations.
+    One callback may serve several ``fit``, ``evaluate`` and ``predict`` calls: each
+    one resumes the same experiment, and the batch step keeps counting the
+    optimizer's iterations.
     """
 
     # Keras 3 runs ``on_train_batch_end`` on a worker thread (and converts the
@@ -96,24 +112,23 @@ class MLDashCallback(keras.callbacks.Callback):
         self.finish_on_end = self._owns if finish is None else finish
         self._fit_arguments: dict = {}
         self._in_fit = False
+        self._callback_list: weakref.ref | None = None  # the CallbackList running this fit
         self._fits = 0
         self._epoch = 0
         self._epoch_base = 0  # optimizer iterations before the current epoch
         self._steps_per_execution = 1
         self._lr_cache: float | None = None
         self._lr_pending = False
-        self._order_lock = threading.Lock()
-        self._held: list = []
-        self._held_seq = 0
-        self._expected = 0
+        self._batches = BatchWriter()  # step order, and the gate a failed fit closes
         self._batch_series: dict[str, Any] = {}
         self._epoch_series: dict[str, Any] = {}
+        self._eval_series: dict[str, Any] = {}
         self._warned: set[str] = set()
         self._deferred: ThreadPoolExecutor | None = None
         self._deferred_futures: list = []
         self._deferred_lock = threading.Lock()
         self._started_at = 0.0
-        _install_fit_guard()
+        self._stage_started = 0.0
 
     @property
     def _keras_model(self):
@@ -138,9 +153,16 @@ class MLDashCallback(keras.callbacks.Callback):
         self._in_fit = True
         self._fits += 1
         self._started_at = time.perf_counter()
+        self._callback_list = _calling_callback_list(self)
+        self._batches.reopen()
         self._steps_per_execution = int(getattr(self._keras_model, "steps_per_execution", 1) or 1)
         exp = self._experiment
-        exp.params.set(_hyperparameters(self, self._fit_arguments))
+        exp.params.set(
+            hyperparameters(
+                self._keras_model, self.params, self._fit_arguments,
+                steps_per_execution=self._steps_per_execution, with_config=self.log_model_config,
+            )
+        )
         exp.log(
             f"fit {self._fits} started",
             metadata={"epochs": (self.params or {}).get("epochs"), "steps": (self.params or {}).get("steps")},
@@ -152,9 +174,10 @@ class MLDashCallback(keras.callbacks.Callback):
         # previous epoch's logs were converted to floats): the batch step is this
         # base plus the batch index, so batch ends never read a device value.
         self._epoch_base = self._iterations()
-        self._release_held()
         if self.log_every_n_batches:
-            self._expected = self._next_logged(self._epoch_base)
+            self._batches.start_epoch(self._epoch_base, self.log_every_n_batches, self._steps_per_execution)
+        else:
+            self._batches.release()
         self._lr_cache = None
         self._lr_pending = self.log_learning_rate and bool(self.log_every_n_batches)
 
@@ -174,7 +197,7 @@ class MLDashCallback(keras.callbacks.Callback):
         # concurrently with the next batch's end; everything it reads was fixed at
         # epoch begin. ``batch`` is the last step of the executed chunk.
         n = self.log_every_n_batches
-        if not n:
+        if not n or not self._batches.open:
             return
         step = self._epoch_base + batch + 1
         if step // n == (step - self._steps_per_execution) // n:
@@ -188,7 +211,7 @@ class MLDashCallback(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         self._wait_deferred()
-        self._release_held()
+        self._batches.release()
         logs = dict(logs or {})
         exp = self._experiment
         global_step = self._iterations()
@@ -206,7 +229,7 @@ class MLDashCallback(keras.callbacks.Callback):
 
     def on_train_end(self, logs=None):
         self._wait_deferred()
-        self._release_held()
+        self._batches.release()
         self._in_fit = False
         exp = self._experiment
         summary = {
@@ -220,23 +243,94 @@ class MLDashCallback(keras.callbacks.Callback):
                 summary[key] = value
         exp.summary.set(summary)
         exp.log(f"fit {self._fits} ended", metadata={"epoch": self._epoch, "global_step": summary["global_step"]})
+        self._end_stage()
+
+    # ---- evaluate and predict ---------------------------------------------------------
+    # Keras calls these from fit's validation too (same CallbackList), so only a call
+    # outside fit logs its end and finishes the experiment, as fit does.
+    def on_test_begin(self, logs=None):
+        if not self._in_fit:
+            self._stage_started = time.perf_counter()
+
+    def on_test_end(self, logs=None):
+        # What Keras' TensorBoard callback writes as evaluation_<name>_vs_iterations:
+        # every evaluation's metrics, validation included, at optimizer.iterations.
+        # Called on the training thread once Keras has synchronised (and, under JAX,
+        # put the state back into the variables), so reading the counter is free.
+        exp = self._experiment
+        step = self._iterations()
+        metrics = {}
+        for key, value in (logs or {}).items():
+            value = self._scalar(key, value)
+            if value is _SKIP or value is None:
+                continue
+            metrics[key] = value
+            series = self._eval_series.get(key)
+            if series is None:
+                series = self._eval_series[key] = exp.metrics(safe_metric_name(f"evaluation/{key}"))
+            if self._in_fit:
+                series.append(value=value, step=step, epoch=self._epoch)
+            else:
+                series.append(value=value, step=step)
+        if not self._in_fit:
+            runtime = round(time.perf_counter() - self._stage_started, 3)
+            exp.log("evaluate ended", metadata={"global_step": step, "runtime": runtime, "metrics": metrics})
+            self._end_stage()
+
+    def on_predict_begin(self, logs=None):
+        if not self._in_fit:
+            self._stage_started = time.perf_counter()
+
+    def on_predict_end(self, logs=None):
+        # Predictions have no metrics (TensorBoard records nothing for them): the
+        # log says that a predict ran, on how many batches, for how long.
+        if self._in_fit:
+            return
+        metadata = {
+            "steps": (self.params or {}).get("steps"),
+            "global_step": self._iterations(),
+            "runtime": round(time.perf_counter() - self._stage_started, 3),
+        }
+        self._experiment.log("predict ended", metadata=metadata)
+        self._end_stage()
+
+    def _end_stage(self) -> None:
         if self.finish_on_end:
-            exp.finish()
+            self._experiment.finish()
+        else:
+            self._experiment.flush()  # the owner's experiment: visible now, they end it
 
     # ---- failures (called by the fit guard) --------------------------------------
     def _before_fit(self, arguments: dict) -> None:
         self._fit_arguments = arguments
+        self._callback_list = None  # set again at on_train_begin; fit may fail before
 
     def _fit_failed(self, exc: BaseException) -> None:
+        # With async dispatch (torch, jax) Keras runs batch ends on its worker threads
+        # and, when fit raises, neither waits for the ones still queued nor shuts its
+        # pool down: they run after this, and a point they wrote would resume the
+        # finished run (RUNNING again, then COMPLETED at exit, sessions 2). So first
+        # let them run (their points belong to batches that did complete), then close
+        # the gate every batch write checks: whatever still comes for this fit is
+        # dropped, and the status recorded below holds.
+        self._drain_queued_batch_ends()
         self._wait_deferred(raise_errors=False)
-        self._release_held()
+        self._batches.close()
         self._in_fit = False
-        exp = self._experiment
-        if isinstance(exc, SystemExit) and exc.code in (0, None):
-            exp.finish()
-            return
-        exp.log_exception(exc)
-        exp.finish()
+        record_failure(self._experiment, exc)
+
+    def _drain_queued_batch_ends(self) -> None:
+        # The futures are on the CallbackList (private, and not exposed by fit): a
+        # best effort, bounded; the gate keeps the status right without it.
+        ref, self._callback_list = self._callback_list, None
+        callback_list = ref() if ref is not None else None
+        futures = list(getattr(callback_list, "_futures", None) or ())
+        deadline = time.monotonic() + _DRAIN_SECONDS
+        for future in futures:
+            try:
+                future.exception(timeout=max(0.0, deadline - time.monotonic()))
+            except Exception:  # timed out or cancelled: dropped by the gate if it comes
+                pass
 
     # ---- helpers ----------------------------------------------------------------
     def _log_batch(self, step: int, batch: int, logs) -> None:
@@ -246,7 +340,7 @@ class MLDashCallback(keras.callbacks.Callback):
         points = []
         for key, value in (logs or {}).items():
             if value.__class__ is not float:
-                value = self._scalar(key, value)
+                value = self._scalar(key, value, batch_end=True)
                 if value is _SKIP:
                     continue
             metric = series.get(key)
@@ -260,50 +354,11 @@ class MLDashCallback(keras.callbacks.Callback):
                 if metric is None:
                     metric = series[" lr"] = exp.metrics("batch/learning_rate")
                 points.append((metric, {"value": lr, "step": step, "epoch": epoch}))
-        self._write_in_order(step, points)
+        self._batches.write(step, points)
 
-    # Keras' worker threads finish batch ends in any order (each first waits for
-    # its own batch's values), so a small reorder buffer keeps every series in
-    # step order: a batch's points are written once every earlier logged step of
-    # the epoch is written. The logged steps are known in advance, so nothing
-    # waits on a guess; anything still held is written, sorted, at epoch end, and
-    # the buffer never holds more than _MAX_HELD steps.
-    def _write_in_order(self, step: int, points: list) -> None:
-        with self._order_lock:
-            held = self._held
-            if step == self._expected and not held:
-                for metric, fields in points:
-                    metric.append(**fields)
-                self._expected = self._next_logged(step)
-                return
-            heapq.heappush(held, (step, self._held_seq, points))
-            self._held_seq += 1
-            while held and (held[0][0] <= self._expected or len(held) > _MAX_HELD):
-                first, _, first_points = heapq.heappop(held)
-                for metric, fields in first_points:
-                    metric.append(**fields)
-                if first >= self._expected:
-                    self._expected = self._next_logged(first)
-
-    def _release_held(self) -> None:
-        with self._order_lock:
-            held, self._held = self._held, []
-            for _step, _seq, points in sorted(held, key=lambda item: item[:2]):
-                for metric, fields in points:
-                    metric.append(**fields)
-
-    def _next_logged(self, step: int) -> int:
-        """The first logged batch step after ``step`` (a chunk end)."""
-        n, chunk = self.log_every_n_batches, self._steps_per_execution
-        if chunk == 1:
-            return (step // n + 1) * n
-        candidate = step + chunk
-        while candidate // n == (candidate - chunk) // n:
-            candidate += chunk
-        return candidate
-
-    def _scalar(self, key: str, value: Any) -> Any:
-        """A value the core can store, or _SKIP (with one warning per key)."""
+    def _scalar(self, key: str, value: Any, batch_end: bool = False) -> Any:
+        """A value the core can store, or _SKIP (with one warning per key; from a
+        batch end, only while the batch writer's gate is open)."""
         if value.__class__ in _PLAIN or value is None:
             return value
         module = value.__class__.__module__
@@ -322,13 +377,19 @@ class MLDashCallback(keras.callbacks.Callback):
         if isinstance(value, (int, float)):
             return value
         if key not in self._warned:
-            self._warned.add(key)
-            self._experiment.log(
-                f"metric {key!r} is not a scalar ({type(value).__name__}); not logged",
-                level="warn",
-                metadata={"metric": key, "type": type(value).__name__},
-            )
+            if batch_end:
+                self._batches.if_open(functools.partial(self._warn_not_scalar, key, value))
+            else:
+                self._warn_not_scalar(key, value)
         return _SKIP
+
+    def _warn_not_scalar(self, key: str, value: Any) -> None:
+        self._warned.add(key)
+        self._experiment.log(
+            f"metric {key!r} is not a scalar ({type(value).__name__}); not logged",
+            level="warn",
+            metadata={"metric": key, "type": type(value).__name__},
+        )
 
     def _iterations(self) -> int:
         """The optimizer's raw iteration count (one per batch)."""
@@ -405,13 +466,12 @@ class MLDashCallback(keras.callbacks.Callback):
         state["_deferred"] = None
         state["_deferred_futures"] = []
         state["_deferred_lock"] = None
-        state["_order_lock"] = None
+        state["_callback_list"] = None
         return state
 
     def __setstate__(self, state):
         self.__dict__.update(state)
         self._deferred_lock = threading.Lock()
-        self._order_lock = threading.Lock()
 
 
 _SKIP = object()
@@ -434,213 +494,52 @@ def _to_number(value: Any) -> float | int | None:
     return number if math.isfinite(number) else None
 
 
-# ---- hyperparameters ---------------------------------------------------------------
-_FIT_KEYS = (
-    "batch_size",
-    "epochs",
-    "initial_epoch",
-    "steps_per_epoch",
-    "validation_split",
-    "validation_steps",
-    "validation_batch_size",
-    "validation_freq",
-    "shuffle",
-    "class_weight",
-)
-
-
-def _hyperparameters(callback: MLDashCallback, fit_arguments: dict) -> dict:
-    model = callback._keras_model
-    params = callback.params or {}
-    out: dict[str, Any] = {"keras": {"version": keras.__version__, "backend": keras.backend.backend()}}
-
-    fit: dict[str, Any] = {"epochs": params.get("epochs"), "steps": params.get("steps")}
-    for key in _FIT_KEYS:
-        value = fit_arguments.get(key)
-        if value is not None and key not in fit:
-            fit[key] = value
-    if fit_arguments:
-        fit["validation"] = fit_arguments.get("validation_data") is not None or bool(
-            fit_arguments.get("validation_split")
-        )
-        if "batch_size" not in fit:
-            batch_size = _batch_size_of(fit_arguments.get("x"))
-            if batch_size is not None:
-                fit["batch_size"] = batch_size
-    fit["steps_per_execution"] = callback._steps_per_execution
-    out["fit"] = {k: v for k, v in fit.items() if v is not None}
-
-    optimizer = getattr(model, "optimizer", None)
-    if optimizer is not None:
-        out["optimizer"] = _optimizer_config(optimizer)
-    compile_config = _safe(model.get_compile_config) if hasattr(model, "get_compile_config") else None
-    if compile_config:
-        if compile_config.get("loss") is not None:
-            out["loss"] = _simplify(compile_config["loss"])
-        metrics = compile_config.get("metrics")
-        if metrics:
-            out["metrics"] = _names(metrics)
-        if compile_config.get("loss_weights") is not None:
-            out["loss_weights"] = compile_config["loss_weights"]
-        out["compile"] = {
-            k: compile_config.get(k) for k in ("run_eagerly", "jit_compile") if compile_config.get(k) is not None
-        }
-    out["model"] = _model_info(model, callback.log_model_config)
-    return out
-
-
-def _batch_size_of(x: Any) -> int | None:
-    if x is None:
-        return None
-    size = getattr(x, "batch_size", None)  # torch DataLoader, PyDataset
-    if isinstance(size, int):
-        return size
-    if hasattr(x, "shape") or isinstance(x, (list, tuple, dict)) and x and all(
-        hasattr(v, "shape") for v in (x.values() if isinstance(x, dict) else x)
-    ):
-        return 32  # Keras' default for arrays
-    return None
-
-
-def _optimizer_config(optimizer) -> dict:
-    config = _safe(optimizer.get_config) or {}
-    out: dict[str, Any] = {"class": type(optimizer).__name__}
-    for key, value in config.items():
-        if value is None:
-            continue
-        out[key] = _simplify(value)
-    return out
-
-
-def _simplify(value: Any) -> Any:
-    """Turn Keras' serialized objects into ``{"class": ..., **config}``."""
-    if isinstance(value, dict):
-        if "class_name" in value and "config" in value:
-            config = value.get("config")
-            simple = {"class": value["class_name"]}
-            if isinstance(config, dict):
-                simple.update({k: _simplify(v) for k, v in config.items() if k != "dtype" and v is not None})
-            return simple
-        return {k: _simplify(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_simplify(v) for v in value]
-    if isinstance(value, float):
-        return _float32(value)
-    return value
-
-
-def _names(metrics: Any) -> Any:
-    """Compiled metrics as names: ``["accuracy", "root_mean_squared_error"]``."""
-    if isinstance(metrics, dict) and not ("class_name" in metrics and "config" in metrics):
-        return {k: _names(v) for k, v in metrics.items()}
-    if isinstance(metrics, (list, tuple)):
-        return [_names(m) for m in metrics]
-    if isinstance(metrics, dict):
-        config = metrics.get("config")
-        if isinstance(config, dict) and config.get("name"):
-            return config["name"]
-        return metrics.get("class_name")
-    return metrics if isinstance(metrics, (str, int, float, bool)) or metrics is None else str(metrics)
-
-
-def _model_info(model, with_config: bool) -> dict:
-    info: dict[str, Any] = {"name": getattr(model, "name", None), "class": type(model).__name__}
-    total = _safe(model.count_params)
-    if total is not None:
-        trainable = sum(_count(w) for w in model.trainable_weights)
-        info["params"] = {"total": total, "trainable": trainable, "non_trainable": total - trainable}
-    info["layers"] = len(getattr(model, "layers", []) or [])
-    if with_config:
-        config = _safe(model.get_config)
-        if isinstance(config, dict):
-            info["config"] = config
-    return info
-
-
-def _count(weight) -> int:
-    n = 1
-    for dim in weight.shape:
-        n *= int(dim)
-    return n
-
-
-def _float32(value: float) -> float:
-    """0.0010000000474974513 (a float32 read as a float64) -> 0.001."""
-    try:
-        import numpy as np
-    except ImportError:
-        return value
-    single = np.float32(value)
-    if not math.isfinite(value) or float(single) != value:
-        return value  # not a float32 value: keep every digit
-    return float(str(single))
-
-
-def _safe(fn):
-    try:
-        return fn()
-    except Exception:
-        return None
-
-
-# ---- failures ------------------------------------------------------------------------
-# Keras has no hook for an exception that escapes ``fit``: callbacks only see the
-# normal path (``on_train_end`` is simply never called). So importing this module
-# wraps ``keras.Model.fit`` once per process. The wrapper looks for
-# MLDashCallbacks among the call's callbacks and, when ``fit`` raises, records the
-# exception on their experiments (FAILED with the traceback; KeyboardInterrupt
-# gives CANCELLED) before re-raising it unchanged.
-# Why the class and why at import: Keras calls ``set_model`` from inside ``fit``,
-# too late to wrap the call in progress, and in ``model.fit(callbacks=[
-# MLDashCallback()])`` Python looks ``model.fit`` up before it builds the
-# callback, so patching in the constructor would miss the first call. The import
-# always comes first. This works in plain scripts, notebooks and under pytest
-# alike (no excepthook needed, a caught exception is still recorded, and an error
-# before training begins, such as a bad input shape, is recorded too). Models
-# whose class overrides ``fit`` are covered as long as they call ``super().fit``;
-# for anything else the core's excepthook still marks an uncaught error. A fit
-# without our callback pays one scan of its callbacks list.
+# ---- the fit guard --------------------------------------------------------------------
+# Keras has no hook for an exception that escapes ``fit``: in the trainers of the
+# tensorflow, torch and jax backends callbacks only see the normal path (on error,
+# ``on_train_end`` is skipped; jax's ``finally`` only syncs its state), and
+# CallbackList has no error hook. Nothing narrower than the method itself would do:
+# Keras calls ``set_model``/``on_train_begin`` from inside the call already in
+# progress, too late to wrap it; in ``model.fit(callbacks=[MLDashCallback()])``
+# Python looks ``model.fit`` up before it builds the callback, so wrapping the
+# instance at construction would miss that call; ``traceback_utils.filter_traceback``
+# is applied when the class is defined; and ``sys.excepthook`` misses exceptions a
+# script, notebook or test catches. So importing this module wraps
+# ``keras.Model.fit`` once per process (the import always precedes the callback).
+# The wrapper binds the call's arguments by name and does nothing more for a fit
+# without an MLDashCallback; with one, _guard.RecordFailures hands an escaping
+# exception to each of ours (FAILED with the traceback, CANCELLED for Ctrl-C or a
+# pruned trial) and re-raises it unchanged. An error before training begins (a bad
+# input shape) is recorded too; a subclass that overrides ``fit`` is covered as long
+# as it calls ``super().fit``. ``evaluate`` and ``predict`` are not wrapped: ours
+# writes only at their very end, so a failure in them leaves the run as it was.
 _guard_lock = threading.Lock()
-_guarded = False
 
 
 def _install_fit_guard() -> None:
-    global _guarded
-    if _guarded:
-        return
     with _guard_lock:
-        if _guarded:
-            return
         original = keras.Model.fit
+        if getattr(original, "_mldash_original", None) is not None:
+            return  # already wrapped (this module was reloaded)
         signature = inspect.signature(original)
 
         @functools.wraps(original)
         def fit(self, *args, **kwargs):
-            ours = _our_callbacks(args[5] if len(args) > 5 else kwargs.get("callbacks"))
-            if not ours:
-                return original(self, *args, **kwargs)
             try:
                 arguments = signature.bind(self, *args, **kwargs).arguments
-                arguments.pop("self", None)
-            except TypeError:
-                arguments = {}
+            except TypeError:  # fit itself rejects the call; still record that
+                arguments = dict(kwargs)
+            ours = _our_callbacks(arguments.get("callbacks"))
+            if not ours:
+                return original(self, *args, **kwargs)
+            arguments.pop("self", None)
             for callback in ours:
                 callback._before_fit(arguments)
-            try:
+            with RecordFailures(*(callback._fit_failed for callback in ours)):
                 return original(self, *args, **kwargs)
-            except BaseException as exc:
-                for callback in ours:
-                    try:
-                        callback._fit_failed(exc)
-                    except Exception as error:  # never mask the training error
-                        import sys
-
-                        print(f"mldash: recording the failed fit failed: {error!r}", file=sys.stderr)
-                raise
 
         fit._mldash_original = original
         keras.Model.fit = fit
-        _guarded = True
 
 
 def _our_callbacks(callbacks: Any) -> list[MLDashCallback]:
@@ -657,6 +556,23 @@ def _our_callbacks(callbacks: Any) -> list[MLDashCallback]:
         elif isinstance(item, (list, tuple)):
             stack.extend(reversed(item))
     return found
+
+
+def _calling_callback_list(callback: MLDashCallback) -> weakref.ref | None:
+    """The CallbackList that is calling ``callback.on_train_begin``, from the call stack.
+
+    fit builds it and keeps it to itself; it holds the futures of the batch ends
+    queued on Keras' worker threads, which a failed fit waits for.
+    """
+    frame = sys._getframe(2)  # 0: here, 1: on_train_begin, 2: its caller
+    for _ in range(4):  # a subclass's on_train_begin calling super() adds frames
+        if frame is None:
+            return None
+        caller = frame.f_locals.get("self")
+        if isinstance(caller, keras.callbacks.CallbackList) and any(cb is callback for cb in caller.callbacks):
+            return weakref.ref(caller)
+        frame = frame.f_back
+    return None
 
 
 _install_fit_guard()

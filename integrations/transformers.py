@@ -15,6 +15,10 @@ and the parameter count as parameters; each logged value as a series at
 ``state.global_step`` named ``train/...``, ``eval/...`` or ``test/...``; the single
 values of the end of training (``train_runtime``, ``total_flos``...) as summary values;
 every checkpoint the Trainer saves; and only from the world-process-zero.
+
+``train()`` ends the run COMPLETED, or FAILED / CANCELLED when an exception leaves it
+(the shared guard in ``_guard``); an ``evaluate()`` or ``predict()`` outside training
+resumes the run for its results and ends it again before it returns.
 """
 
 from __future__ import annotations
@@ -23,7 +27,6 @@ import functools
 import os
 import re
 import sys
-import warnings
 import weakref
 from typing import Any, Iterable
 
@@ -39,6 +42,8 @@ except ImportError:  # transformers < 4.41 keeps no callback state in checkpoint
 from mldash import Experiment
 from mldash._hf_hook import TARGET, install_finder
 from mldash._naming import safe_metric_name
+
+from ._guard import RecordFailures, call_quietly, record_failure
 
 __all__ = ["MLDashCallback", "MLDashReportToCallback", "register"]
 
@@ -237,16 +242,21 @@ class MLDashCallback(TrainerCallback, ExportableState):
             return
         exp = self._exp if self._exp is not None else self._setup(args, state, model)
         self._append(exp, logs, state)
-        if not self._training:  # trainer.evaluate() outside train(): visible at once
-            exp.flush()
+        if not self._training:
+            # evaluate() (or a log() of the user's) outside train(), maybe after it
+            # finished the run: these writes resumed it, so end it again now, as
+            # train() does and as the Lightning logger does after validate/test;
+            # otherwise it stays RUNNING until the interpreter exits. Here, not in
+            # on_evaluate: nothing is written after this point of evaluate().
+            exp.finish()
 
     def on_predict(self, args, state, control, metrics=None, model=None, **kwargs):
         if not state.is_world_process_zero or not metrics or not self._is_active():
             return
         exp = self._exp if self._exp is not None else self._setup(args, state, model)
         self._append(exp, metrics, state)
-        if not self._training:
-            exp.flush()
+        if not self._training:  # predict() outside train(): as for evaluate() in on_log
+            exp.finish()
 
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):
         # Logged by on_log already; remembered here to score the next checkpoint.
@@ -350,9 +360,7 @@ class MLDashCallback(TrainerCallback, ExportableState):
                 pass
         return os.path.abspath(os.path.join(folder, f"checkpoint-{state.global_step}"))
 
-    def _record_failure(self, trainer, exc: BaseException) -> None:
-        if isinstance(exc, SystemExit) and exc.code in (0, None):
-            return
+    def _record_failure(self, trainer, exc: BaseException, search: bool = False) -> None:
         if not self._is_active() or not trainer.is_world_process_zero():
             return
         if self._recorded is exc:  # seen leaving train(), now leaving hyperparameter_search()
@@ -360,13 +368,18 @@ class MLDashCallback(TrainerCallback, ExportableState):
         self._recorded = exc
         self._training = False
         exp = self._exp
+        if search and self._trial_exp and exp is not None and not exp.running:
+            # The search's own error after its last trial ended (optuna finding no
+            # completed trial, say): that trial's record stays as it ended.
+            return
         if exp is None:
+            if isinstance(exc, SystemExit) and exc.code in (0, None):
+                return  # a clean exit before anything was recorded
             exp = self._setup(trainer.args, trainer.state, trainer.model)
         if self._pending_summary:
             exp.summary.set(self._pending_summary)
             self._pending_summary = {}
-        exp.log_exception(exc)
-        exp.finish()
+        record_failure(exp, exc)  # FAILED; CANCELLED for Ctrl-C and a pruned trial
 
     def _end_search(self) -> None:
         if self._trial_exp and self._exp is not None:
@@ -471,13 +484,14 @@ def _watch_train(trainer) -> None:
 
 
 def _watched(trainer, method, search: bool):
+    def record(exc: BaseException) -> None:
+        _each_callback(trainer, "_record_failure", trainer, exc, search)
+
     @functools.wraps(method)
     def watched(*args, **kwargs):
         try:
-            return method(*args, **kwargs)
-        except BaseException as exc:
-            _each_callback(trainer, "_record_failure", trainer, exc)
-            raise
+            with RecordFailures(record):  # re-raises the exception unchanged
+                return method(*args, **kwargs)
         finally:
             if search:
                 _each_callback(trainer, "_end_search")
@@ -487,12 +501,11 @@ def _watched(trainer, method, search: bool):
 
 
 def _each_callback(trainer, method: str, *args) -> None:
+    # The callbacks of the moment (add_callback may have added one); an error in one
+    # is a warning and never hides the user's exception behind ours.
     for callback in list(getattr(trainer.callback_handler, "callbacks", ())):
         if isinstance(callback, MLDashCallback):
-            try:
-                getattr(callback, method)(*args)
-            except Exception as error:  # never hide the user's exception behind ours
-                warnings.warn(f"mldash could not record the end of the run: {error!r}")
+            call_quietly(getattr(callback, method), *args)
 
 
 def _keep_state_slot(callback, state) -> None:

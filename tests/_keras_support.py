@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 
 BACKEND = os.environ["KERAS_BACKEND"]
 if BACKEND != "tensorflow":
@@ -83,6 +84,51 @@ class PlainBatchCallback(keras.callbacks.Callback):
         pass
 
 
+class SlowBatchEnd(keras.callbacks.Callback):
+    """Sleeps in one batch end; async-safe, so Keras keeps running batch ends on its
+    worker threads (torch, jax): that batch end is still queued when fit fails."""
+
+    async_safe = True
+
+    def __init__(self, batch, seconds=0.5):
+        super().__init__()
+        self.batch, self.seconds = batch, seconds
+
+    def on_train_batch_end(self, batch, logs=None):
+        if batch == self.batch:
+            time.sleep(self.seconds)
+
+
+class RaiseAtBatchBegin(keras.callbacks.Callback):
+    """Raises on the training thread just before batch ``batch`` trains."""
+
+    async_safe = True
+
+    def __init__(self, batch, exc):
+        super().__init__()
+        self.batch, self.exc = batch, exc
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if batch == self.batch:
+            raise self.exc
+
+
+def fit_with_a_late_batch_end(prefix, exc):
+    """Batch 2's end sleeps 0.5 s on a Keras worker; batch 3 raises ``exc`` meanwhile."""
+    callback = MLDashCallback(prefix, root=ROOT, log_every_n_batches=1)
+    callbacks = [SlowBatchEnd(2), callback, RaiseAtBatchBegin(3, exc)]
+    model = tiny_model()
+    seen = {"async": keras.callbacks.CallbackList(callbacks, model=model)._async_train}
+    seen["raised"] = caught(
+        lambda: model.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=callbacks)
+    )
+    seen["status_at_once"] = callback.experiment.status
+    time.sleep(1.0)  # the sleeping batch end has long run by now
+    seen["status_later"] = callback.experiment.status
+    seen["running_later"] = callback.experiment.running
+    return seen
+
+
 x, y = data()
 val = data(16, seed=1)
 
@@ -143,6 +189,39 @@ model = tiny_model(loss=raising_loss)
 caught(lambda: model.fit(x, y, epochs=1, verbose=0, callbacks=[callback]))
 report["recovered_status_after_failure"] = callback.experiment.status
 tiny_model().fit(x, y, epochs=1, verbose=0, callbacks=[callback])
+
+# a batch end Keras had queued runs after fit failed: it must not reopen the run
+report["late_failed"] = fit_with_a_late_batch_end("keras/late-failed", RuntimeError("data went bad"))
+report["late_cancelled"] = fit_with_a_late_batch_end("keras/late-cancelled", KeyboardInterrupt())
+
+# optuna's pruning (its Keras callback raises TrialPruned inside fit) is a cancellation
+try:
+    import optuna
+except ImportError:
+    report["pruned"] = None
+else:
+    report["pruned"] = caught(
+        lambda: tiny_model().fit(
+            x, y, epochs=1, verbose=0,
+            callbacks=[MLDashCallback("keras/pruned", root=ROOT), RaiseAtBatchBegin(1, optuna.TrialPruned())],
+        )
+    )
+
+# evaluate and predict after fit: recorded, and the run is COMPLETED again at once
+model = tiny_model()
+callback = MLDashCallback("keras/evaluate", root=ROOT)
+model.fit(x, y, batch_size=8, epochs=2, verbose=0, validation_data=val, callbacks=[callback])
+result = model.evaluate(*val, batch_size=8, verbose=0, callbacks=[callback], return_dict=True)
+report["evaluate_result"] = result
+report["after_evaluate"] = [callback.experiment.status, callback.experiment.running]
+model.predict(x, batch_size=16, verbose=0, callbacks=[callback])
+report["after_predict"] = [callback.experiment.status, callback.experiment.running]
+
+# ... and with experiment= the owner still decides when the run ends
+with mldash.Experiment("keras/evaluate-owned", root=ROOT) as exp:
+    callback = MLDashCallback(experiment=exp)
+    model.evaluate(*val, batch_size=8, verbose=0, callbacks=[callback])
+    report["owned_after_evaluate"] = [exp.status, exp.running]
 
 # Keras' asynchronous batch dispatch stays on with our callback
 model = tiny_model()

@@ -276,6 +276,67 @@ def test_a_callback_that_saw_a_failure_completes_its_next_fit(run):
     assert len(run.logs("keras/recovered", level="error")) == 1
 
 
+@pytest.mark.parametrize("scenario, error_type, status", [("failed", "RuntimeError", "FAILED"),
+                                                          ("cancelled", "KeyboardInterrupt", "CANCELLED")])
+def test_a_batch_end_keras_still_had_queued_does_not_reopen_a_failed_fit(run, scenario, error_type, status):
+    # Batch 2's end sleeps 0.5 s on a Keras worker thread (torch, jax) while batch 3
+    # raises on the training thread; that late end used to write a point after the
+    # failure was recorded, so the run came back RUNNING and ended COMPLETED.
+    seen = run.report[f"late_{scenario}"]
+    if run.backend in ("torch", "jax"):
+        assert seen["async"] is True  # the batch end really ran on a worker thread
+    assert seen["raised"] == error_type
+    assert seen["status_at_once"] == status
+    assert (seen["status_later"], seen["running_later"]) == (status, False)
+    exp = run.exp(f"keras/late-{scenario}")
+    assert exp.status == status
+    assert exp.info()["sessions"] == 1
+    # the queued batch ends were waited for: every batch that trained has its point
+    assert run.steps(f"keras/late-{scenario}", "batch/loss") == [1, 2, 3]
+
+
+def test_a_trial_pruned_by_optuna_inside_fit_is_cancelled_not_failed(run):
+    if run.report["pruned"] is None:
+        pytest.skip("optuna is not installed")
+    assert run.report["pruned"] == "TrialPruned"
+    prefix = "keras/pruned"
+    assert run.exp(prefix).status == "CANCELLED"
+    assert run.logs(prefix, level="error") == []
+    (warning,) = [r for r in run.logs(prefix, level="warn") if r["level"] == "warn"]
+    assert "pruned" in warning["message"]
+
+
+# ---- evaluate and predict -------------------------------------------------------------
+def test_evaluation_metrics_are_recorded_at_the_training_iteration_as_tensorboard_does(run):
+    prefix = "keras/evaluate"
+    result = run.report["evaluate_result"]
+    # fit's validation (after 8 and 16 iterations) and the evaluate() that followed
+    points = run.points(prefix, "evaluation/loss")
+    assert [p["step"] for p in points] == [8, 16, 16]
+    assert [p.get("epoch") for p in points] == [0, 1, None]
+    assert [p["value"] for p in points[:2]] == run.values(prefix, "val_loss")
+    assert points[2]["value"] == pytest.approx(result["loss"])
+    assert run.values(prefix, "evaluation/mae")[-1] == pytest.approx(result["mae"])
+    logs = [r for r in run.logs(prefix) if r["message"] in ("evaluate ended", "predict ended")]
+    assert [r["message"] for r in logs] == ["evaluate ended", "predict ended"]
+    assert logs[0]["metadata"]["metrics"]["loss"] == pytest.approx(result["loss"])
+    assert (logs[1]["metadata"]["steps"], logs[1]["metadata"]["global_step"]) == (4, 16)
+
+
+def test_evaluate_and_predict_after_fit_end_the_run_again_when_they_return(run):
+    assert run.report["after_evaluate"] == ["COMPLETED", False]
+    assert run.report["after_predict"] == ["COMPLETED", False]
+    exp = run.exp("keras/evaluate")
+    assert exp.status == "COMPLETED"
+    assert exp.info()["sessions"] == 3  # fit, evaluate, predict: each resumed the run
+
+
+def test_evaluate_with_an_experiment_passed_in_leaves_it_to_its_owner(run):
+    assert run.report["owned_after_evaluate"] == ["RUNNING", True]
+    assert run.steps("keras/evaluate-owned", "evaluation/loss") == [16]  # the model fitted above
+    assert run.exp("keras/evaluate-owned").status == "COMPLETED"
+
+
 SCRIPT = textwrap.dedent(
     """
     import sys

@@ -226,6 +226,36 @@ def test_resume_from_checkpoint_continues_the_same_experiment(tmp_path, root):
     assert exp.info()["sessions"] == 2 and exp.status == "COMPLETED"
 
 
+def test_evaluate_and_predict_after_train_end_the_run_again_when_they_return(tmp_path, root):
+    callback = MLDashCallback(project="p", name="later")
+    trainer = train(tmp_path, [callback], max_steps=2)
+    exp = callback.experiment
+    assert (exp.status, exp.running) == ("COMPLETED", False)
+
+    metrics = trainer.evaluate()
+    assert (exp.status, exp.running) == ("COMPLETED", False)  # not RUNNING until exit
+    assert [(p["step"], p["value"]) for p in points(exp, "eval/loss")] == [(2, metrics["eval_loss"])]
+
+    output = trainer.predict(dataset(8, seed=2))
+    assert (exp.status, exp.running) == ("COMPLETED", False)
+    assert [(p["step"], p["value"]) for p in points(exp, "test/loss")] == [(2, output.metrics["test_loss"])]
+    assert exp.info()["sessions"] == 3  # train, evaluate, predict: each resumed the run
+
+
+def test_evaluate_in_a_loop_records_every_call_and_ends_the_run_each_time(tmp_path, root):
+    callback = MLDashCallback(project="p", name="evals")
+    trainer = Trainer(model=tiny_model(), args=training_args(tmp_path / "out"), eval_dataset=dataset(8, seed=1),
+                      callbacks=[callback])
+    losses = []
+    for _ in range(3):
+        losses.append(trainer.evaluate()["eval_loss"])
+        assert (callback.experiment.status, callback.experiment.running) == ("COMPLETED", False)
+    exp = mldash.Experiment("p/evals", root=root)
+    assert [(p["step"], p["value"]) for p in points(exp, "eval/loss")] == [(0, loss) for loss in losses]
+    assert exp.params.get()["args.per_device_eval_batch_size"] == 8  # set up by the first call
+    assert exp.info()["sessions"] == 3
+
+
 class FailAt(TrainerCallback):
     def __init__(self, step, exc):
         self.step, self.exc = step, exc
@@ -291,6 +321,65 @@ def test_hyperparameter_search_gives_one_experiment_per_trial(tmp_path, root):
         assert exp.status == "COMPLETED"
         assert [p["step"] for p in points(exp, "train/loss")] == [1, 2]
     assert len(rates) == 2
+
+
+def _prune_trials(numbers):
+    import optuna
+
+    class PruneTrials(optuna.pruners.BasePruner):
+        """Prunes the trials with these numbers at their first report."""
+
+        def prune(self, study, trial):
+            return trial.number in numbers
+
+    return PruneTrials()
+
+
+def _search(tmp_path, name, pruner, n_trials):
+    pytest.importorskip("optuna")
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    trainer = Trainer(
+        model_init=lambda trial=None: tiny_model(),
+        args=training_args(tmp_path / "out", max_steps=2, eval_strategy="steps", eval_steps=1),
+        train_dataset=dataset(), eval_dataset=dataset(8, seed=1),
+        callbacks=[MLDashCallback(project="hp", name=name)],
+    )
+    return lambda: trainer.hyperparameter_search(
+        backend="optuna", n_trials=n_trials, direction="minimize", pruner=pruner,
+        hp_space=lambda trial: {"learning_rate": trial.suggest_float("learning_rate", 1e-5, 1e-3, log=True)},
+    )
+
+
+def _assert_pruned(exp: mldash.Experiment) -> None:
+    assert exp.status == "CANCELLED"
+    assert exp.read_logs(level="error")["data"] == []
+    (warning,) = exp.read_logs(level="warn")["data"]
+    assert "pruned" in warning["message"]
+
+
+@pytest.mark.slow
+def test_a_trial_the_search_prunes_is_cancelled_not_failed(tmp_path, root):
+    pytest.importorskip("optuna")
+    _search(tmp_path, "pruned", _prune_trials({0}), n_trials=2)()
+    assert experiments(root) == ["hp/pruned/trial-0", "hp/pruned/trial-1"]
+    _assert_pruned(mldash.Experiment("hp/pruned/trial-0", root=root))
+    assert [p["step"] for p in points(mldash.Experiment("hp/pruned/trial-0", root=root), "eval/loss")] == [1]
+    assert mldash.Experiment("hp/pruned/trial-1", root=root).status == "COMPLETED"
+
+
+@pytest.mark.slow
+def test_a_search_that_fails_after_its_last_trial_leaves_that_trial_as_it_ended(tmp_path, root):
+    pytest.importorskip("optuna")
+    search = _search(tmp_path, "all-pruned", _prune_trials({0, 1}), n_trials=2)
+    with pytest.raises(ValueError):  # optuna: no completed trial to call the best
+        search()
+    assert experiments(root) == ["hp/all-pruned/trial-0", "hp/all-pruned/trial-1"]
+    for prefix in experiments(root):
+        exp = mldash.Experiment(prefix, root=root)
+        _assert_pruned(exp)  # not reopened to be marked FAILED by the search's own error
+        assert exp.info()["sessions"] == 1
 
 
 def _free_port() -> int:
