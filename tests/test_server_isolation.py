@@ -468,7 +468,7 @@ def test_the_dashboard_keys_what_it_keeps_by_the_caller_for_a_source_without_res
 def test_the_disk_column_cache_ignores_files_others_could_have_written(tmp_path):
     """A cache folder shared with others (say $MLDASH_UI_CACHE=/tmp/...) must not feed us forged columns."""
     from mldash.ui.colcache import ColumnCache
-    from mldash.ui.local import parse_into_cache
+    from mldash.ui.loading import parse_into_cache
 
     data = tmp_path / "metrics" / "loss" / "data.jsonl"
     data.parent.mkdir(parents=True)

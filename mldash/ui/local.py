@@ -21,19 +21,11 @@ while a request is being served.
 
 from __future__ import annotations
 
-import mmap
 import os
-import subprocess
-import sys
 import threading
-import time
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from contextlib import contextmanager
 
-import numpy as np
-import orjson
-
-from .. import _codec
 from .._checks import check_level
 from .._naming import metric_parts
 from .._runfolder import (
@@ -54,39 +46,19 @@ from .._runfolder import (
     resolve,
 )
 from .._runfolder import metric_names as _metric_names
-from .._series import STRIDE
-from .colcache import ColumnCache, State, read_tail
-from .series import Columns, parse_lines, parse_uniform, view
-
-_READ_BLOCK = 64 << 20  # read a huge file in pieces so memory stays flat
-# Parse in pieces of about this size: they stay in the CPU cache (faster than one big
-# piece), a line that needs the slow parser slows only its piece, and the warmer can
-# step aside between pieces.
-_PARSE_BLOCK = 1 << 20
-# Series files at least this big go to the disk cache and are loaded at start-up; smaller
-# ones parse in a few milliseconds.
-CACHE_MIN_BYTES = 1 << 20
-# A chart first asked for while more than this much of its file is still unparsed (a first
-# view with no disk cache) gets a coarse view at once: lines sampled across the whole file
-# via data.idx, marked "coarse", while the rest is parsed in the background; the page asks
-# again at once and that request waits for the parse.
-COARSE_MIN_BYTES = 16 << 20
-_SAMPLE_LINES = 4  # lines read at each sampled data.idx mark
-
-
-class _Series:
-    """One metric file's parsed columns and how far into the file they go."""
-
-    __slots__ = ("folder", "cols", "state", "lock", "saved", "tried_cache", "coarse_sent")
-
-    def __init__(self, folder: str) -> None:
-        self.folder = folder
-        self.cols = Columns()
-        self.state = State()
-        self.lock = threading.Lock()
-        self.saved = 0  # bytes of the file that the disk cache holds
-        self.tried_cache = False
-        self.coarse_sent = False  # one coarse view; the next request waits for the parse
+from .colcache import ColumnCache
+from .loading import (
+    CACHE_MIN_BYTES,
+    COARSE_MIN_BYTES,
+    SeriesEntry,
+    catch_up,
+    file_size,
+    sample,
+    scan_metrics,
+    stamp,
+)
+from .series import view
+from .warmer import Warmer
 
 
 class LocalSource:
@@ -125,10 +97,10 @@ class LocalSource:
             cache = ColumnCache(cache)
         self.cache: ColumnCache | None = cache
         self._rows: dict[str, tuple[tuple, dict]] = {}
-        self._series: OrderedDict[str, _Series] = OrderedDict()
+        self._series: OrderedDict[str, SeriesEntry] = OrderedDict()
         self._lock = threading.Lock()
         self._busy = 0  # requests being served; the warmer waits for 0
-        self._warmer = _Warmer(self)
+        self._warmer = Warmer(self)
 
     # ---- the DataSource protocol ---------------------------------------------------------
     def list_experiments(self, project: str | None = None) -> list[dict]:
@@ -238,7 +210,12 @@ class LocalSource:
     def close(self) -> None:
         self._warmer.stop()
 
-    # ---- internals -----------------------------------------------------------------------
+    # ---- loading, also for the warmer ---------------------------------------------------
+    @property
+    def busy(self) -> bool:
+        """True while a request is being served (background loading waits meanwhile)."""
+        return self._busy > 0
+
     @contextmanager
     def serving(self):
         """Held while a request is served; background loading steps aside meanwhile.
@@ -272,11 +249,11 @@ class LocalSource:
 
     def _row(self, path: str) -> dict:
         """experiment.json + params + latest metric points, cached on the files' stat."""
-        series = _scan_metrics(os.path.join(path, METRICS_DIR))
+        series = scan_metrics(os.path.join(path, METRICS_DIR))
         names = sorted(series)
         key = (
-            _stamp(os.path.join(path, META_FILE)),
-            _stamp(os.path.join(path, PARAMS_FILE)),
+            stamp(os.path.join(path, META_FILE)),
+            stamp(os.path.join(path, PARAMS_FILE)),
             tuple((n, series[n]) for n in names),
         )
         cached = self._rows.get(path)
@@ -297,11 +274,11 @@ class LocalSource:
         self._rows[path] = (key, row)
         return row
 
-    def _entry(self, folder: str) -> _Series:
+    def entry(self, folder: str) -> SeriesEntry:
         with self._lock:
             entry = self._series.get(folder)
             if entry is None:
-                entry = self._series[folder] = _Series(folder)
+                entry = self._series[folder] = SeriesEntry(folder)
             self._series.move_to_end(folder)
         return entry
 
@@ -310,54 +287,54 @@ class LocalSource:
         if not self.coarse_bytes:
             return None
         data_path = os.path.join(folder, DATA_FILE)
-        size = _size(data_path)
-        entry = self._entry(folder)
+        size = file_size(data_path)
+        entry = self.entry(folder)
         if entry.coarse_sent or size - entry.state.offset < self.coarse_bytes:
             return None
         with entry.lock:  # the disk cache first: it may have (most of) the series
-            self._try_cache(entry, data_path)
+            self.try_cache(entry, data_path)
             if entry.coarse_sent or size - entry.state.offset < self.coarse_bytes:
                 return None
             entry.coarse_sent = True
-        sample = _sample(folder, size, max(10, min(int(width), 10000)) * 2)
-        if sample is None:
+        sampled = sample(folder, size, max(10, min(int(width), 10000)) * 2)
+        if sampled is None:
             return None  # no usable data.idx: parse it now
-        cols, total = sample
+        cols, total = sampled
         if self.warms:
             self._warmer.push([folder], urgent=True)
         out = view(cols, x, lo, hi, width)
         out.update(total=total, exact=False, coarse=True, x_choices=cols.x_choices())
         return out
 
-    def _try_cache(self, entry: _Series, data_path: str) -> None:
+    def try_cache(self, entry: SeriesEntry, data_path: str) -> None:
         """Take the disk cache's columns for a series not read yet (caller holds entry.lock)."""
         if entry.tried_cache or entry.state.offset or self.cache is None:
             return
         entry.tried_cache = True
-        hit = self.cache.load(data_path) if _size(data_path) >= CACHE_MIN_BYTES else None
+        hit = self.cache.load(data_path) if file_size(data_path) >= CACHE_MIN_BYTES else None
         if hit is not None:
             entry.cols, entry.state = hit
             entry.saved = entry.state.offset
 
-    def _load(self, folder: str) -> _Series:
+    def _load(self, folder: str) -> SeriesEntry:
         """The series in ``folder``, parsed up to its current end."""
-        return self._load_step(folder)[0]
+        return self.load_step(folder)[0]
 
-    def _load_step(self, folder: str, step_aside=None) -> tuple[_Series, bool]:
+    def load_step(self, folder: str, step_aside=None) -> tuple[SeriesEntry, bool]:
         """``_load``, except that ``step_aside()`` (the warmer's) is asked between pieces:
         when it says True the parse stops there (complete is False), to be continued
         by whoever comes next."""
-        entry = self._entry(folder)
+        entry = self.entry(folder)
         data_path = os.path.join(folder, DATA_FILE)
         if step_aside is None:
             self._warmer.wait_parsed(folder)  # a helper process is reading it: cheaper to wait
         with entry.lock:
-            self._try_cache(entry, data_path)
-            complete = _catch_up(entry, data_path, step_aside)
+            self.try_cache(entry, data_path)
+            complete = catch_up(entry, data_path, step_aside)
         self._evict()
         return entry, complete
 
-    def _save(self, entry: _Series) -> None:
+    def save(self, entry: SeriesEntry) -> None:
         """Write ``entry`` to the disk cache when it is big and enough is new since the last write."""
         if self.cache is None:
             return
@@ -374,359 +351,3 @@ class LocalSource:
             while total > self.max_points and len(self._series) > 1:
                 _, old = self._series.popitem(last=False)
                 total -= old.cols.n
-
-
-def _scan_metrics(base: str, prefix: str = "") -> dict[str, tuple[int, int]]:
-    """``{metric name: (size, mtime_ns) of its data.jsonl}``; one scandir per folder."""
-    found: dict[str, tuple[int, int]] = {}
-    try:
-        entries = list(os.scandir(base))
-    except OSError:
-        return found
-    for entry in entries:
-        if entry.is_dir(follow_symlinks=False):
-            found.update(_scan_metrics(entry.path, prefix + entry.name + "/"))
-        elif entry.name == DATA_FILE and prefix:
-            st = entry.stat()
-            found[prefix[:-1]] = (st.st_size, st.st_mtime_ns)
-    return found
-
-
-def _size(path: str) -> int:
-    try:
-        return os.path.getsize(path)
-    except OSError:
-        return 0
-
-
-def _stamp(path: str) -> tuple[int, int] | None:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return st.st_size, st.st_mtime_ns
-
-
-def _catch_up(entry: _Series, data_path: str, step_aside=None) -> bool:
-    """Parse the complete lines appended since the last call (all of them the first time).
-
-    Returns False when ``step_aside()`` stopped it early.
-    """
-    complete = True
-    try:
-        f = open(data_path, "rb")
-    except FileNotFoundError:
-        return complete
-    with f:
-        fd = f.fileno()
-        st = os.fstat(fd)
-        state = entry.state
-        if not state.inode or not state.still_matches(fd, st):  # new, replaced or rewritten
-            entry.cols, entry.saved = Columns(), 0
-            state = entry.state = State(st.st_dev, st.st_ino)
-        start = state.offset
-        while state.offset < st.st_size:
-            f.seek(state.offset)
-            chunk = f.read(min(_READ_BLOCK, st.st_size - state.offset))
-            cut = chunk.rfind(b"\n") + 1
-            if not cut:
-                break  # a line still being written
-            pos = 0
-            while pos < cut:
-                end = cut if cut - pos <= _PARSE_BLOCK else chunk.rfind(b"\n", pos, pos + _PARSE_BLOCK) + 1
-                if end <= pos:  # one line longer than a piece
-                    end = chunk.find(b"\n", pos) + 1
-                _parse_piece(entry, chunk[pos:end])
-                state.offset += end - pos
-                pos = end
-                if step_aside is not None and pos < cut and step_aside():
-                    complete = False
-                    break
-            if not complete:
-                break
-        if state.offset != start:
-            state.tail = read_tail(fd, state.offset)
-    return complete
-
-
-def _sample(folder: str, size: int, want: int) -> tuple[Columns, int] | None:
-    """``_SAMPLE_LINES`` lines at up to ``want`` evenly spread data.idx marks, plus the last
-    lines; and the series' line count. None when data.idx is missing or does not fit."""
-    data_path = os.path.join(folder, DATA_FILE)
-    try:
-        with open(os.path.join(folder, "data.idx"), "rb") as f:
-            raw = f.read()
-        f = open(data_path, "rb")
-    except OSError:
-        return None
-    with f:
-        marks = np.frombuffer(raw[: len(raw) // 8 * 8], "<u8")
-        marks = marks[marks < size]
-        if len(marks) < 2 or marks[0] != 0 or np.any(np.diff(marks.astype(np.int64)) <= 0):
-            return None
-        try:  # slices of a mapping: no system call (and no GIL hand-over) per sample
-            data = mmap.mmap(f.fileno(), size, prot=mmap.PROT_READ)
-        except (AttributeError, TypeError, ValueError, OSError):
-            return None
-        with data:
-            last = int(marks[-1])
-            if data[last - 1 : last] != b"\n":
-                return None  # not this file's index
-            rest = data[last:size]
-            rest = rest[: rest.rfind(b"\n") + 1]
-            total = (len(marks) - 1) * STRIDE + rest.count(b"\n")
-            indices, lines = [], []
-            picks = np.unique(np.linspace(0, len(marks) - 1, min(want, len(marks))).astype(np.int64))
-            for k in picks.tolist():
-                start = int(marks[k])
-                if start and data[start - 1 : start] != b"\n":
-                    return None
-                got = data[start : start + 512 * _SAMPLE_LINES].split(b"\n")[:-1][:_SAMPLE_LINES]  # whole lines
-                indices.extend(range(k * STRIDE, k * STRIDE + len(got)))
-                lines.extend(got)
-        tail = rest.split(b"\n")[:-1][-_SAMPLE_LINES:]
-        indices.extend(range(total - len(tail), total))
-        lines.extend(tail)
-    keep, rows = [], []
-    for i, line in zip(indices, lines):
-        try:
-            rows.append(orjson.loads(line))
-            keep.append(i)
-        except orjson.JSONDecodeError:
-            continue
-    cols = Columns()
-    if rows:
-        order = np.unique(keep, return_index=True)[1]  # the tail may repeat a sampled line
-        rows = [rows[j] for j in order]
-        cols.extend([keep[j] for j in order], [r[0] / 1000 for r in rows], [_codec.untag(r[1]) for r in rows])
-    return cols, total
-
-
-def _parse_piece(entry: _Series, piece: bytes) -> None:
-    state = entry.state
-    fast = parse_uniform(piece)
-    if fast is not None:
-        entry.cols.extend_matrix(state.lines, *fast)
-        state.lines += len(fast[0])
-    else:
-        indices, times, rows, count = parse_lines(piece, state.lines)
-        entry.cols.extend(indices, times, rows)
-        state.lines += count
-
-
-class _Warmer:
-    """One daemon thread that loads series ahead of the requests for them.
-
-    Two queues: ``warm(prefix)`` (a page being opened) before start-up warming.
-    Between pieces of a parse it steps aside while the source serves a request;
-    a request for the series being warmed simply continues its parse.
-    """
-
-    def __init__(self, source: "LocalSource") -> None:
-        self.source = source
-        self.urgent: deque = deque()
-        self.later: deque = deque()
-        self.cond = threading.Condition()
-        self.working = False
-        self.stopped = False
-        self.thread: threading.Thread | None = None
-        self.parsing: dict = {}  # folder -> the helper process parsing it
-
-    def _start(self) -> None:
-        if self.thread is None:
-            self.thread = threading.Thread(target=self._run, name="mldash-ui-warm", daemon=True)
-            self.thread.start()
-
-    def push(self, folders: list[str], urgent: bool = False) -> None:
-        with self.cond:
-            if self.stopped:
-                return
-            if urgent:  # a page polls its run: requeue what is still queued, ahead of the rest
-                moved = set(folders)
-                kept = [t for t in self.urgent if not (t[0] == "load" and t[1] in moved)]
-                self.urgent = deque(("load", f) for f in folders)
-                self.urgent.extend(kept)
-                self.later = deque(t for t in self.later if not (t[0] == "load" and t[1] in moved))
-            else:
-                self.later.extend(("load", f) for f in folders)
-            self._start()
-            self.cond.notify()
-
-    def push_recent(self, budget: int) -> None:
-        with self.cond:
-            if self.stopped:
-                return
-            self.later.append(("recent", budget))
-            self._start()
-            self.cond.notify()
-
-    def save_later(self, entry: _Series) -> None:
-        if self.source.cache is None or entry.state.offset - entry.saved < CACHE_MIN_BYTES:
-            return  # the common case, decided without the thread
-        with self.cond:
-            if self.stopped or ("save", entry) in self.urgent:
-                return
-            self.urgent.append(("save", entry))
-            self._start()
-            self.cond.notify()
-
-    def stop(self) -> None:
-        with self.cond:
-            self.stopped = True
-            self.urgent.clear()
-            self.later.clear()
-            self.cond.notify_all()
-            for proc in self.parsing.values():  # the helpers this server started
-                proc.terminate()
-
-    def wait_idle(self, timeout: float | None = None) -> bool:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        with self.cond:
-            while self.urgent or self.later or self.working:
-                left = None if deadline is None else deadline - time.monotonic()
-                if left is not None and left <= 0:
-                    return False
-                self.cond.wait(left)
-        return True
-
-    def _busy(self) -> bool:
-        return self.source._busy > 0 or self.stopped
-
-    def _parse_elsewhere(self, folder: str) -> None:
-        """Parse a big series that the disk cache lacks in a helper process, into the cache.
-
-        A separate process does not hold this one's GIL, so the page and its requests
-        (the experiments list, say) are served at full speed meanwhile; the columns
-        then come back from the cache in milliseconds.
-        """
-        source = self.source
-        if source.cache is None:
-            return
-        data_path = os.path.join(folder, DATA_FILE)
-        entry = source._entry(folder)
-        with entry.lock:
-            source._try_cache(entry, data_path)
-            if _size(data_path) - entry.state.offset < CACHE_MIN_BYTES:
-                return  # in memory or in the cache already, or small: parse the rest here
-        code = (
-            "import sys; sys.path.insert(0, sys.argv[1]); "
-            "from mldash.ui.local import parse_into_cache; parse_into_cache(sys.argv[2], sys.argv[3])"
-        )
-        package_parent = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-        with self.cond:
-            if self.stopped:
-                return
-            try:  # a plain child (not multiprocessing): nothing of this server is inherited
-                proc = subprocess.Popen(
-                    [sys.executable, "-c", code, package_parent, data_path, source.cache.folder],
-                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                )
-            except OSError:
-                return  # parsed here instead
-            self.parsing[folder] = proc
-        try:
-            proc.wait()
-        finally:
-            with self.cond:
-                self.parsing.pop(folder, None)
-                self.cond.notify_all()
-        with entry.lock:
-            entry.tried_cache = entry.state.offset > 0  # not read yet: look again, the helper wrote it
-
-    def wait_parsed(self, folder: str) -> None:
-        """Block while a helper process is parsing ``folder`` (cheaper than parsing it twice)."""
-        with self.cond:
-            proc = self.parsing.get(folder)
-        if proc is None:
-            return
-        proc.wait()
-        entry = self.source._entry(folder)
-        with entry.lock:
-            entry.tried_cache = entry.state.offset > 0
-
-    def _wait_quiet(self) -> None:
-        """Let requests go first: wait while one is being served (re-checked every 5 ms)."""
-        while self._busy() and not self.stopped:
-            time.sleep(0.005)
-
-    def _between_runs(self) -> None:
-        """The start-up scan's pause: requests first, then a page just opened (``warm``)."""
-        self._wait_quiet()
-        while True:
-            with self.cond:
-                if self.stopped or not self.urgent:
-                    return
-                task = self.urgent.popleft()
-            try:
-                self._do(task)
-            except Exception:
-                pass
-
-    def _run(self) -> None:
-        while True:
-            with self.cond:
-                while not (self.urgent or self.later or self.stopped):
-                    self.working = False
-                    self.cond.notify_all()
-                    self.cond.wait()
-                if self.stopped:
-                    self.working = False
-                    self.cond.notify_all()
-                    return
-                task = (self.urgent or self.later).popleft()
-                self.working = True
-            try:
-                self._do(task)
-            except Exception:  # a series that fails to load will fail again, visibly, on request
-                pass
-
-    def _do(self, task) -> None:
-        kind, arg = task
-        source = self.source
-        if kind == "save":
-            source._save(arg)
-        elif kind == "load":
-            self._parse_elsewhere(arg)
-            while not self.stopped:
-                self._wait_quiet()
-                entry, complete = source._load_step(arg, self._busy)
-                if complete:
-                    source._save(entry)
-                    break
-        elif kind == "recent":
-            folders = _recent_big_series(source.root, arg, self._between_runs)
-            self.push(folders)
-            if source.cache is not None:
-                source.cache.prune()
-
-
-def parse_into_cache(data_path: str, cache_folder: str) -> int:
-    """Parse ``data_path`` (after what the cache has) and write it to the cache; the
-    helper process runs this. Returns the bytes parsed."""
-    cache = ColumnCache(cache_folder)
-    entry = _Series(os.path.dirname(data_path))
-    hit = cache.load(data_path)
-    if hit is not None:
-        entry.cols, entry.state = hit
-    _catch_up(entry, data_path)
-    cache.save(data_path, entry.cols, entry.state)
-    return entry.state.offset
-
-
-def _recent_big_series(root: str, budget: int, pause) -> list[str]:
-    """Metric folders whose data.jsonl is at least CACHE_MIN_BYTES, newest first, about ``budget`` points."""
-    found = []
-    for path in find_experiments(root):
-        pause()
-        base = os.path.join(path, METRICS_DIR)
-        for name, (size, mtime) in _scan_metrics(base).items():
-            if size >= CACHE_MIN_BYTES:
-                found.append((mtime, size, os.path.join(base, *name.split("/"))))
-    found.sort(reverse=True)
-    chosen, points = [], 0
-    for _, size, folder in found:
-        points += size // 60  # about 60 bytes a {value, step} point
-        if points > budget and chosen:
-            break
-        chosen.append(folder)
-    return chosen
