@@ -26,6 +26,8 @@ from __future__ import annotations
 from time import time_ns
 from typing import Any
 
+from ._checks import MAX_TEXT
+
 PLAIN = frozenset((float, int, str, bool, type(None)))
 NUMBERS = PLAIN - {str}
 
@@ -63,10 +65,17 @@ class MetricQueue:
 
         >>> exp.metrics("train_loss").append(value=0.5, step=1, epoch=0)  # doctest: +SKIP
         """
+        text = 0
         for value in fields.values():
             cls = value.__class__
-            if cls not in PLAIN or (cls is str and not value.isascii()):
+            if cls not in PLAIN:
                 return self._append_fields(fields)
+            if cls is str:
+                if not value.isascii():
+                    return self._append_fields(fields)
+                text += len(value)
+        if text > MAX_TEXT:  # the checked path says how much is too much
+            return self._append_fields(fields)
         names = self._checked.get(tuple(fields))
         if names is None:  # new names (or none): checked once, then fast
             return self._append_fields(fields)

@@ -43,6 +43,10 @@ typedef struct {
 /* Names come from code, so there are few; past this many, new ones stay slow. */
 #define MAX_CHECKED 1024
 
+/* Characters of text one point may hold (mldash._checks.MAX_TEXT, handed over by
+ * set_max_text() when metrics.py loads). */
+static Py_ssize_t max_text = PY_SSIZE_T_MAX;
+
 static PyObject *str_on_trigger;
 static PyObject *str_append_fields;
 
@@ -247,10 +251,17 @@ append(MetricQueue *self, PyObject *const *args, size_t nargsf, PyObject *kwname
     if (nargs != 0 || n == 0) {
         return slow_append(self, args, nargs, kwnames);
     }
+    Py_ssize_t text = 0;
     for (Py_ssize_t i = 0; i < n; i++) {
         if (!is_plain(args[i])) {
             return slow_append(self, args, nargs, kwnames);
         }
+        if (!is_number(args[i])) {
+            text += PyUnicode_GET_LENGTH(args[i]);
+        }
+    }
+    if (text > max_text) {  /* the checked path says how much is too much */
+        return slow_append(self, args, nargs, kwnames);
     }
     /* The caller holds the arguments until we return: they need no references. */
     PyObject *names = known_names(self, kwnames);
@@ -658,7 +669,20 @@ splice(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     return out;
 }
 
+static PyObject *
+set_max_text(PyObject *module, PyObject *arg)
+{
+    Py_ssize_t n = PyLong_AsSsize_t(arg);
+    if (n == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    max_text = n;
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef module_methods[] = {
+    {"set_max_text", set_max_text, METH_O,
+     "How many characters of text append() takes in one point without the checked path."},
     {"splice", (PyCFunction)(void (*)(void))splice, METH_FASTCALL,
      "The writer's lines for points with the same field names (see _lines.py)."},
     {"stamp", stamp, METH_NOARGS,

@@ -14,7 +14,9 @@ from ._runfolder import check_range, metric_folder, read_series
 from ._series import SeriesReader
 
 if speedups is not None:
-    from ._speedups import MetricQueue, stamp
+    from ._speedups import MetricQueue, set_max_text, stamp
+
+    set_max_text(MAX_TEXT)
 else:
     from ._queue import MetricQueue, stamp
 

@@ -272,3 +272,15 @@ def test_any_framework_key_becomes_a_valid_metric_name(root, key):
     metric_parts(name)  # raises if it is not valid
     assert safe_metric_name(key) == name  # the same series every time
     _exp(root).metrics(name).append(v=1)
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [{"text": "x" * 1_000_001}, {"a": "x" * 600_000, "b": "y" * 600_000}],
+    ids=["one long string", "two that add up"],
+)
+def test_too_much_ascii_text_fails_also_for_names_seen_before(root, fields):
+    metric = _exp(root).metrics("m")
+    metric.append(**{k: "short" for k in fields})  # the names are known: the fast path
+    with pytest.raises(ValueError, match="at most 1,000,000"):
+        metric.append(**fields)
