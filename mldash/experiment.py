@@ -166,6 +166,8 @@ class Experiment:
         self._failure: str | None = None
         self._writer: Writer | None = None
         self._stranded: Writer | None = None  # a finished run's writer still holding data
+        # Seconds finish() waits for the upload to catch up (None: $MLDASH_SYNC_TIMEOUT or 10).
+        self.sync_timeout: float | None = None
         self._uploader = None
         self._remote_client = None
         self._forked = False
@@ -209,7 +211,7 @@ class Experiment:
         if self.remote:
             from .remote.uploader import Uploader
 
-            self._uploader = Uploader(self)
+            self._uploader = Uploader(self._address())
 
     def _new_writer(self, on_start=None) -> Writer:
         # on_error runs on the writer thread: it sends the next call down the slow
@@ -343,7 +345,7 @@ class Experiment:
             meta_error = self._record_end(final)
             uploader, self._uploader = self._uploader, None
             if uploader is not None:
-                uploader.close()
+                uploader.close(self.sync_timeout)
             if lost is not None:
                 raise StorageError(lost, saved) from writer.error
             if meta_error is not None:
@@ -565,8 +567,13 @@ class Experiment:
         if self._remote_client is None:
             from .remote.client import RemoteReader
 
-            self._remote_client = RemoteReader(self)
+            self._remote_client = RemoteReader(self._address())
         return self._remote_client
+
+    def _address(self):
+        from .remote._http import RunAddress
+
+        return RunAddress(self.remote, self.token, self.namespace or "default", self.prefix, self.path, self.root)
 
     def __repr__(self) -> str:
         return f"Experiment({self.prefix!r}, status={self.status!r}, path={self.path!r})"

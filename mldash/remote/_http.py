@@ -19,6 +19,7 @@ import email.utils
 import gzip
 import random
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -29,6 +30,18 @@ API = "/api/v1"
 # Below this size gzip costs more time than it saves on a local network.
 _GZIP_MIN = 1024
 USER_AGENT = "mldash-client"
+
+
+@dataclass(frozen=True)
+class RunAddress:
+    """What the remote side knows of a run: its local folder and where it replicates."""
+
+    url: str
+    token: str | None
+    namespace: str  # "default" when none was given
+    prefix: str
+    path: str  # the run's local folder
+    root: str  # the local root it lies under (for the `mldash sync` command to print)
 
 
 class RemoteError(RuntimeError):

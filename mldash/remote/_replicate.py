@@ -34,13 +34,22 @@ import orjson
 
 from .. import _codec
 from .._naming import metric_parts
+from .._runfolder import (
+    CHECKPOINTS_DIR,
+    CHECKPOINTS_STEM,
+    DATA_FILE,
+    DATA_STEM,
+    DOCUMENTS,
+    LOGS_DIR,
+    LOGS_STEM,
+    META_FILE,
+    METRICS_DIR,
+    read_document,
+)
 from .._series import STRIDE, SeriesReader
-from ..params import read_document
 from ._http import Api, Collision, Conflict, NotFound, Refused, RemoteError
 from ._state import META_KIND, RUN, Quarantine, SyncState, read_state
 
-META = "experiment.json"
-DOCUMENTS = {"parameters/parameters.json": "parameters", "summary.json": "summary"}
 # Raw bytes of lines per request, before gzip.
 MAX_BATCH_BYTES = 4 << 20
 # The most one request may carry, uncompressed: the server's limit (413 beyond;
@@ -115,20 +124,20 @@ def sources(path: str) -> Iterator[Source]:
     A metric folder whose name the shared rule (``_naming.metric_parts``) refuses
     comes with its ``problem``: it is reported, never skipped in silence.
     """
-    base = os.path.join(path, "metrics")
+    base = os.path.join(path, METRICS_DIR)
     found = []
     for folder, _dirs, files in os.walk(base):
-        if "data.jsonl" in files:
+        if DATA_FILE in files:
             name = os.path.relpath(folder, base).replace(os.sep, "/")
             problem = None
             try:
                 metric_parts(name)
             except (TypeError, ValueError) as error:
                 problem = f"the server cannot hold this series: {error}"
-            found.append(Source("metric", name, folder, "data", problem))
+            found.append(Source("metric", name, folder, DATA_STEM, problem))
     yield from sorted(found, key=lambda s: s.name)
-    yield Source("logs", "logs", os.path.join(path, "logs"), "logs")
-    yield Source("checkpoints", "checkpoints", os.path.join(path, "checkpoints"), "checkpoints")
+    yield Source("logs", "logs", os.path.join(path, LOGS_DIR), LOGS_STEM)
+    yield Source("checkpoints", "checkpoints", os.path.join(path, CHECKPOINTS_DIR), CHECKPOINTS_STEM)
 
 
 def digest(data: bytes) -> str:
@@ -378,9 +387,9 @@ class Replicator:
             return self._run(state, progress)
 
     def _run(self, state: SyncState, progress) -> bool:
-        meta_bytes = _read_bytes(os.path.join(self.path, META))
+        meta_bytes = _read_bytes(os.path.join(self.path, META_FILE))
         if not meta_bytes:
-            raise NotReady(f"{self.path} holds no {META} yet")
+            raise NotReady(f"{self.path} holds no {META_FILE} yet")
         meta = _codec.loads(meta_bytes)
         self._local_id = meta.get("id") if isinstance(meta.get("id"), str) else None
         if not state.experiment_id:
@@ -390,8 +399,8 @@ class Replicator:
         done = self._push_documents(state, progress)
         done = self._push_series(state, progress) and done
         # Last, so that a server showing COMPLETED holds all the data before it.
-        meta_bytes = _read_bytes(os.path.join(self.path, META)) or meta_bytes
-        if state.digest(META) != digest(meta_bytes):
+        meta_bytes = _read_bytes(os.path.join(self.path, META_FILE)) or meta_bytes
+        if state.digest(META_FILE) != digest(meta_bytes):
             self._upsert(state, _codec.loads(meta_bytes), meta_bytes, progress)
         return done
 
@@ -437,7 +446,7 @@ class Replicator:
     def _upsert(self, state: SyncState, meta: dict, meta_bytes: bytes, progress=None) -> None:
         prefix = meta.get("prefix")
         if not prefix:
-            raise ValueError(f"{self.path}/{META} has no prefix")
+            raise ValueError(f"{self.path}/{META_FILE} has no prefix")
         payload = meta_payload(meta)
         # Every request carries the run's identity, so that no part of it can merge
         # into another run's record.
@@ -463,7 +472,7 @@ class Replicator:
             self._refuse_run(error)
         self.quarantine.drop(RUN)
         self._quarantine_keys(META_KIND, refused)
-        state.set_digest(META, digest(meta_bytes))
+        state.set_digest(META_FILE, digest(meta_bytes))
         state.save()
         if progress:
             progress(len(meta_bytes))
@@ -696,14 +705,14 @@ def pending(path: str, url: str, namespace: str) -> Pending:
             out.logs += n
         else:
             out.checkpoints += n
-    for rel in (*DOCUMENTS, META):
+    for rel in (*DOCUMENTS, META_FILE):
         data = _read_bytes(os.path.join(path, rel))
         if data and state.digest(rel) != digest(data):
-            out.documents.append({META: "status"}.get(rel) or rel.split("/")[0].split(".")[0])
+            out.documents.append({META_FILE: "status"}.get(rel) or rel.split("/")[0].split(".")[0])
             out.bytes += len(data)
     return out
 
 
 def namespace_of(path: str, default: str | None = None) -> str:
-    meta = read_document(os.path.join(path, META))
+    meta = read_document(os.path.join(path, META_FILE))
     return default or meta.get("namespace") or "default"

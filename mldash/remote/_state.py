@@ -17,36 +17,15 @@ from __future__ import annotations
 
 import fcntl
 import os
-import threading
 import time
 from contextlib import contextmanager
 from typing import Iterator
 
 from .. import _codec
-from ..params import read_document
+from .._runfolder import read_document, write_atomic
 
 SYNC_DIR = ".sync"
 STATE_FILE = "state.json"
-
-
-def write_atomic(path: str, data: bytes) -> None:
-    """Replace a file whole (readers see the old one or the new one), fsynced.
-
-    The sync state's own copy: the core's writer helpers are not part of the
-    remote package's contract and move about."""
-    tmp = os.path.join(os.path.dirname(path), f".tmp-{os.getpid()}-{threading.get_ident()}-{os.path.basename(path)}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
 
 
 def target_key(url: str, namespace: str) -> str:

@@ -13,11 +13,9 @@ from __future__ import annotations
 from typing import Any
 
 from .. import _codec
+from .._runfolder import DOCUMENTS as _DOCUMENT_KINDS
+from ._http import Api, RunAddress
 
-# An mldash.Experiment; not imported: the remote package sits below the write side.
-Experiment = Any
-
-_DOCUMENT_KINDS = {"parameters/parameters.json": "parameters", "summary.json": "summary"}
 _PAGE = 500
 _MAX_PAGE = 100_000  # the server's largest page
 
@@ -33,12 +31,10 @@ class RemoteReader:
     local experiment that was never written.
     """
 
-    def __init__(self, exp: "Experiment") -> None:
-        from ._http import Api
-
-        self.namespace = exp.namespace or "default"
-        self.prefix = exp.prefix
-        self.api = Api(exp.remote, exp.token)
+    def __init__(self, run: RunAddress) -> None:
+        self.namespace = run.namespace
+        self.prefix = run.prefix
+        self.api = Api(run.url, run.token)
         self._id: str | None = None
 
     def _experiment_id(self) -> str | None:
@@ -135,14 +131,12 @@ def list_remote_experiments(
     namespace: str | None = None,
     limit: int | None = None,
 ) -> list[dict]:
-    """The server's experiments as rows shaped like ``mldash.store.experiment_summary``.
+    """The server's experiments as rows shaped like ``mldash._runfolder.experiment_summary``.
 
     >>> rows = list_remote_experiments("http://127.0.0.1:8000", project="vision")  # doctest: +SKIP
     >>> rows[0]["prefix"], rows[0]["status"], rows[0]["metrics"]["loss"]["data"]  # doctest: +SKIP
     ('vision/resnet', 'COMPLETED', {'value': 0.12})
     """
-    from ._http import Api
-
     api = Api(url, token)
     rows: list[dict] = []
     try:

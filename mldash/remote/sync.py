@@ -20,8 +20,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from ..params import read_document
-from ._replicate import META, NotReady, Pending, Replicator, RunRefused, pending, problems
+from .._runfolder import META_FILE, find_experiments, read_document
+from ._replicate import NotReady, Pending, Replicator, RunRefused, pending, problems
 from ._state import Quarantine
 
 
@@ -65,12 +65,11 @@ def plan(
     ``accept_quarantined`` marks every quarantine entry listed so far as accepted:
     they stay in the file but no longer keep a run from being up to date.
     """
-    from ..store import find_experiments
 
     jobs: list[Job] = []
     result = SyncResult()
     for path in find_experiments(root):
-        meta = read_document(os.path.join(path, META))
+        meta = read_document(os.path.join(path, META_FILE))
         prefix = meta.get("prefix") or os.path.relpath(path, root)
         target = (url or meta.get("remote") or "").rstrip("/")
         if not target:

@@ -24,10 +24,8 @@ import shlex
 import sys
 import threading
 import time
-from typing import Any
 
-# An mldash.Experiment; not imported: the remote package sits below the write side.
-Experiment = Any
+from ._http import RunAddress
 
 DEFAULT_SYNC_TIMEOUT = 10.0
 # How often the thread looks for new lines when nobody wakes it. The core's
@@ -38,10 +36,9 @@ POLL_INTERVAL = 1.0
 _LOUD_QUARANTINE = 10
 
 
-def sync_timeout(exp: "Experiment | None" = None) -> float:
-    """Seconds ``finish()`` waits for the upload: ``exp.sync_timeout``, else
+def sync_timeout(value: float | None = None) -> float:
+    """Seconds ``finish()`` waits for the upload: ``value`` (``exp.sync_timeout``), else
     ``$MLDASH_SYNC_TIMEOUT``, else 10."""
-    value = getattr(exp, "sync_timeout", None)
     if value is None:
         env = os.environ.get("MLDASH_SYNC_TIMEOUT")
         value = float(env) if env else DEFAULT_SYNC_TIMEOUT
@@ -66,12 +63,12 @@ class Uploader:
     >>> exp.metrics("loss").append(value=0.5)   # local write; uploaded in the background  # doctest: +SKIP
     """
 
-    def __init__(self, exp: "Experiment", poll_interval: float = POLL_INTERVAL) -> None:
-        self.exp = exp
-        self.url = exp.remote.rstrip("/")
-        self.token = exp.token
-        self.namespace = exp.namespace or "default"
-        self.path = exp.path
+    def __init__(self, run: RunAddress, poll_interval: float = POLL_INTERVAL) -> None:
+        self.run = run
+        self.url = run.url.rstrip("/")
+        self.token = run.token
+        self.namespace = run.namespace
+        self.path = run.path
         self.poll_interval = poll_interval
         self.error: BaseException | None = None  # the last failure, None once caught up again
         self.caught_up = False
@@ -95,7 +92,7 @@ class Uploader:
     def close(self, timeout: float | None = None) -> bool:
         """Wait (at most ``timeout`` s, default ``sync_timeout()``) for the upload to
         catch up; True when it did. Otherwise print what is pending and how to sync."""
-        timeout = sync_timeout(self.exp) if timeout is None else timeout
+        timeout = sync_timeout(timeout)
         deadline = time.monotonic() + timeout
         with self._cond:
             self._closing = True
@@ -114,7 +111,7 @@ class Uploader:
             from ._state import quarantine_path
 
             print(
-                f"mldash: {self.exp.prefix}: {len(self.quarantined)} record(s) the server refused are not on "
+                f"mldash: {self.run.prefix}: {len(self.quarantined)} record(s) the server refused are not on "
                 f"{self.url}; they stay in the local files and are listed in {quarantine_path(self.path)} "
                 "(`mldash sync` lists them too).",
                 file=sys.stderr,
@@ -207,7 +204,7 @@ class Uploader:
         if loud and str(error) != self._warned:
             self._warned = str(error)
             print(
-                f"mldash: uploading {self.exp.prefix} to {self.url} failed: {error}. "
+                f"mldash: uploading {self.run.prefix} to {self.url} failed: {error}. "
                 "The run continues and keeps everything locally.",
                 file=sys.stderr,
             )
@@ -220,13 +217,13 @@ class Uploader:
         self.quarantined.append(entry)
         if len(self.quarantined) <= _LOUD_QUARANTINE:
             print(
-                f"mldash: {self.exp.prefix}: {self.url} refused {describe_problem(entry)}. It stays in the local "
+                f"mldash: {self.run.prefix}: {self.url} refused {describe_problem(entry)}. It stays in the local "
                 "files and is quarantined (not uploaded); the rest of the run goes on uploading.",
                 file=sys.stderr,
             )
         elif len(self.quarantined) == _LOUD_QUARANTINE + 1:
             print(
-                f"mldash: {self.exp.prefix}: more records were refused; all are listed in "
+                f"mldash: {self.run.prefix}: more records were refused; all are listed in "
                 f"{quarantine_path(self.path)} (and by `mldash sync`).",
                 file=sys.stderr,
             )
@@ -234,10 +231,10 @@ class Uploader:
     def _report_pending(self) -> None:
         if self.refused is not None:
             print(
-                f"mldash: {self.exp.prefix}: nothing of this run was uploaded: {self.refused}.\n"
+                f"mldash: {self.run.prefix}: nothing of this run was uploaded: {self.refused}.\n"
                 f"mldash: everything is saved in {self.path}. Upload it under another namespace "
-                f"(`{sync_command(self.exp.root, self.url, 'NAMESPACE')}`) or, once the server's copy "
-                f"is deleted, with:\n    {sync_command(self.exp.root, self.url, self.namespace)}",
+                f"(`{sync_command(self.run.root, self.url, 'NAMESPACE')}`) or, once the server's copy "
+                f"is deleted, with:\n    {sync_command(self.run.root, self.url, self.namespace)}",
                 file=sys.stderr,
             )
             return
@@ -250,8 +247,8 @@ class Uploader:
         reason = f" ({self.error})" if self.error is not None else " (still uploading)"
         what = pending.describe() if pending is not None else "some data"
         print(
-            f"mldash: {self.exp.prefix}: {what} not on {self.url} yet{reason}.\n"
+            f"mldash: {self.run.prefix}: {what} not on {self.url} yet{reason}.\n"
             f"mldash: everything is saved in {self.path}; upload the rest with:\n"
-            f"    {sync_command(self.exp.root, self.url, self.namespace)}",
+            f"    {sync_command(self.run.root, self.url, self.namespace)}",
             file=sys.stderr,
         )
