@@ -11,8 +11,13 @@ from here, so a file name is spelled once. Nothing here imports the write side.
   summary.json                  SUMMARY_FILE
   metrics/{name}/data.jsonl     metric_folder(path, name)
   logs/logs.jsonl               LOGS_DIR, LOGS_STEM
-  checkpoints/checkpoints.jsonl CHECKPOINTS_DIR, CHECKPOINTS_STEM
+  logs/checkpoints.jsonl        checkpoint_records(path)
 ```
+Checkpoint records live with the log records, not in ``checkpoints/``: that is
+where Lightning's ModelCheckpoint saves the checkpoint files, a folder its users
+(and its tests) expect to hold checkpoints only. Runs written before keep theirs
+in ``checkpoints/checkpoints.jsonl`` (``LEGACY_CHECKPOINTS_DIR``), read and
+appended there.
 """
 
 from __future__ import annotations
@@ -44,7 +49,16 @@ METRICS_DIR = "metrics"
 DATA_STEM = "data"  # metrics/{name}/data.jsonl
 DATA_FILE = DATA_STEM + ".jsonl"
 LOGS_DIR, LOGS_STEM = "logs", "logs"
-CHECKPOINTS_DIR, CHECKPOINTS_STEM = "checkpoints", "checkpoints"
+CHECKPOINTS_STEM = "checkpoints"
+LEGACY_CHECKPOINTS_DIR = "checkpoints"
+
+
+def checkpoint_records(path: str) -> str:
+    """The folder of the run's checkpoint records (``CHECKPOINTS_STEM`` files)."""
+    legacy = os.path.join(path, LEGACY_CHECKPOINTS_DIR)
+    if os.path.exists(os.path.join(legacy, CHECKPOINTS_STEM + ".jsonl")):
+        return legacy  # an older run: one file, not two
+    return os.path.join(path, LOGS_DIR)
 
 
 def metric_folder(path: str, name: str) -> str:
@@ -195,7 +209,7 @@ def read_log_records(folder: str, start_index: int = 0, limit: int = 1000, level
 
 def read_checkpoints(path: str) -> list[dict]:
     """Every checkpoint record of the run at ``path``, oldest first."""
-    lines, _ = SeriesReader(os.path.join(path, CHECKPOINTS_DIR), CHECKPOINTS_STEM).lines()
+    lines, _ = SeriesReader(checkpoint_records(path), CHECKPOINTS_STEM).lines()
     return [_codec.loads(line) for line in lines]
 
 

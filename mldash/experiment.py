@@ -18,7 +18,6 @@ from ._hooks import RunHooks
 from ._naming import check_label, check_namespace, check_part, default_name, split_path
 from ._runfolder import (
     CANCELLED,
-    CHECKPOINTS_DIR,
     CHECKPOINTS_STEM,
     COMPLETED,
     FAILED,
@@ -27,6 +26,7 @@ from ._runfolder import (
     RUNNING,
     SUMMARY_FILE,
     check_range,
+    checkpoint_records,
     metric_names,
     read_checkpoints,
     read_document,
@@ -532,8 +532,7 @@ class Experiment:
         record = _codec.loads(_storable(record, "checkpoint record", nul=False))
         if self._status != RUNNING:
             self._ensure_started()
-        folder = os.path.join(self.path, CHECKPOINTS_DIR)
-        self._writer.extra.append(((folder, CHECKPOINTS_STEM), record))
+        self._writer.extra.append(((checkpoint_records(self.path), CHECKPOINTS_STEM), record))
         self._writer.wake()
         if info.get("is_best"):
             self._update_meta(best_checkpoint=record)

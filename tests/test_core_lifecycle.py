@@ -325,3 +325,16 @@ def test_started_running_and_cancel_are_the_public_state_integrations_use(root):
     assert exp.started and not exp.running and exp.status == "CANCELLED"
     warnings = [r for r in exp.read_logs()["data"] if r["level"] == "warn"]
     assert [r["metadata"]["reason"] for r in warnings] == ["stopped by the scheduler"]
+
+
+def test_checkpoint_records_live_with_the_logs_and_an_older_runs_stay_where_they_were(root):
+    with mldash.Experiment("ck/new", root=root) as exp:
+        exp.checkpoint("a.ckpt", step=1)
+    assert os.listdir(os.path.join(exp.path, "logs")) and not os.path.exists(os.path.join(exp.path, "checkpoints"))
+    legacy = root / "ck" / "old" / "checkpoints"
+    legacy.mkdir(parents=True)
+    (legacy / "checkpoints.jsonl").write_bytes(b'{"index": 0, "timestamp": 1.0, "path": "old.ckpt", "step": 0}\n')
+    with mldash.Experiment("ck/old", root=root) as old:
+        old.checkpoint("b.ckpt", step=2)
+    assert [r["path"] for r in old.checkpoints()] == ["old.ckpt", "b.ckpt"]
+    assert not os.path.exists(os.path.join(old.path, "logs", "checkpoints.jsonl"))

@@ -52,6 +52,8 @@ def test_checkpoints_land_in_the_experiment_directory_and_are_recorded(root, pac
     exp = logger.experiment
     assert exp.path == logger.log_dir and exp.status == "COMPLETED"
     assert os.path.dirname(checkpoint.best_model_path) == os.path.join(exp.path, "checkpoints")
+    # Lightning's own tests expect the checkpoint folder to hold checkpoints only.
+    assert all(f.endswith(".ckpt") for f in os.listdir(os.path.join(exp.path, "checkpoints")))
     records = exp.checkpoints()
     saved = [r for r in records if not r.get("last")]
     assert [r["epoch"] for r in saved] == [0, 1, 2]

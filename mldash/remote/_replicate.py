@@ -35,7 +35,6 @@ import orjson
 from .. import _codec
 from .._naming import metric_parts
 from .._runfolder import (
-    CHECKPOINTS_DIR,
     CHECKPOINTS_STEM,
     DATA_FILE,
     DATA_STEM,
@@ -44,6 +43,7 @@ from .._runfolder import (
     LOGS_STEM,
     META_FILE,
     METRICS_DIR,
+    checkpoint_records,
     read_document,
 )
 from .._series import STRIDE, SeriesReader
@@ -137,7 +137,7 @@ def sources(path: str) -> Iterator[Source]:
             found.append(Source("metric", name, folder, DATA_STEM, problem))
     yield from sorted(found, key=lambda s: s.name)
     yield Source("logs", "logs", os.path.join(path, LOGS_DIR), LOGS_STEM)
-    yield Source("checkpoints", "checkpoints", os.path.join(path, CHECKPOINTS_DIR), CHECKPOINTS_STEM)
+    yield Source("checkpoints", "checkpoints", checkpoint_records(path), CHECKPOINTS_STEM)
 
 
 def digest(data: bytes) -> str:
