@@ -1,0 +1,70 @@
+"""The dashboard's API against the hostile-input tables (tests/hostile_inputs.py).
+
+A bad prefix or metric name gets 400 or 404 on every route, never a 500, and never
+anything from outside the root: a run planted next to the root must stay unseen.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+import pytest
+from hostile_inputs import BAD_LABELS, BAD_PATH_PARTS, BAD_PATHS
+from starlette.testclient import TestClient
+
+import mldash
+from mldash.ui.app import create_app
+from mldash.ui.local import LocalSource
+
+from _ui_support import column_cache  # noqa: F401 (an autouse fixture)
+
+SECRET = "planted-outside-the-root"
+ROUTES = ("/api/experiment", "/api/series", "/api/metric", "/api/logs")
+BAD = sorted(
+    {v for v, _, _ in BAD_PATH_PARTS + BAD_PATHS + BAD_LABELS if isinstance(v, str) and "\x00" not in v}
+    | {"../outside/run", "../../outside/run", "/etc/passwd", "%2e%2e/outside/run", "p/../../outside/run"}
+)
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory):
+    base = tmp_path_factory.mktemp("ui-hostile")
+    with mldash.Experiment("p/run", root=base / "root") as exp:
+        exp.metrics("loss").append(value=1.0, step=0)
+    with mldash.Experiment("outside/run", root=base, description=SECRET) as outside:
+        outside.metrics("loss").append(value=666.0, step=0)
+        outside.log(SECRET, level="error")
+    return TestClient(create_app(LocalSource(base / "root")), raise_server_exceptions=False)
+
+
+def get(client, route: str, **params: str):
+    """GET with the values sent byte for byte (a lone surrogate as its WTF-8 bytes,
+    which no client library will encode)."""
+    query = "&".join(f"{k}={quote(v, safe='', errors='surrogatepass')}" for k, v in params.items())
+    return client.get(f"{route}?{query}")
+
+
+@pytest.mark.parametrize("route", ROUTES)
+@pytest.mark.parametrize("prefix", BAD, ids=lambda v: repr(v)[:30])
+def test_a_bad_prefix_is_refused_on_every_route(client, route, prefix):
+    response = get(client, route, prefix=prefix, name="loss")
+    assert response.status_code in (400, 404), (response.status_code, response.text[:300])
+    assert SECRET not in response.text and "666" not in response.text
+
+
+@pytest.mark.parametrize("route", ("/api/series", "/api/metric"))
+@pytest.mark.parametrize("name", BAD + ["../../outside/run/metrics/loss"], ids=lambda v: repr(v)[:30])
+def test_a_bad_metric_name_is_refused(client, route, name):
+    response = get(client, route, prefix="p/run", name=name)
+    assert response.status_code in (400, 404), (response.status_code, response.text[:300])
+    assert "666" not in response.text
+
+
+def test_the_listing_shows_only_what_is_under_the_root(client):
+    rows = client.get("/api/experiments").json()
+    assert SECRET not in str(rows) and "outside/run" not in str(rows)
+
+
+def test_the_run_under_the_root_reads_on_every_route(client):  # so the refusals above mean something
+    for route in ROUTES:
+        assert get(client, route, prefix="p/run", name="loss").status_code == 200, route
