@@ -133,3 +133,24 @@ def test_memory_stays_bounded_when_the_writer_cannot_keep_up(root):
     grown_mb = int(run_python(code, str(root), timeout=300).stdout)
     assert grown_mb < 150  # 2M queued points would take ~500 MB without backpressure
     assert mldash.Experiment("mem/run", root=root).metrics("loss").read(1_999_999)["data"][0]["data"]["step"] == 1_999_999
+
+
+def test_a_queued_point_that_cannot_be_encoded_is_set_aside_and_the_rest_is_written(root):
+    """A point whose names and values disagree (only a bug could queue one) must not
+    stop its series, later series or the logs: it is reported in the run's log."""
+    exp = mldash.Experiment("bad/entry", root=root, flush_interval=0.05)
+    good, other = exp.metrics("good"), exp.metrics("other")
+    good.append(v=1)
+    exp.flush()
+    good._pending.extend([b"1700000000000", ("a", "b"), 1])  # two names, one value
+    good.append(v=2)
+    other.append(v=3)
+    exp.log("after")
+    exp.finish()
+    assert [p["data"] for p in good.read()["data"]] == [{"v": 1}, {"v": 2}]
+    assert [p["data"] for p in other.read()["data"]] == [{"v": 3}]
+    logs = exp.read_logs()["data"]
+    assert [r["message"] for r in logs if r["level"] == "info"] == ["after"]
+    warning = next(r for r in logs if r["level"] == "warn")
+    assert "could not store a point of series 'good'" in warning["message"]
+    assert warning["metadata"]["series"] == "good" and "('a', 'b')" in warning["metadata"]["point"]
