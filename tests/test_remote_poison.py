@@ -374,6 +374,10 @@ def test_two_runs_under_one_prefix_from_two_machines_never_merge(server, tmp_pat
     assert "the whole run" in refused.stdout and "409" in refused.stdout
     assert id_a in refused.stdout and id_b in refused.stdout and "--namespace" in refused.stdout
     assert server_experiment(server.url, "shared/collide")["progress"]["metrics"] == {"loss": 1000}
+    # Nothing of run B is on the server: accepting quarantined records cannot hide that.
+    for _ in range(2):
+        still = sync(machine_b, server.url, "--accept-quarantined")
+        assert still.returncode == 1 and "the whole run" in still.stdout, still.stdout
 
     # The remedy: another namespace (or deleting the server's copy).
     moved = sync(machine_b, server.url, "--namespace", "machine-b")

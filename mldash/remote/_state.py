@@ -187,9 +187,12 @@ class Quarantine:
             self._save()
 
     def accept_all(self) -> int:
+        """Mark this target's records as accepted (no longer reported). A refusal of
+        the whole run is never accepted: nothing of the run is on the server, and
+        saying nothing about that would be a silent loss."""
         n = 0
         for entry in self._all:
-            if entry.get("target") == self.target and not entry.get("accepted"):
+            if entry.get("target") == self.target and not entry.get("accepted") and entry.get("kind") != RUN:
                 entry["accepted"] = True
                 n += 1
         if n:
