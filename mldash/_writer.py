@@ -153,7 +153,7 @@ class Writer:
         n = len(self.logs) + len(self.extra) + len(self._retry_logs) + len(self._retry_extra)
         n += sum(count_points(entries) for entries in self._retry.values())
         for metric in self._series():
-            n += count_points(list(metric._pending))
+            n += metric.queued_points()
         return n
 
     def flush(self, durable: bool = True, timeout: float | None = None) -> bool:
@@ -200,9 +200,9 @@ class Writer:
     def _keep_queued(self) -> None:
         """Move what is still queued into the retry lists (the writer has stopped)."""
         for metric in self._series():
-            entries = metric._take()
+            entries = metric.take()
             if entries:
-                self._retry[metric._folder] = self._retry.get(metric._folder, []) + entries
+                self._retry[metric.folder] = self._retry.get(metric.folder, []) + entries
         while self.logs:
             self._retry_logs.append(self.logs.popleft())
         while self.extra:
@@ -335,10 +335,10 @@ class Writer:
             raise error
 
     def _drain_metric(self, metric: "Metric") -> None:
-        key = metric._folder
-        entries = metric._take()
-        if metric._trigger > self.trigger:  # raised while waiting for this drain
-            metric._trigger = self.trigger
+        key = metric.folder
+        entries = metric.take()
+        if metric.trigger > self.trigger:  # raised while waiting for this drain
+            metric.trigger = self.trigger
         retry = self._retry.pop(key, None)
         if retry:
             entries = retry + entries

@@ -268,12 +268,12 @@ class Experiment:
     def _arm_triggers(self) -> None:
         trigger = self._writer.trigger if self._writer is not None and self._status == RUNNING else 0
         for metric in list(self._metrics.values()):
-            metric._trigger = trigger
+            metric.trigger = trigger
         self._logs_trigger = trigger
 
     def _disarm_triggers(self) -> None:
         for metric in list(self._metrics.values()):
-            metric._trigger = 0
+            metric.trigger = 0
         self._logs_trigger = 0
 
     def _pressure(self, owner: Metric | None = None) -> None:
@@ -287,14 +287,14 @@ class Experiment:
         if writer.error is not None:
             self._arm_triggers()  # the error disarmed them; report it once, then go on fast
             writer.check()
-        load = owner._load if owner is not None else writer.logs.__len__
+        load = owner.queued if owner is not None else writer.logs.__len__
         if load() >= writer.trigger:
             writer.pressure(load)
             # The writer needs the GIL to drain: until it gets it, look again only
             # after another trigger's worth, not on every append.
             trigger = load() + writer.trigger
             if owner is not None:
-                owner._trigger = trigger
+                owner.trigger = trigger
             else:
                 self._logs_trigger = trigger
 
@@ -394,7 +394,7 @@ class Experiment:
         self._status = None
         self._forked = True
         for metric in self._metrics.values():
-            metric._take()  # the parent writes what it had queued
+            metric.take()  # the parent writes what it had queued
         self._disarm_triggers()
 
     def __enter__(self) -> "Experiment":
@@ -472,7 +472,7 @@ class Experiment:
                 if metric is None:
                     metric = Metric(self.path, name, self._hooks)
                     if self._status == RUNNING:
-                        metric._trigger = self._writer.trigger
+                        metric.trigger = self._writer.trigger
                     self._metrics[name] = metric
         return metric
 

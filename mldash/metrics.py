@@ -7,6 +7,7 @@ from typing import Any, Iterable
 
 from ._checks import MAX_TEXT, check_text
 from ._hooks import RunHooks
+from ._lines import count_points
 from ._naming import check_field_name, metric_parts
 from ._native import speedups
 from ._queue import PLAIN
@@ -109,8 +110,31 @@ class Metric(MetricQueue):
     def _on_trigger(self) -> None:
         self._hooks.pressure(self)
 
-    def _load(self) -> int:
-        return len(self._pending)  # a method: the writer swaps in a new list
+    # ---- the run's side: its writer drains the queue, its triggers pace it --------------
+    @property
+    def folder(self) -> str:
+        """Where the series' files are."""
+        return self._folder
+
+    @property
+    def trigger(self) -> int:
+        """Queue length at which an append takes the slow path (0: the next one does)."""
+        return self._trigger
+
+    @trigger.setter
+    def trigger(self, value: int) -> None:
+        self._trigger = value
+
+    def queued(self) -> int:
+        """Queue entries not taken by the writer yet (a point is several)."""
+        return len(self._pending)
+
+    def queued_points(self) -> int:
+        return count_points(list(self._pending))
+
+    def take(self) -> list:
+        """Everything queued, removed from the queue (the writer's side)."""
+        return self._take()
 
     def append_batch(self, points: Iterable[dict]) -> None:
         """Add many points at once; each is a dict of fields. All get one timestamp.
