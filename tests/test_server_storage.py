@@ -16,7 +16,8 @@ import pytest
 from hostile_inputs import BAD_DOCUMENT_TEXT, BAD_LABELS, BAD_NAMESPACES, BAD_PATHS, BAD_TEXT, GOOD_VALUES
 from mldash import _codec
 from mldash.server import chunks
-from mldash.server.storage import HOT_LIMIT, Conflict, Store, StoreError, _lines_blob
+from mldash.server._validation import lines_blob
+from mldash.server.storage import HOT_LIMIT, Conflict, Store, StoreError
 
 from _server_support import postgres  # noqa: F401  (fixture)
 
@@ -119,10 +120,10 @@ def test_a_batch_far_past_the_hot_limit_is_compacted_before_its_request_returns(
 
 def test_lines_are_exactly_one_compact_json_line_per_point_even_with_tricky_fields():
     tricky = [[1, {"s": "}],["}], [2.5, {"nested": [[{"a": 1}], [{"b": 2}]]}], [3, {"nl": "a\nb", "u": "é"}], [4, {}]]
-    assert _lines_blob(tricky) == b"\n".join(orjson.dumps(p) for p in tricky)
-    assert _lines_blob(tricky).count(b"\n") == 3  # a newline inside a string is escaped
+    assert lines_blob(tricky) == b"\n".join(orjson.dumps(p) for p in tricky)
+    assert lines_blob(tricky).count(b"\n") == 3  # a newline inside a string is escaped
     plain = pts(0, 50)
-    assert _lines_blob(plain) == b"\n".join(orjson.dumps(p) for p in plain)
+    assert lines_blob(plain) == b"\n".join(orjson.dumps(p) for p in plain)
 
 
 @pytest.mark.parametrize(

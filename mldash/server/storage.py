@@ -18,20 +18,28 @@ import os
 import threading
 import time
 from collections import OrderedDict
-from typing import Any, Iterator, NamedTuple
+from typing import Any, Iterator
 
 import orjson
 from sqlalchemy import and_, create_engine, event, func, inspect, select, text, update
 from sqlalchemy.exc import DBAPIError
 
-from .. import _checks, _codec
-from .._checks import LEVELS, MAX_TEXT, STATUSES
-from .._naming import check_field_name, metric_parts, split_path
-from .._naming import check_namespace as _check_namespace
+from .. import _codec
+from .._checks import LEVELS, STATUSES
+from .._naming import split_path
 from .._runfolder import decode_points
 from . import chunks
+from ._errors import Collision, Conflict, NotFound, StoreError, no_experiment
+from ._validation import SeriesEntry, check_namespace, checked, checkpoint_record, document, experiment_meta
+from ._validation import finite, json_array, lines_blob, log_level, log_record, series_entry
+from ._validation import start_index as checked_start_index
 from .blobs import open_blobs
 from .schema import checkpoints, experiments, logs, metadata, metric_batches, series
+
+__all__ = [
+    "DOCUMENT_KINDS", "HOT_LIMIT", "LEVELS", "MAX_CHUNKS_PER_PASS", "MAX_HOT", "STATUSES", "Collision", "Conflict",
+    "NotFound", "Store", "StoreError", "check_namespace", "chunk_key", "normalize_db_url", "points_json",
+]
 
 DOCUMENT_KINDS = {"parameters": "params", "summary": "summary"}
 HOT_LIMIT = chunks.CHUNK_POINTS  # a series keeps at most this many hot points after compaction
@@ -82,45 +90,6 @@ _SQL = {
     ),
     "over_hot": "SELECT id FROM series WHERE total - cold_count > %s",
 }
-
-
-class StoreError(Exception):
-    """A request the store refuses; ``status`` is the HTTP status to answer with
-    and ``code``, when set, a word a client can act on (sent beside the detail)."""
-
-    status = 400
-    code: str | None = None
-
-
-class NotFound(StoreError):
-    status = 404
-
-
-class Conflict(StoreError):
-    status = 409
-
-
-class Collision(Conflict):
-    """Another run (another local id) already holds this namespace and prefix.
-
-    Two runs that did not resume each other must never merge; the client is told
-    to upload under another name or namespace, or to delete the server's copy.
-    """
-
-    code = "collision"
-
-
-def check_namespace(namespace: Any) -> str:
-    """The shared rule of ``_naming.check_namespace`` (the local API uses the same), as a 400."""
-    return _checked(_check_namespace, namespace)
-
-
-def _checked(fn, *args, **kw):
-    """Run one of the shared checks (``_naming``, ``_checks``); its error is a 400."""
-    try:
-        return fn(*args, **kw)
-    except (ValueError, TypeError) as error:
-        raise StoreError(str(error)) from None
 
 
 def normalize_db_url(url: str) -> str:
@@ -285,10 +254,10 @@ class Store:
 
     def upsert_experiment(self, namespace: Any, prefix: Any, meta: Any) -> dict:
         namespace = check_namespace(namespace)
-        parts = _checked(split_path, prefix, "prefix")
+        parts = checked(split_path, prefix, "prefix")
         if meta is None:
             meta = {}
-        meta = _check_meta(meta)
+        meta = experiment_meta(meta)
         now = time.time()
         with self.writing() as conn:
             row = conn.execute(
@@ -299,7 +268,7 @@ class Store:
                 stored.update(meta)
                 values = dict(
                     namespace=namespace, prefix=prefix, project=parts[0], status=stored.get("status"),
-                    started_at=_number(stored.get("started_at")), created_at=now, updated_at=now,
+                    started_at=finite(stored.get("started_at")), created_at=now, updated_at=now,
                     meta=stored, params={}, summary={}, logs_count=0, checkpoints_count=0,
                 )
                 try:
@@ -319,16 +288,16 @@ class Store:
         stored = dict(row.meta)
         _check_same_run(row, stored, meta)
         stored.update(meta)
-        values = dict(meta=stored, updated_at=now, status=stored.get("status"), started_at=_number(stored.get("started_at")))
+        values = dict(meta=stored, updated_at=now, status=stored.get("status"), started_at=finite(stored.get("started_at")))
         conn.execute(update(experiments).where(experiments.c.id == row.id).values(**values))
         return _record({**row._mapping, **values})
 
     def patch_experiment(self, exp_id: int, meta: Any) -> dict:
-        meta = _check_meta(meta)
+        meta = experiment_meta(meta)
         with self.writing() as conn:
             row = conn.execute(select(experiments).where(experiments.c.id == exp_id).with_for_update()).first()
             if row is None:
-                raise NotFound(f"no experiment with id {exp_id}")
+                raise no_experiment(exp_id)
             return self._merge_meta(conn, row, meta, time.time())
 
     def experiment_namespace(self, exp_id: int) -> str:
@@ -336,7 +305,7 @@ class Store:
         with self.engine.connect() as conn:
             namespace = conn.execute(select(experiments.c.namespace).where(experiments.c.id == exp_id)).scalar()
         if namespace is None:
-            raise NotFound(f"no experiment with id {exp_id}")
+            raise no_experiment(exp_id)
         return namespace
 
     def lookup(self, namespace: Any, prefix: str) -> dict:
@@ -353,7 +322,7 @@ class Store:
         with self.reading() as conn:
             row = conn.execute(select(experiments).where(experiments.c.id == exp_id)).first()
             if row is None:
-                raise NotFound(f"no experiment with id {exp_id}")
+                raise no_experiment(exp_id)
             record = _record(row._mapping)
             record["params"] = row.params
             record["summary"] = row.summary
@@ -435,13 +404,11 @@ class Store:
 
     def set_document(self, exp_id: int, kind: str, values: Any) -> dict:
         column = _document_column(kind)
-        if not isinstance(values, dict):
-            raise StoreError(f"a {kind} document must be a JSON object (a flat dict), not {type(values).__name__}")
-        _checked(_checks.check_document, values, kind)  # the local API's rule: no NUL, valid Unicode
+        values = document(values, kind)
         with self.writing() as conn:
             row = conn.execute(select(experiments.c[column]).where(experiments.c.id == exp_id).with_for_update()).first()
             if row is None:
-                raise NotFound(f"no experiment with id {exp_id}")
+                raise no_experiment(exp_id)
             merged = {**row[0], **values}
             conn.execute(update(experiments).where(experiments.c.id == exp_id).values({column: merged, "updated_at": time.time()}))
         return merged
@@ -451,7 +418,7 @@ class Store:
         with self.reading() as conn:
             row = conn.execute(select(experiments.c[column]).where(experiments.c.id == exp_id)).first()
         if row is None:
-            raise NotFound(f"no experiment with id {exp_id}")
+            raise no_experiment(exp_id)
         return row[0]
 
     # -- metrics --------------------------------------------------------------
@@ -467,7 +434,7 @@ class Store:
         # Checked and serialized before any lock is taken; sorted by name (stable,
         # so one name's entries keep their order) so that two requests always lock
         # series rows in the same order and can never deadlock each other.
-        prepared = sorted((_prepare_series(b) for b in _list_of(batches, "series")), key=lambda p: p.name)
+        prepared = sorted((series_entry(b) for b in json_array(batches, "series")), key=lambda p: p.name)
         if not self.is_sqlite and len(prepared) == 1 and prepared[0].points:
             done = self._append_where_it_ends(exp_id, prepared[0])
             if done is not None:
@@ -498,7 +465,7 @@ class Store:
                 if skip < len(points):
                     if skip > 0:
                         points = points[skip:]
-                        blob = _lines_blob(points)
+                        blob = lines_blob(points)
                     else:
                         blob = batch.blob
                     last_line = blob[blob.rfind(b"\n") + 1 :]
@@ -519,7 +486,7 @@ class Store:
         self._after_append(hot)
         return {"accepted": accepted, "counts": counts}
 
-    def _append_where_it_ends(self, exp_id: int, batch: _Series) -> dict | None:
+    def _append_where_it_ends(self, exp_id: int, batch: SeriesEntry) -> dict | None:
         """PostgreSQL, one series whose batch starts exactly at its stored total
         (what a client streaming points sends): lock the series, store the batch
         row and move the total in one autocommitted statement, one round trip.
@@ -543,7 +510,7 @@ class Store:
     def _require_experiment_raw(self, cursor, exp_id: int) -> None:
         cursor.execute(self._sql["experiment_exists"], (exp_id,))
         if cursor.fetchone() is None:
-            raise NotFound(f"no experiment with id {exp_id}")
+            raise no_experiment(exp_id)
 
     def _after_append(self, hot: dict[int, int]) -> None:
         """Hand series past HOT_LIMIT hot points to the background compactor.
@@ -751,10 +718,10 @@ class Store:
     # -- logs and checkpoints -------------------------------------------------
 
     def append_logs(self, exp_id: int, start_index: Any, records: Any) -> dict:
-        start = _index(start_index)
+        start = checked_start_index(start_index)
         rows = []
-        for k, record in enumerate(_list_of(records, "records")):
-            record = _check_log(record, start + k)
+        for k, record in enumerate(json_array(records, "records")):
+            record = log_record(record, start + k)
             level, ts = record["level"], record["timestamp"]
             rows.append((start + k, float(ts), LEVELS.index(level), orjson.dumps(record)))
         with self.writing() as conn:
@@ -782,8 +749,7 @@ class Store:
     ) -> dict:
         where = [logs.c.experiment_id == exp_id, logs.c.idx >= start_index]
         if level is not None:
-            if level not in LEVELS:
-                raise StoreError(f"unknown log level {level!r}; use one of {', '.join(LEVELS)}")
+            log_level(level)
             if level != LEVELS[0]:
                 where.append(logs.c.level_no >= LEVELS.index(level))
         if since is not None:
@@ -793,15 +759,15 @@ class Store:
         with self.reading() as conn:
             total = conn.execute(select(experiments.c.logs_count).where(experiments.c.id == exp_id)).scalar()
             if total is None:
-                raise NotFound(f"no experiment with id {exp_id}")
+                raise no_experiment(exp_id)
             rows = conn.execute(select(logs.c.record).where(*where).order_by(logs.c.idx).limit(limit + 1)).all()
         records = [_codec.loads(bytes(r[0])) for r in rows[:limit]]
         end = records[-1]["index"] if records else start_index - 1
         return {"data": records, "start_index": start_index, "end_index": end, "total": total, "has_more": len(rows) > limit}
 
     def append_checkpoints(self, exp_id: int, start_index: Any, records: Any) -> dict:
-        start = _index(start_index)
-        checked = [_check_checkpoint(record, start + k) for k, record in enumerate(_list_of(records, "records"))]
+        start = checked_start_index(start_index)
+        checked = [checkpoint_record(record, start + k) for k, record in enumerate(json_array(records, "records"))]
         with self.writing() as conn:
             count = self._count_for_update(conn, exp_id, "checkpoints_count")
             if start > count:
@@ -827,7 +793,7 @@ class Store:
     def _count_for_update(self, conn, exp_id: int, column: str) -> int:
         count = conn.execute(select(experiments.c[column]).where(experiments.c.id == exp_id).with_for_update()).scalar()
         if count is None:
-            raise NotFound(f"no experiment with id {exp_id}")
+            raise no_experiment(exp_id)
         return count
 
     def progress(self, exp_id: int) -> dict:
@@ -836,7 +802,7 @@ class Store:
                 select(experiments.c.logs_count, experiments.c.checkpoints_count).where(experiments.c.id == exp_id)
             ).first()
             if row is None:
-                raise NotFound(f"no experiment with id {exp_id}")
+                raise no_experiment(exp_id)
             counts = dict(conn.execute(select(series.c.name, series.c.total).where(series.c.experiment_id == exp_id)).all())
             local_id = conn.execute(select(experiments.c.meta).where(experiments.c.id == exp_id)).scalar().get("local_id")
         held = {"metrics": counts, "logs": row.logs_count, "checkpoints": row.checkpoints_count}
@@ -902,7 +868,7 @@ def _insert(conn):
 
 def _require_experiment(conn, exp_id: int) -> None:
     if conn.execute(select(experiments.c.id).where(experiments.c.id == exp_id)).first() is None:
-        raise NotFound(f"no experiment with id {exp_id}")
+        raise no_experiment(exp_id)
 
 
 def _record(row: Any) -> dict:
@@ -922,21 +888,6 @@ def _document_column(kind: str) -> str:
         raise NotFound(f"unknown document kind {kind!r}; use one of {', '.join(DOCUMENT_KINDS)}") from None
 
 
-def _check_meta(meta: Any) -> dict:
-    """experiment.json fields against their schema (``_checks.check_meta``, the one
-    the local API writes by): one writer's ``tags: "x"`` must not break the listing
-    or a run's page for every reader. The 400 names the field."""
-    if not isinstance(meta, dict):
-        raise StoreError(f"meta must be a JSON object, not {type(meta).__name__}")
-    # Identity comes from the request, not meta.
-    meta = {k: v for k, v in meta.items() if k not in ("namespace", "prefix")}
-    _checked(_checks.check_meta, meta)
-    local_id = meta.get("local_id")
-    if local_id is not None and (not isinstance(local_id, str) or not local_id or len(local_id) > 200):
-        raise StoreError(f"meta.local_id must be a short string (the run's experiment.json id), got {str(local_id)[:80]!r}")
-    return meta
-
-
 def _check_same_run(row: Any, stored: dict, meta: dict) -> None:
     """Refuse (409) a run whose local id differs from the one that created this
     namespace+prefix: two runs that did not resume each other never merge.
@@ -949,167 +900,6 @@ def _check_same_run(row: Any, stored: dict, meta: dict) -> None:
             f"this run's local id is {incoming}. Two runs that did not resume each other are never merged: "
             "upload this one under another name or namespace, or delete the server's copy first"
         )
-
-
-def _check_log(record: Any, index: int) -> dict:
-    """One log record as the local API writes it: a level, a number of epoch
-    seconds, a message and metadata that may hold NUL (they are stored as bytes)
-    but nothing JSON cannot hold. Returns the record as stored."""
-    if not isinstance(record, dict):
-        raise StoreError(f"log {index} must be an object, not {type(record).__name__}")
-    level = record.get("level", "info")
-    if level not in _checks.LEVEL_SET:
-        raise StoreError(f"log {index}: unknown log level {str(level)[:40]!r}; use one of {', '.join(LEVELS)}")
-    ts = record.get("timestamp", time.time())
-    if _number(ts) is None:
-        raise StoreError(f"log {index}: timestamp must be a number of epoch seconds, got {str(ts)[:80]!r}")
-    message = record.get("message")
-    if message is not None:
-        _checked(_checks.check_text, message, f"log {index}: message")
-    metadata = record.get("metadata")
-    if metadata is not None and not isinstance(metadata, dict):
-        raise StoreError(f"log {index}: metadata must be an object or null, not {type(metadata).__name__}")
-    _checked(_checks.check_json, record, f"log {index}")
-    return {**record, "index": index, "level": level, "timestamp": ts}
-
-
-def _check_checkpoint(record: Any, index: int) -> dict:
-    """One checkpoint record (stored as bytes: NUL is fine), except that the best
-    one also becomes the experiment's ``best_checkpoint``, a document (no NUL)."""
-    if not isinstance(record, dict):
-        raise StoreError(f"checkpoint {index} must be an object, not {type(record).__name__}")
-    path = record.get("path")
-    if path is not None and not isinstance(path, str):
-        raise StoreError(f"checkpoint {index}: path must be a string, not {type(path).__name__}")
-    _checked(_checks.check_json, record, f"checkpoint {index}")
-    if record.get("is_best"):
-        try:
-            _checks.check_json(record, f"checkpoint {index}", nul=False)
-        except ValueError as error:
-            raise StoreError(f"{error} (a checkpoint marked is_best becomes meta.best_checkpoint, a document)") from None
-    return record
-
-
-def _number(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    if value != value or value in (float("inf"), float("-inf")):
-        return None
-    return float(value)
-
-
-def _index(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0 or value > 2**62:
-        raise StoreError(f"start_index must be an integer >= 0, got {value!r}")
-    return value
-
-
-def _list_of(value: Any, what: str) -> list:
-    if not isinstance(value, list):
-        raise StoreError(f"{what} must be a JSON array, not {type(value).__name__}")
-    return value
-
-
-class _Series(NamedTuple):
-    name: str
-    start: int
-    points: list
-    blob: bytes  # the points' JSON lines joined by b"\n"
-
-
-_LIST, _TWO, _DICT, _NUMBER = {list}, {2}, {dict}, {int, float}
-
-
-def _prepare_series(batch: Any) -> _Series:
-    if not isinstance(batch, dict):
-        raise StoreError(f"each series entry must be an object with name, start_index, points; got {type(batch).__name__}")
-    name = batch.get("name")
-    _checked(metric_parts, name)
-    start = _index(batch.get("start_index"))
-    points = _list_of(batch.get("points"), f"series {name!r}: points")
-    if not points:
-        return _Series(name, start, points, b"")
-    fields = _points_look_right(points)
-    if fields is None:
-        _explain_bad_point(name, points)
-    try:
-        blob = _lines_blob(points)
-    except TypeError as error:  # orjson: nesting too deep, a lone surrogate (only in process)...
-        _check_fields(name, start, fields, MAX_TEXT + 1)  # says which point and why, if it can
-        raise StoreError(f"series {name!r}: a point cannot be stored: {error}") from None
-    _check_fields(name, start, fields, len(blob))
-    return _Series(name, start, points, blob)
-
-
-def _check_fields(name: str, start: int, fields: tuple, size: int) -> None:
-    """The points' fields by the local API's rules (``_naming``/``_checks``).
-
-    Field names: each distinct one is checked once (a batch's points mostly share
-    theirs). Values: any JSON the codec writes (tagged NaN and big ints are
-    objects); strings may hold NUL (lines are stored as bytes, never as text)
-    and cannot hold a lone surrogate (orjson refuses one while parsing); one
-    longer than MAX_TEXT characters needs more than MAX_TEXT bytes, so the
-    values of an ordinary batch are not walked at all.
-    """
-    names = set().union(*fields)
-    if not names <= _GOOD_FIELD_NAMES:
-        for field_name in names - _GOOD_FIELD_NAMES:
-            try:
-                check_field_name(field_name)
-            except (TypeError, ValueError) as error:
-                k = next(k for k, f in enumerate(fields) if field_name in f)
-                raise StoreError(f"metric {name!r} point {start + k}: {error}") from None
-            if len(_GOOD_FIELD_NAMES) < 10_000:
-                _GOOD_FIELD_NAMES.add(field_name)
-    if size > MAX_TEXT:
-        for k, f in enumerate(fields):
-            _checked(_checks.check_json, f, f"metric {name!r} point {start + k}: field")
-
-
-_GOOD_FIELD_NAMES: set = {"value", "step", "epoch"}  # names already checked (set.add is thread-safe)
-
-
-def _points_look_right(points: list) -> tuple | None:
-    """Every point is exactly a data.jsonl line, [ms_epoch, {fields}]: checked with
-    C-speed set/map/zip passes instead of a Python loop over the points.
-    Returns the points' field dicts, or None when one is not."""
-    if set(map(type, points)) != _LIST or set(map(len, points)) != _TWO:
-        return None
-    ts, fields = zip(*points)
-    if not set(map(type, ts)) <= _NUMBER or set(map(type, fields)) != _DICT:
-        return None
-    return fields if -(2**62) < min(ts) and max(ts) < 2**62 else None
-
-
-def _explain_bad_point(name: str, points: list) -> None:
-    """Find the first bad point (slowly: only for a batch already known bad) and say what is wrong."""
-    for k, point in enumerate(points):
-        if (
-            point.__class__ is not list
-            or len(point) != 2
-            or point[1].__class__ is not dict
-            or point[0].__class__ not in (int, float)
-            or not (-(2**62) < point[0] < 2**62)
-        ):
-            raise StoreError(
-                f"series {name!r}: points[{k}] must be [ms_epoch, {{fields}}] (a number and an object), got {str(point)[:100]}"
-            )
-    raise StoreError(f"series {name!r}: points must be [ms_epoch, {{fields}}] (a number and an object)")
-
-
-def _lines_blob(points: list) -> bytes:
-    """The points' compact JSON lines joined by b"\n", from one orjson.dumps call.
-
-    Each point ends in "}]" and the next starts with "[", so every boundary in
-    the dumped array reads "}],["; when that sequence occurs exactly once per
-    boundary (nowhere inside a point), replacing it is exact. Otherwise (a
-    field's string or nested value holds it) each point is dumped on its own.
-    The result equals b"\n".join(orjson.dumps(p) for p in points) either way.
-    """
-    body = orjson.dumps(points)[1:-1]
-    if body.count(b"}],[") == len(points) - 1:
-        return body.replace(b"}],[", b"}]\n[")
-    return b"\n".join(map(orjson.dumps, points))
 
 
 def _ts(value: Any) -> int:
