@@ -14,27 +14,26 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import threading
 import time
 from collections import OrderedDict
-from typing import Any, Iterator
+from typing import Any, ContextManager, Iterator
 
 import orjson
-from sqlalchemy import and_, create_engine, event, func, inspect, select, text, update
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy import and_, func, select, text, update
 
 from .. import _codec
 from .._checks import LEVELS, STATUSES
 from .._naming import split_path
 from .._runfolder import decode_points
 from . import chunks
+from ._database import Database, dialect_insert, normalize_db_url
 from ._errors import Collision, Conflict, NotFound, StoreError, no_experiment
 from ._validation import SeriesEntry, check_namespace, checked, checkpoint_record, document, experiment_meta
 from ._validation import finite, json_array, lines_blob, log_level, log_record, series_entry
 from ._validation import start_index as checked_start_index
 from .blobs import open_blobs
-from .schema import checkpoints, experiments, logs, metadata, metric_batches, series
+from .schema import checkpoints, experiments, logs, series
 
 __all__ = [
     "DOCUMENT_KINDS", "HOT_LIMIT", "LEVELS", "MAX_CHUNKS_PER_PASS", "MAX_HOT", "STATUSES", "Collision", "Conflict",
@@ -47,8 +46,7 @@ MAX_HOT = 4 * HOT_LIMIT  # past this, a request compacts its series itself (the 
 MAX_CHUNKS_PER_PASS = 16  # chunks one compaction transaction records (bounds its memory)
 log = logging.getLogger("mldash.server")
 
-# The hot path's statements, written for psycopg (%s; %b sends bytes in binary);
-# Store._sql holds them for the dialect in use (SQLite: "?", no FOR UPDATE).
+# The hot path's statements, written for psycopg (Database.statements adapts them).
 _SQL = {
     "series_for_update": "SELECT id, total, cold_count FROM series WHERE experiment_id = %s AND name = %s FOR UPDATE",
     "series_lookup": "SELECT id, total, cold_count FROM series WHERE experiment_id = %s AND name = %s",
@@ -92,59 +90,15 @@ _SQL = {
 }
 
 
-def normalize_db_url(url: str) -> str:
-    """``postgresql://`` means psycopg 3; a bare path means a SQLite file."""
-    for scheme in ("postgresql://", "postgres://"):
-        if url.startswith(scheme):
-            return "postgresql+psycopg://" + url[len(scheme) :]
-    if "://" not in url:
-        return "sqlite:///" + os.path.abspath(url)
-    return url
-
-
-def _json_dumps(obj: Any) -> str:
-    return _codec.dumps(obj, default=str).decode()
-
-
 class Store:
     def __init__(self, db_url: str, blob_url: str, *, s3_endpoint: str | None = None, create: bool = True) -> None:
-        self.db_url = normalize_db_url(db_url)
         self.blobs = open_blobs(blob_url, s3_endpoint)
-        self.is_sqlite = self.db_url.startswith("sqlite")
-        if self.is_sqlite:
-            path = self.db_url.split(":///", 1)[-1]
-            if path and path != ":memory:":
-                os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-            self.engine = create_engine(
-                self.db_url,
-                connect_args={"check_same_thread": False, "timeout": 60},
-                json_serializer=_json_dumps,
-                json_deserializer=orjson.loads,
-                pool_size=16,
-                max_overflow=32,
-            )
-            _sqlite_setup(self.engine)
-        else:
-            self.engine = create_engine(
-                self.db_url,
-                json_serializer=_json_dumps,
-                json_deserializer=orjson.loads,
-                pool_size=12,
-                max_overflow=24,
-                pool_pre_ping=True,
-            )
-        # SQLite has one writer at a time; queueing writers on a lock here is much
-        # faster than letting them spin on SQLITE_BUSY. Other processes still
-        # wait on the database's own lock (busy timeout).
-        self._write_lock = threading.Lock() if self.is_sqlite else contextlib.nullcontext()
+        self._db = Database(db_url)
+        self.db_url, self.engine, self.is_sqlite = self._db.url, self._db.engine, self._db.is_sqlite
         self._headers: OrderedDict[str, Any] = OrderedDict()
         self._headers_lock = threading.Lock()
-        if self.is_sqlite:
-            self._sql = {k: v.replace(" FOR UPDATE", "").replace("%s", "?").replace("%b", "?") for k, v in _SQL.items()}
-        else:
-            self._sql = dict(_SQL)
+        self._sql = self._db.statements(_SQL)
         self._compact_lock = threading.Lock()  # one compaction at a time in this process
-        self._raw_free: list = []  # pooled DBAPI connections kept for ingesting()
         self._compactor = _Compactor(self)
         if create:
             self.create_tables()
@@ -152,103 +106,24 @@ class Store:
     # -- plumbing -------------------------------------------------------------
 
     def create_tables(self) -> None:
-        with self._write_lock, self.engine.connect() as conn:
-            if not self.is_sqlite:
-                # Two servers starting at once must not both create the tables.
-                with conn.begin():
-                    conn.execute(text("SELECT pg_advisory_xact_lock(7237001)"))
-                    new_batches = not inspect(conn).has_table("metric_batches")
-                    metadata.create_all(conn)
-                    if new_batches:
-                        # pglz, TOAST's default, costs more CPU per batch row than all of
-                        # our ingest work; lz4 (PostgreSQL 14+, when built with it) is
-                        # cheaper than storing the bytes raw and a third of the size.
-                        try:
-                            with conn.begin_nested():
-                                conn.exec_driver_sql("ALTER TABLE metric_batches ALTER COLUMN lines SET COMPRESSION lz4")
-                        except DBAPIError:
-                            conn.exec_driver_sql("ALTER TABLE metric_batches ALTER COLUMN lines SET STORAGE EXTERNAL")
-                    _migrate_point_rows(conn)
-            else:
-                with conn.execution_options(sqlite_write=True).begin():
-                    metadata.create_all(conn)
-                    _migrate_point_rows(conn)
+        self._db.create_tables()
 
     def close(self) -> None:
         """Finish pending compactions, then release the database connections."""
         self._compactor.stop()
-        while self._raw_free:
-            self._raw_free.pop().close()
-        self.engine.dispose()
+        self._db.close()
 
-    @contextlib.contextmanager
-    def writing(self) -> Iterator[Any]:
+    def writing(self) -> ContextManager[Any]:
         """A write transaction (SQLite: BEGIN IMMEDIATE under the process lock)."""
-        with self._write_lock, self.engine.connect() as conn:
-            conn = conn.execution_options(sqlite_write=True)
-            with conn.begin():
-                yield conn
+        return self._db.writing()
 
-    @contextlib.contextmanager
-    def ingesting(self, autocommit: bool = False) -> Iterator[Any]:
-        """A raw DBAPI cursor in a write transaction, for the ingest hot path.
+    def ingesting(self, autocommit: bool = False) -> ContextManager[Any]:
+        """A raw DBAPI cursor in a write transaction, for the ingest hot path."""
+        return self._db.ingesting(autocommit)
 
-        SQLAlchemy's Connection costs about as much CPU per statement as SQLite
-        needs to store a whole 1,000-point batch row, so ingest talks to the
-        driver directly. Connections come from the engine's pool (so they get
-        its connect-time setup) and are kept on a short free list instead of
-        being returned, which also skips the pool's per-checkout ping; one that
-        fails is invalidated, and since ingest is idempotent the client's retry
-        is safe.
-        """
-        with self._write_lock:
-            try:
-                fairy = self._raw_free.pop()
-            except IndexError:
-                fairy = self.engine.raw_connection()
-            raw = fairy.driver_connection
-            try:
-                cursor = raw.cursor()
-                if autocommit and not self.is_sqlite:  # one statement, its own transaction
-                    raw.autocommit = True
-                    try:
-                        yield cursor
-                    finally:
-                        raw.autocommit = False
-                    return
-                if self.is_sqlite:
-                    cursor.execute("BEGIN IMMEDIATE")
-                yield cursor
-                if self.is_sqlite:
-                    cursor.execute("COMMIT")
-                else:
-                    raw.commit()
-            except BaseException:
-                try:
-                    if self.is_sqlite:
-                        if raw.in_transaction:
-                            raw.execute("ROLLBACK")
-                    else:
-                        raw.rollback()
-                except Exception:
-                    fairy.invalidate()
-                    fairy = None
-                raise
-            finally:
-                if fairy is not None:
-                    if len(self._raw_free) < 8:
-                        self._raw_free.append(fairy)
-                    else:
-                        fairy.close()  # back to the engine's pool
-
-    @contextlib.contextmanager
-    def reading(self) -> Iterator[Any]:
+    def reading(self) -> ContextManager[Any]:
         """A read transaction that sees one snapshot (hot rows and chunks agree)."""
-        with self.engine.connect() as conn:
-            if not self.is_sqlite:
-                conn = conn.execution_options(isolation_level="REPEATABLE READ")
-            with conn.begin():
-                yield conn
+        return self._db.reading()
 
     # -- experiments ----------------------------------------------------------
 
@@ -731,7 +606,7 @@ class Store:
             new = rows[count - start :]
             if new:
                 conn.execute(
-                    _insert(conn)(logs).on_conflict_do_nothing(),
+                    dialect_insert(conn)(logs).on_conflict_do_nothing(),
                     [{"experiment_id": exp_id, "idx": i, "ts": ts, "level_no": lv, "record": rec} for i, ts, lv, rec in new],
                 )
                 count = new[-1][0] + 1
@@ -777,7 +652,7 @@ class Store:
             new = checked[count - start :]
             if new:
                 conn.execute(
-                    _insert(conn)(checkpoints).on_conflict_do_nothing(),
+                    dialect_insert(conn)(checkpoints).on_conflict_do_nothing(),
                     [{"experiment_id": exp_id, "idx": count + k, "record": orjson.dumps(r)} for k, r in enumerate(new)],
                 )
                 count += len(new)
@@ -838,34 +713,6 @@ def chunk_key(exp_id: int, series_id: int, chunk_no: int) -> str:
 # -- helpers ------------------------------------------------------------------
 
 
-def _sqlite_setup(engine) -> None:
-    @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_conn, _record):
-        dbapi_conn.isolation_level = None  # we issue BEGIN ourselves, below
-        cursor = dbapi_conn.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        # NORMAL in WAL mode loses nothing when the process dies (only on power loss).
-        cursor.execute("PRAGMA synchronous=NORMAL")
-        # Some builds (Debian's) zero every freed page; compaction frees a batch's
-        # overflow pages every 10,000 points, and those points live on in chunks.
-        cursor.execute("PRAGMA secure_delete=FAST")
-        cursor.execute("PRAGMA busy_timeout=60000")
-        cursor.close()
-
-    @event.listens_for(engine, "begin")
-    def _on_begin(conn):
-        # A writer takes the write lock up front; a reader's deferred BEGIN gives a snapshot.
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("sqlite_write") else "BEGIN")
-
-
-def _insert(conn):
-    if conn.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    return insert
-
-
 def _require_experiment(conn, exp_id: int) -> None:
     if conn.execute(select(experiments.c.id).where(experiments.c.id == exp_id)).first() is None:
         raise no_experiment(exp_id)
@@ -909,35 +756,6 @@ def _ts(value: Any) -> int:
 def _line_ts(line: bytes) -> int:
     """The ms timestamp at the start of a stored line ``[ms,{...}]``."""
     return int(orjson.loads(line[1 : line.index(b",")]))
-
-
-def _migrate_point_rows(conn) -> None:
-    """Stores written before batch rows held one metric_points row per point:
-    fold those into batch rows (of up to 1,000 points) and drop the old table."""
-    if not inspect(conn).has_table("metric_points"):
-        return
-    insert = _insert(conn)(metric_batches)
-    run: list = []
-
-    def flush() -> None:
-        if run:
-            lines = [bytes(r[3]) for r in run]
-            conn.execute(
-                insert.values(
-                    series_id=run[0][0], start_idx=run[0][1], n_points=len(run), first_ts=run[0][2],
-                    last_ts=run[-1][2], lines=b"\n".join(lines),
-                )
-            )
-            run.clear()
-
-    rows = conn.exec_driver_sql("SELECT series_id, idx, ts, line FROM metric_points ORDER BY series_id, idx").fetchall()
-    for row in rows:
-        if run and (row[0] != run[0][0] or row[1] != run[-1][1] + 1 or len(run) >= 1000):
-            flush()
-        run.append(row)
-    flush()
-    conn.exec_driver_sql("DROP TABLE metric_points")
-    log.warning("moved %d hot metric points into batch rows", len(rows))
 
 
 class _Compactor:
