@@ -24,6 +24,11 @@ VERSION = 1
 _PREFIX = struct.Struct("<4sII")  # magic, version, count
 
 
+def chunk_key(exp_id: int, series_id: int, chunk_no: int) -> str:
+    """Where chunk ``chunk_no`` of a series lives in the blob store."""
+    return f"metrics/{exp_id}/{series_id}/{chunk_no:09d}.mldc"
+
+
 def header_size(count: int) -> int:
     """Bytes before the body of a chunk holding ``count`` lines."""
     return _PREFIX.size + 4 * (count + 1)
