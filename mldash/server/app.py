@@ -25,12 +25,11 @@ from .. import _codec
 from .._naming import metric_parts, split_path
 from .auth import OPEN, Authenticator, Forbidden, Scope, Unauthorized, require
 from .body import MAX_BODY, BodyMiddleware
-from .storage import LEVELS, STATUSES, NotFound, Store, StoreError, check_namespace
+from .storage import LEVELS, MAX_INDEX, STATUSES, NotFound, Store, StoreError, check_namespace
 
 log = logging.getLogger("mldash.server")
 API = "/api/v1"
 MAX_ID = 2**31 - 1
-MAX_INDEX = 2**62
 
 
 class JSONOut(Response):

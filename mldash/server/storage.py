@@ -32,13 +32,14 @@ from ._errors import Collision, Conflict, NotFound, StoreError
 from ._experiments import DOCUMENT_KINDS, Experiments
 from ._metrics import Metrics, points_json
 from ._records import Records
-from ._validation import check_namespace
+from ._validation import MAX_INDEX, check_namespace
 from .blobs import open_blobs
 from .chunks import chunk_key
 
 __all__ = [
-    "DOCUMENT_KINDS", "HOT_LIMIT", "LEVELS", "MAX_CHUNKS_PER_PASS", "MAX_HOT", "STATUSES", "Collision", "Conflict",
-    "NotFound", "Store", "StoreError", "check_namespace", "chunk_key", "normalize_db_url", "points_json",
+    "DOCUMENT_KINDS", "HOT_LIMIT", "LEVELS", "MAX_CHUNKS_PER_PASS", "MAX_HOT", "MAX_INDEX", "STATUSES",
+    "Collision", "Conflict", "NotFound", "Store", "StoreError",
+    "check_namespace", "chunk_key", "normalize_db_url", "points_json",
 ]
 
 
