@@ -18,12 +18,16 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from ._naming import MAX_NAME, check_label, check_unicode
+from ._codec import is_tag
+from ._naming import MAX_NAME, check_label, check_not_tag, check_unicode
 from ._runfolder import LEVELS, STATUSES
 
 MAX_TEXT = 1_000_000  # characters in one string value, and in one metric point in all
 MAX_DEPTH = 64
 MAX_RECORD = 8 * 1024 * 1024  # one log or checkpoint record, encoded
+# Levels the local API leaves free for what is stored around a value: a codec tag
+# ({"$float": "NaN"}) below it, and for log metadata the record around it.
+TAG_DEPTH, RECORD_DEPTH = 1, 2
 # A parameters or summary document, encoded: far below the server's 32 MiB request limit.
 MAX_DOCUMENT = 16 * 1024 * 1024
 LEVEL_SET = frozenset(LEVELS)
@@ -53,29 +57,37 @@ def check_status(status: Any, what: str = "status") -> str:
     return status
 
 
-def check_json(value: Any, what: str, *, nul: bool = True, strict: bool = True, _depth: int = 0) -> Any:
+def check_json(
+    value: Any, what: str, *, nul: bool = True, strict: bool = True, depth: int = 0, tagged: bool = False
+) -> Any:
     """A JSON value (dict with str keys, list, str, number, bool, None), checked all through.
 
     Non-finite floats and ints of any size are fine (the codec keeps them).
     ``strict=False`` lets other objects through (the caller converts them) and
-    checks only the text and the nesting.
+    checks only the text and the nesting. ``depth``: the levels above ``value``
+    in what is stored (a log record around its metadata, a codec tag below).
+    ``tagged``: ``value`` is JSON as stored (the server's side), where the codec's
+    tags are values; a user's own dict never has their keys.
     """
     if value is None or value.__class__ in (bool, int, float):
         return value
     if isinstance(value, str):
         return check_text(value, what, nul=nul)
-    if _depth >= MAX_DEPTH:
+    if depth >= MAX_DEPTH:
         raise ValueError(f"{what} nests more than {MAX_DEPTH} levels deep")
     if isinstance(value, dict):
+        if tagged and is_tag(value):
+            return value
         for key, item in value.items():
             if not isinstance(key, str):
                 raise TypeError(f"{what}: keys must be str, not {type(key).__name__} ({key!r})")
             check_text(key, f"{what}: key", nul=nul)
-            check_json(item, f"{what}.{key[:40]}", nul=nul, strict=strict, _depth=_depth + 1)
+            check_not_tag(key, f"{what}: key")
+            check_json(item, f"{what}.{key[:40]}", nul=nul, strict=strict, depth=depth + 1, tagged=tagged)
         return value
     if isinstance(value, (list, tuple)):
         for i, item in enumerate(value):
-            check_json(item, f"{what}[{i}]", nul=nul, strict=strict, _depth=_depth + 1)
+            check_json(item, f"{what}[{i}]", nul=nul, strict=strict, depth=depth + 1, tagged=tagged)
         return value
     if isinstance(value, (bool, int, float)) or not strict:  # numpy and other subclasses
         return value
@@ -90,16 +102,18 @@ def check_key(key: Any, what: str) -> str:
         raise ValueError(f"{what} names must not be empty")
     if len(key) > MAX_NAME:
         raise ValueError(f"{what} name is {len(key)} characters long; at most {MAX_NAME} are allowed")
+    check_not_tag(key, f"{what} name")
     return check_text(key, f"{what} name", nul=False)
 
 
-def check_document(document: Any, what: str) -> dict:
-    """A flat parameters or summary document: checked keys, JSON values without NUL."""
+def check_document(document: Any, what: str, tagged: bool = False) -> dict:
+    """A flat parameters or summary document: checked keys, JSON values without NUL
+    (``tagged``: as stored, see ``check_json``)."""
     if not isinstance(document, dict):
         raise TypeError(f"a {what} document must be a JSON object, not {type(document).__name__}")
     for key, value in document.items():
         check_key(key, what)
-        check_json(value, f"{what} {key[:80]!r}", nul=False)
+        check_json(value, f"{what} {key[:80]!r}", nul=False, depth=TAG_DEPTH, tagged=tagged)
     return document
 
 
@@ -203,5 +217,5 @@ def check_meta(meta: Any) -> dict:
                 "a number" if key.endswith("_at") or key == "duration" else "a string"
             )
             raise ValueError(f"meta.{key} must be {expected} or null, got {str(value)[:80]!r}")
-        check_json(value, f"meta.{key}", nul=False)
+        check_json(value, f"meta.{key}", nul=False, tagged=True)  # as stored: NaN and big ints tagged
     return meta

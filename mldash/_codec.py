@@ -88,16 +88,20 @@ def dumps_line(obj: Any, default=scalar_default) -> bytes:
     return dumps(obj, default, orjson.OPT_APPEND_NEWLINE)
 
 
+def is_tag(obj: dict) -> bool:
+    """True for exactly what ``tag_special`` writes (user dicts never use these keys)."""
+    if len(obj) != 1:
+        return False
+    if TAG in obj:
+        return obj[TAG] in _NAMES
+    value = obj.get(INT_TAG)
+    return isinstance(value, str) and value.lstrip("-").isdigit() and value.isascii()
+
+
 def untag(obj: Any) -> Any:
     if isinstance(obj, dict):
-        if len(obj) == 1:
-            if TAG in obj and obj[TAG] in _NAMES:
-                return _NAMES[obj[TAG]]
-            if INT_TAG in obj and isinstance(obj[INT_TAG], str):
-                try:
-                    return int(obj[INT_TAG])
-                except ValueError:
-                    pass
+        if is_tag(obj):
+            return _NAMES[obj[TAG]] if TAG in obj else int(obj[INT_TAG])
         return {k: untag(v) for k, v in obj.items()}
     if isinstance(obj, list):
         return [untag(v) for v in obj]

@@ -11,6 +11,17 @@ KEY_PACKAGES = (
 )
 
 
+def text(value: str) -> str:
+    """Text from the environment (argv, the working directory, a host or branch name)
+    as valid Unicode: bytes that are not UTF-8 arrive as lone surrogates, which JSON
+    cannot hold, and become replacement characters."""
+    try:
+        value.encode("utf-8")
+        return value
+    except UnicodeEncodeError:
+        return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
 def process_info() -> dict:
     """Cheap facts, taken on the caller's thread at start."""
     import platform
@@ -23,12 +34,12 @@ def process_info() -> dict:
         if isinstance(version, str):
             packages[name] = version
     return {
-        "host": socket.gethostname(),
+        "host": text(socket.gethostname()),
         "pid": os.getpid(),
-        "argv": list(sys.argv),
-        "cwd": os.getcwd(),
+        "argv": [text(str(a)) for a in sys.argv],
+        "cwd": text(_cwd()),
         "python": platform.python_version(),
-        "executable": sys.executable,
+        "executable": text(sys.executable or ""),
         "platform": platform.platform(terse=True),
         "packages": packages,
     }
@@ -45,7 +56,7 @@ def git_info(cwd: str | None = None) -> dict | None:
     try:
         out = subprocess.run(
             ("git", "status", "--porcelain=v2", "--branch", "--untracked-files=no"),
-            cwd=cwd, capture_output=True, text=True, timeout=5, check=True,
+            cwd=cwd, capture_output=True, text=True, errors="replace", timeout=5, check=True,
         ).stdout
     except (OSError, subprocess.SubprocessError):
         return None
@@ -60,3 +71,10 @@ def git_info(cwd: str | None = None) -> dict | None:
     if info.get("commit") in (None, "(initial)"):
         return None  # a repository with no commit yet
     return info
+
+
+def _cwd() -> str:
+    try:
+        return os.getcwd()
+    except OSError:  # the working directory was removed
+        return ""

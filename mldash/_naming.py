@@ -16,13 +16,20 @@ import re
 import time
 from typing import Any
 
+from ._codec import INT_TAG, TAG
+
 MAX_PART = 200
 MAX_NAME = 1000
 # Files that live beside the folders a metric name creates.
 RESERVED = {"data.jsonl", "data.idx", "data.lock"}
 DEFAULT_NAMESPACE = "default"
+# The keys of the codec's tags: a user's own {"$float": ...} would read back as a float.
+TAG_KEYS = frozenset((TAG, INT_TAG))
+MAX_PART_BYTES = 255  # a file name, on every common file system
 _NAMESPACE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,99}")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# C0 and C1 control characters, and the bidirectional overrides that make a name read
+# differently from what it is ("Trojan Source").
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 
 
 def check_unicode(text: str, what: str) -> None:
@@ -60,6 +67,8 @@ def check_part(part: Any, what: str) -> str:
         raise ValueError(f"{what} {part!r} must not contain '/' or '\\' (it is one folder's name)")
     if part.startswith("."):
         raise ValueError(f"{what} {part!r} must not start with '.' (such names are mldash's own files)")
+    if len(part.encode("utf-8")) > MAX_PART_BYTES:
+        raise ValueError(f"{what} {part[:40]!r}... is more than {MAX_PART_BYTES} bytes in UTF-8 (a file name's limit)")
     if part != part.strip():
         raise ValueError(f"{what} {part!r} must not start or end with white space")
     return part
@@ -116,7 +125,14 @@ def safe_metric_name(name: str) -> str:
 
 def check_field_name(name: Any) -> str:
     """A metric point's field name (``value`` in ``append(value=1)``)."""
-    return check_label(name, "metric field name")
+    check_label(name, "metric field name")
+    check_not_tag(name, "metric field name")
+    return name
+
+
+def check_not_tag(key: str, what: str) -> None:
+    if key in TAG_KEYS:
+        raise ValueError(f"{what} {key!r} is reserved: mldash stores NaN and big ints as {{{key!r}: ...}}")
 
 
 def check_namespace(namespace: Any) -> str:

@@ -185,13 +185,13 @@ def read_log_records(folder: str, start_index: int = 0, limit: int = 1000, level
     reader = SeriesReader(folder, LOGS_STEM)
     if level is None:
         lines, total = reader.lines(start_index, limit)
-        records = [_codec.loads(line) for line in lines if line]
+        records = [_record(line, start_index + i) for i, line in enumerate(lines) if line]
     else:
         floor = LEVEL_NO[level]
         lines, total = reader.lines(start_index, None)
         records = []
-        for line in lines:
-            record = _codec.loads(line)
+        for i, line in enumerate(lines):
+            record = _record(line, start_index + i)
             # A level this version does not know (a damaged or newer file) reads as info.
             if LEVEL_NO.get(record.get("level"), 1) >= floor:
                 records.append(record)
@@ -210,10 +210,41 @@ def read_log_records(folder: str, start_index: int = 0, limit: int = 1000, level
 def read_checkpoints(path: str) -> list[dict]:
     """Every checkpoint record of the run at ``path``, oldest first."""
     lines, _ = SeriesReader(checkpoint_records(path), CHECKPOINTS_STEM).lines()
-    return [_codec.loads(line) for line in lines]
+    return [_record(line, i) for i, line in enumerate(lines) if line]
+
+
+def _record(line: bytes, index: int) -> dict:
+    """A log or checkpoint record; one without its index (a line put back from a
+    rescue folder) gets its line number, which is what the index is."""
+    record = _codec.loads(line)
+    if "index" not in record:
+        record["index"] = index
+    return record
 
 
 # ---- the experiments under a root -------------------------------------------------
+def nested_run(root: str, path: str) -> str | None:
+    """The folder of a run that ``path`` would lie inside of, or that would lie
+    inside ``path``, under ``root``; None when there is none.
+
+    A run inside another's folder would mix their files (its metrics folder is
+    the other's series, its experiment.json hides the other from listings), so
+    a run may start neither inside another run nor around one.
+    """
+    parent = os.path.dirname(path)
+    while parent.startswith(root) and len(parent) >= len(root):
+        if os.path.exists(os.path.join(parent, META_FILE)):
+            return parent
+        if parent == root:
+            break
+        parent = os.path.dirname(parent)
+    if os.path.isdir(path) and not os.path.exists(os.path.join(path, META_FILE)):
+        for folder, _dirs, files in os.walk(path):
+            if META_FILE in files:
+                return folder
+    return None
+
+
 def find_experiments(root: str) -> Iterator[str]:
     """Directories under ``root`` that hold an experiment.json, sorted."""
     root = os.path.abspath(root)

@@ -106,7 +106,7 @@ class Writer:
         self.logs: deque = deque()
         self.extra: deque = deque()  # (stem path, record) for other append-only files
         self.error: BaseException | None = None
-        self._reported: BaseException | None = None
+        self._said = False  # the current run of failures was reported to the caller
         self._wake = threading.Event()
         self._cond = threading.Condition()
         self._files: dict[str, SeriesFile] = {}
@@ -139,11 +139,12 @@ class Writer:
                         break  # a broken disk must not hang training: say so instead
                     self._cond.wait(0.05)
 
-    def check(self) -> None:
-        """Raise a write error once, on the caller's thread."""
+    def check(self, again: bool = False) -> None:
+        """Raise a write error on the caller's thread: once for each run of failures
+        (every retry fails anew, with a new error), or ``again`` (an explicit flush)."""
         error = self.error
-        if error is not None and error is not self._reported:
-            self._reported = error
+        if error is not None and (again or not self._said):
+            self._said = self._said or not again  # a flush's answer is not the appends' report
             raise StorageError(
                 f"mldash could not write to {self.path}: {error}. "
                 f"{self.pending()} accepted records are kept in memory and retried."
@@ -282,7 +283,7 @@ class Writer:
                     try:
                         self._on_start()  # retried each cycle until it succeeds
                         self._on_start = None
-                    except OSError as error:
+                    except Exception as error:
                         start_error = error  # the data is written all the same, first
                 self._drain()
                 if start_error is not None:
@@ -291,6 +292,7 @@ class Writer:
                     for f in self._files.values():
                         f.sync()
                 self.error = None
+                self._said = False  # caught up: a later failure is news again
             except OSError as error:
                 self.error = error
                 self._on_error()

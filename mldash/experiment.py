@@ -12,7 +12,7 @@ from typing import Any, Iterable
 import orjson
 
 from . import _codec, _lifecycle
-from ._checks import MAX_RECORD, check_json, check_level, check_status, check_text
+from ._checks import MAX_RECORD, RECORD_DEPTH, check_json, check_level, check_status, check_text
 from ._environment import git_info, process_info
 from ._hooks import RunHooks
 from ._naming import check_label, check_namespace, check_part, default_name, split_path
@@ -28,6 +28,7 @@ from ._runfolder import (
     check_range,
     checkpoint_records,
     metric_names,
+    nested_run,
     read_checkpoints,
     read_document,
     read_log_records,
@@ -43,7 +44,7 @@ _TRIGGER = 40_000
 _MAX_PENDING = 800_000
 
 
-MAX_FLUSH_INTERVAL = 3600.0
+MIN_FLUSH_INTERVAL, MAX_FLUSH_INTERVAL = 0.001, 3600.0
 
 
 def _flush_interval(value: Any) -> float:
@@ -60,8 +61,10 @@ def _flush_interval(value: Any) -> float:
             raise ValueError(f"{what} must be a number of seconds, got {text!r}") from None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{what} must be a number of seconds, not {type(value).__name__}")
-    if not (0 < value <= MAX_FLUSH_INTERVAL):  # also refuses NaN
-        raise ValueError(f"{what} must be > 0 and at most {MAX_FLUSH_INTERVAL:g} seconds, got {value!r}")
+    if not (MIN_FLUSH_INTERVAL <= value <= MAX_FLUSH_INTERVAL):  # also refuses NaN
+        raise ValueError(
+            f"{what} must be from {MIN_FLUSH_INTERVAL:g} to {MAX_FLUSH_INTERVAL:g} seconds, got {value!r}"
+        )
     return float(value)
 
 
@@ -194,6 +197,13 @@ class Experiment:
             self._start_locked()
 
     def _start_locked(self) -> None:
+        if not self._forked:
+            other = nested_run(self.root, self.path)
+            if other is not None:
+                raise ValueError(
+                    f"{self.prefix!r} cannot start at {self.path}: the run in {other} would "
+                    "share its folder (a run may not lie inside another, nor around one)"
+                )
         os.makedirs(self.path, exist_ok=True)  # fails here, at the call, on a bad root
         self._failure = None
         if self._forked:  # appends only: the parent owns the run's record and upload
@@ -304,8 +314,7 @@ class Experiment:
         if writer is None or self._status != RUNNING:
             return
         if not writer.flush(durable=True):
-            writer._reported = None
-            writer.check()
+            writer.check(again=True)
         if self._uploader is not None:
             self._uploader.wake()
 
@@ -535,7 +544,13 @@ class Experiment:
         self._writer.extra.append(((checkpoint_records(self.path), CHECKPOINTS_STEM), record))
         self._writer.wake()
         if info.get("is_best"):
-            self._update_meta(best_checkpoint=record)
+            try:
+                self._update_meta(best_checkpoint=record)
+            except OSError as error:  # not raised as is: a retry would record it twice
+                raise StorageError(
+                    f"mldash recorded the checkpoint {path!r} but could not mark it as the best in "
+                    f"{os.path.join(self.path, META_FILE)}: {error}. Do not record it again."
+                ) from error
 
     def checkpoints(self) -> list[dict]:
         """Every checkpoint recorded with ``checkpoint()``, oldest first."""
@@ -587,7 +602,7 @@ def _metadata_default(value: Any) -> Any:
 
 def _storable(value: dict, what: str, nul: bool = True) -> bytes:
     """``value`` encoded as stored, or a clear error at the call (bad text, too deep, too big)."""
-    check_json(value, what, nul=nul, strict=False)  # text and depth; the encoder converts the rest
+    check_json(value, what, nul=nul, strict=False, depth=RECORD_DEPTH)  # text and depth; the encoder converts the rest
     try:
         data = _codec.dumps(value, default=_metadata_default)
     except TypeError as error:

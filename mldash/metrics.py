@@ -64,9 +64,11 @@ def _coerce_fields(fields: dict) -> dict:
     """Checked fields: text that JSON cannot hold (a lone surrogate) or too much of
     it fails here, at the call, not later on the writer thread or the server."""
     checked = {k: coerce_value(k, v) for k, v in fields.items()}
-    text = sum(len(v) for v in checked.values() if v.__class__ is str)
+    text = sum(len(v) for v in checked.values() if v.__class__ is str) + sum(map(len, checked))
     if text > MAX_TEXT:
-        raise ValueError(f"a point holds {text:,} characters of text; at most {MAX_TEXT:,} are allowed")
+        raise ValueError(
+            f"a point holds {text:,} characters of text (field names and strings); at most {MAX_TEXT:,} are allowed"
+        )
     return checked
 
 

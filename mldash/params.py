@@ -14,6 +14,7 @@ from . import _codec
 from ._checks import MAX_DEPTH, MAX_DOCUMENT, check_document
 from ._hooks import RunHooks
 from ._runfolder import PARAMS_FILE, SUMMARY_FILE, read_document, update_document
+from ._writer import StorageError
 
 SEPARATOR = "."
 
@@ -82,8 +83,8 @@ def to_json_value(value: Any, _depth: int = 0) -> Any:
         return int(value)  # any size: the codec stores big ints exactly
     if isinstance(value, float):
         return float(value)
-    if _depth > 20:
-        return repr(value)
+    if _depth > MAX_DEPTH:
+        raise ValueError(f"a value nests more than {MAX_DEPTH} levels deep")
     if isinstance(value, enum.Enum):
         return to_json_value(value.value, _depth + 1)
     if isinstance(value, (pathlib.PurePath,)):
@@ -192,7 +193,11 @@ class Params:
             return
         check_document(flat, self._what)
         self._hooks.start()
-        update_document(self._path, flat, max_bytes=MAX_DOCUMENT, what=self._what)
+        try:
+            update_document(self._path, flat, max_bytes=MAX_DOCUMENT, what=self._what)
+        except OSError as error:
+            raise StorageError(f"mldash could not write the {self._what}s to {self._path}: {error}; "
+                               "they were not stored") from error
         self._hooks.changed(self._filename)
 
     def get(self, flatten: bool = True) -> dict:

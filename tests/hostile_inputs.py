@@ -23,6 +23,8 @@ BAD_PATH_PARTS = [
     ("nul\x00byte", ValueError, "control character"),
     ("new\nline", ValueError, "control character"),
     ("del\x7f", ValueError, "control character"),
+    ("c1\x85", ValueError, "control character"),
+    ("bidi\u202eoverride", ValueError, "control character"),
     ("\ud800", ValueError, "not valid Unicode"),
     ("lone\udfffsurrogate", ValueError, "not valid Unicode"),
     (".hidden", ValueError, "must not start with '.'"),

@@ -125,3 +125,36 @@ def test_with_no_place_to_rescue_the_data_stays_in_memory_for_another_finish(sma
     again = mldash.Experiment("mem/run", root=small_disk / "runs")
     assert [p["data"]["v"] for p in again.metrics("loss").read(0, 10_000)["data"]] == list(range(5_000))
     assert again.status == "COMPLETED"
+
+
+def test_on_a_read_only_disk_every_call_says_storage_error_and_says_it_once_per_failure(tmp_path, rescue_dir):
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    with mldash.Experiment("ro/calls", root=disk, flush_interval=0.05) as exp:
+        exp.metrics("loss").append(v=0)
+    view = tmp_path / "view"
+    with _mounted(view, "--bind", str(disk)):
+        exp = mldash.Experiment("ro/calls", root=view, flush_interval=0.05).start()
+        exp.flush()
+        _mount("-o", "remount,bind,ro", str(view))
+        with pytest.raises(mldash.StorageError, match="were not stored"):
+            exp.params.set(lr=1)
+        with pytest.raises(mldash.StorageError, match="Do not record it again"):
+            exp.checkpoint("best.ckpt", step=1, is_best=True)
+        said = 0
+        for i in range(3000):
+            try:
+                exp.metrics("loss").append(v=i)
+            except mldash.StorageError:
+                said += 1
+            if i % 100 == 0:
+                import time
+
+                time.sleep(0.02)  # the writer retries (and fails) meanwhile
+        assert said == 1
+        with pytest.raises(mldash.StorageError):
+            exp.flush()  # an explicit flush always says so
+        with pytest.raises(mldash.StorageError) as caught:
+            exp.finish()
+    lines = (Path(caught.value.saved_to) / "logs" / "checkpoints.jsonl").read_bytes().splitlines()
+    assert len(lines) == 1 and json.loads(lines[0])["path"] == "best.ckpt"  # recorded once

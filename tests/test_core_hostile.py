@@ -137,11 +137,12 @@ def test_bad_namespace_fails_at_the_call(root, value, error, match):
         ({"tags": "one"}, TypeError, "not one string"),
         ({"root": 5}, TypeError, "root must be a path"),
         ({"root": "a\x00b"}, ValueError, "NUL"),
-        ({"flush_interval": math.inf}, ValueError, "at most 3600"),
-        ({"flush_interval": 1e300}, ValueError, "at most 3600"),
-        ({"flush_interval": math.nan}, ValueError, "flush_interval must be > 0"),
-        ({"flush_interval": 0}, ValueError, "flush_interval must be > 0"),
-        ({"flush_interval": -1}, ValueError, "flush_interval must be > 0"),
+        ({"flush_interval": math.inf}, ValueError, "from 0.001 to 3600 seconds"),
+        ({"flush_interval": 1e300}, ValueError, "from 0.001 to 3600 seconds"),
+        ({"flush_interval": math.nan}, ValueError, "from 0.001 to 3600 seconds"),
+        ({"flush_interval": 0}, ValueError, "from 0.001 to 3600 seconds"),
+        ({"flush_interval": -1}, ValueError, "from 0.001 to 3600 seconds"),
+        ({"flush_interval": 1e-300}, ValueError, "from 0.001 to 3600 seconds"),  # would spin a core
         ({"flush_interval": "1"}, TypeError, "number of seconds"),
         ({"flush_interval": True}, TypeError, "number of seconds"),
     ],
@@ -284,3 +285,79 @@ def test_too_much_ascii_text_fails_also_for_names_seen_before(root, fields):
     metric.append(**{k: "short" for k in fields})  # the names are known: the fast path
     with pytest.raises(ValueError, match="at most 1,000,000"):
         metric.append(**fields)
+
+
+@pytest.mark.parametrize("prefix", ["held/run/metrics/loss", "held/run/summary.json", "held/run/deeper/x"])
+def test_a_run_cannot_start_inside_another_runs_folder(root, prefix):
+    with mldash.Experiment("held/run", root=root) as held:
+        held.metrics("loss").append(value=1)
+    with pytest.raises(ValueError, match="share its folder"):
+        mldash.Experiment(prefix, root=root).start()
+    assert held.metric_names() == ["loss"]
+
+
+def test_a_run_cannot_start_around_another_run(root):
+    with mldash.Experiment("outer/mid/leaf", root=root):
+        pass
+    with pytest.raises(ValueError, match="share its folder"):
+        mldash.Experiment("outer/mid", root=root).start()
+
+
+@pytest.mark.parametrize(
+    "argv, cwd_name", [(["train.py", "\udcff\udcfe"], None), (["train.py"], "d\udcff")], ids=["argv", "cwd"]
+)
+def test_text_from_the_environment_that_is_not_utf8_never_stops_the_data(root, tmp_path, monkeypatch, argv, cwd_name):
+    import sys
+
+    monkeypatch.setattr(sys, "argv", argv)
+    if cwd_name is not None:
+        folder = os.path.join(os.fsencode(tmp_path), os.fsencode(cwd_name))
+        os.mkdir(folder)
+        monkeypatch.chdir(folder)
+    with _exp(root) as exp:
+        exp.metrics("m").append(v=1)
+    assert exp.metrics("m").read()["data"][0]["data"] == {"v": 1}
+    info = exp.info()
+    assert info["prefix"] == "p/n" and info["status"] == "COMPLETED"
+    assert "\ufffd" in ("".join(info["argv"]) + info["cwd"])
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda e: e.metrics("m").append(**{"$float": "NaN"}),
+        lambda e: e.metrics("m").append(**{"$int": 5}),
+        lambda e: e.params.set({"$int": "5"}),
+        lambda e: e.params.set(lst=[{"$int": "5"}]),
+        lambda e: e.summary.set(v=[{"$float": "NaN"}]),
+        lambda e: e.log("m", metadata={"v": {"$float": "NaN"}}),
+        lambda e: e.checkpoint("c.ckpt", step=1, x={"$int": "9"}),
+    ],
+    ids=["field", "field int", "param key", "param list", "summary", "log metadata", "checkpoint"],
+)
+def test_the_codecs_tag_keys_are_refused_in_a_users_data(root, call):
+    """{"$float": "NaN"} is how NaN is stored: a user's own such dict would read back as NaN."""
+    with pytest.raises(ValueError, match="reserved"):
+        call(_exp(root))
+
+
+def test_a_name_longer_than_a_file_name_in_utf8_fails_at_the_call(root):
+    with pytest.raises(ValueError, match="255 bytes"):
+        _exp(root).metrics("é" * 150)
+    with pytest.raises(ValueError, match="255 bytes"):
+        _exp(root, project="é" * 150)
+
+
+def test_many_long_field_names_count_toward_the_points_text(root):
+    fields = {f"f{i:06d}" + "x" * 190: 1 for i in range(6_000)}
+    with pytest.raises(ValueError, match="a point holds"):
+        _exp(root).metrics("m").append(**fields)
+
+
+def test_a_log_restored_from_a_rescue_folder_reads_with_its_line_number_as_index(root):
+    with _exp(root) as exp:
+        exp.log("first")
+    with open(os.path.join(exp.path, "logs", "logs.jsonl"), "ab") as f:  # as the docs' `cat >>` does
+        f.write(b'{"timestamp": 2.0, "level": "warn", "message": "rescued", "metadata": null}\n')
+    assert [(r["index"], r["message"]) for r in _exp(root).read_logs()["data"]] == [(0, "first"), (1, "rescued")]
+    assert [r["index"] for r in _exp(root).read_logs(level="warn")["data"]] == [1]

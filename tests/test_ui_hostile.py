@@ -31,6 +31,11 @@ def client(tmp_path_factory):
     base = tmp_path_factory.mktemp("ui-hostile")
     with mldash.Experiment("p/run", root=base / "root") as exp:
         exp.metrics("loss").append(value=1.0, step=0)
+    with mldash.Experiment("p/big", root=base / "root") as big:  # values the codec tags
+        big.params.set(seed=2**70, nan=float("nan"))
+        big.metrics("loss").append(value=2**70, step=0)
+        big.metrics("loss").append(value=float("inf"), step=1)
+        big.log("x", metadata={"n": 2**70, "f": float("-inf")})
     with mldash.Experiment("outside/run", root=base, description=SECRET) as outside:
         outside.metrics("loss").append(value=666.0, step=0)
         outside.log(SECRET, level="error")
@@ -68,3 +73,11 @@ def test_the_listing_shows_only_what_is_under_the_root(client):
 def test_the_run_under_the_root_reads_on_every_route(client):  # so the refusals above mean something
     for route in ROUTES:
         assert get(client, route, prefix="p/run", name="loss").status_code == 200, route
+
+
+@pytest.mark.parametrize("route", ("/api/experiments",) + ROUTES)
+def test_big_ints_and_non_finite_floats_read_on_every_route(client, route):
+    response = get(client, route, prefix="p/big", name="loss")
+    assert response.status_code == 200, response.text[:300]
+    if route == "/api/experiment":
+        assert str(2**70) in response.text

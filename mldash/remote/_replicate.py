@@ -126,7 +126,13 @@ def sources(path: str) -> Iterator[Source]:
     """
     base = os.path.join(path, METRICS_DIR)
     found = []
-    for folder, _dirs, files in os.walk(base):
+    for folder, dirs, files in os.walk(base):
+        if META_FILE in files:  # another run's folder, from before runs could not nest
+            dirs[:] = []
+            name = os.path.relpath(folder, base).replace(os.sep, "/")
+            found.append(Source("metric", name, folder, DATA_STEM, "another run lives in this run's folder here; "
+                                "it is not uploaded as part of this run (move it out)"))
+            continue
         if DATA_FILE in files:
             name = os.path.relpath(folder, base).replace(os.sep, "/")
             problem = None

@@ -8,6 +8,8 @@ request runs through ``series_entry``.
 
 from __future__ import annotations
 
+import functools
+
 import time
 from typing import Any, NamedTuple
 
@@ -75,7 +77,7 @@ def experiment_meta(meta: Any) -> dict:
 def document(values: Any, kind: str) -> dict:
     if not isinstance(values, dict):
         raise StoreError(f"a {kind} document must be a JSON object (a flat dict), not {type(values).__name__}")
-    checked(_checks.check_document, values, kind)  # the local API's rule: no NUL, valid Unicode
+    checked(_checks.check_document, values, kind, True)  # the local API's rule, on JSON as stored
     return values
 
 
@@ -103,7 +105,7 @@ def log_record(record: Any, index: int) -> dict:
     metadata = record.get("metadata")
     if metadata is not None and not isinstance(metadata, dict):
         raise StoreError(f"log {index}: metadata must be an object or null, not {type(metadata).__name__}")
-    checked(_checks.check_json, record, f"log {index}")
+    checked(functools.partial(_checks.check_json, tagged=True), record, f"log {index}")
     return {**record, "index": index, "level": level, "timestamp": ts}
 
 
@@ -115,10 +117,10 @@ def checkpoint_record(record: Any, index: int) -> dict:
     path = record.get("path")
     if path is not None and not isinstance(path, str):
         raise StoreError(f"checkpoint {index}: path must be a string, not {type(path).__name__}")
-    checked(_checks.check_json, record, f"checkpoint {index}")
+    checked(functools.partial(_checks.check_json, tagged=True), record, f"checkpoint {index}")
     if record.get("is_best"):
         try:
-            _checks.check_json(record, f"checkpoint {index}", nul=False)
+            _checks.check_json(record, f"checkpoint {index}", nul=False, tagged=True)
         except ValueError as error:
             raise StoreError(f"{error} (a checkpoint marked is_best becomes meta.best_checkpoint, a document)") from None
     return record
@@ -198,7 +200,7 @@ def _check_fields(name: str, start: int, fields: tuple, size: int) -> None:
                 _GOOD_FIELD_NAMES.add(field_name)
     if size > MAX_TEXT:
         for k, f in enumerate(fields):
-            checked(_checks.check_json, f, f"metric {name!r} point {start + k}: field")
+            checked(functools.partial(_checks.check_json, tagged=True), f, f"metric {name!r} point {start + k}: field")
 
 
 def _points_look_right(points: list) -> tuple | None:

@@ -35,6 +35,7 @@ from starlette.responses import Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from .. import _codec
 from .._checks import check_level
 from .series import Columns, view
 from .source import DataSource
@@ -203,7 +204,10 @@ class _SecurityHeaders:
 
 
 def _json(obj: Any, status: int = 200, headers: dict | None = None) -> Response:
-    body = orjson.dumps(obj, default=_default, option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS)
+    try:
+        body = orjson.dumps(obj, default=_default, option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS)
+    except TypeError:  # an int past 64 bits (accepted, stored exactly): tagged, as on disk
+        body = _codec.dumps(obj, default=_default)
     return Response(
         body,
         status_code=status,

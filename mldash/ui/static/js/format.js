@@ -11,7 +11,14 @@ export function num(value) {
     if (abs !== 0 && (abs < 1e-4 || abs >= 1e6)) return value.toExponential(4).replace(/\.?0+e/, "e");
     return String(Number(value.toPrecision(6)));
   }
-  if (typeof value === "object") return JSON.stringify(value);
+  if (typeof value === "object") {
+    // A big int or a non-finite float as stored: {"$int": "<digits>"} / {"$float": "NaN"}.
+    const keys = Object.keys(value);
+    if (keys.length === 1 && (keys[0] === "$int" || keys[0] === "$float") && typeof value[keys[0]] === "string") {
+      return value[keys[0]];
+    }
+    return JSON.stringify(value);
+  }
   return String(value);
 }
 
