@@ -20,7 +20,8 @@ import pytest
 import mldash
 from mldash import _codec
 from mldash.remote._http import Api, Backoff, Unavailable, parse_retry_after
-from mldash.remote._replicate import Replicator, pending
+from mldash.remote._files import pending
+from mldash.remote._replicate import Replicator
 from mldash.remote.client import list_remote_experiments
 from mldash.remote.sync import sync_root
 

@@ -26,7 +26,7 @@ import pytest
 import mldash
 from mldash import _codec
 from mldash.remote._http import Api
-from mldash.remote._replicate import pending
+from mldash.remote._files import pending
 from mldash.remote.sync import sync_root
 
 from _server_support import ServerProcess, free_port, make_backend, moto_s3, postgres  # noqa: F401  (fixtures)

@@ -131,7 +131,7 @@ def _print_quarantined(console, result) -> None:
     """Each record (series point, log, key...) or run the server refused, and why."""
     from rich.markup import escape
 
-    from ._replicate import describe_problem
+    from ._files import describe_problem
     from ._state import quarantine_path
 
     if not result.quarantined:

@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from .._runfolder import META_FILE, find_experiments, read_document
-from ._replicate import NotReady, Pending, Replicator, RunRefused, pending, problems
+from ._files import Pending, pending, problems
+from ._replicate import NotReady, Replicator, RunRefused
 from ._state import Quarantine
 
 

@@ -120,7 +120,7 @@ class Uploader:
 
     def pending(self):
         """What the server has not acknowledged yet (from local files, no network)."""
-        from ._replicate import pending
+        from ._files import pending
 
         return pending(self.path, self.url, self.namespace)
 
@@ -210,7 +210,7 @@ class Uploader:
             )
 
     def _on_quarantine(self, entry: dict) -> None:
-        from ._replicate import describe_problem
+        from ._files import describe_problem
 
         from ._state import quarantine_path
 
