@@ -8,8 +8,6 @@ request runs through ``series_entry``.
 
 from __future__ import annotations
 
-import functools
-
 import time
 from typing import Any, NamedTuple
 
@@ -77,7 +75,7 @@ def experiment_meta(meta: Any) -> dict:
 def document(values: Any, kind: str) -> dict:
     if not isinstance(values, dict):
         raise StoreError(f"a {kind} document must be a JSON object (a flat dict), not {type(values).__name__}")
-    checked(_checks.check_document, values, kind, True)  # the local API's rule, on JSON as stored
+    checked(_checks.check_document, values, kind, tagged=True)  # the local API's rule, on JSON as stored
     return values
 
 
@@ -105,7 +103,7 @@ def log_record(record: Any, index: int) -> dict:
     metadata = record.get("metadata")
     if metadata is not None and not isinstance(metadata, dict):
         raise StoreError(f"log {index}: metadata must be an object or null, not {type(metadata).__name__}")
-    checked(functools.partial(_checks.check_json, tagged=True), record, f"log {index}")
+    checked(_checks.check_json, record, f"log {index}", tagged=True)
     return {**record, "index": index, "level": level, "timestamp": ts}
 
 
@@ -117,7 +115,7 @@ def checkpoint_record(record: Any, index: int) -> dict:
     path = record.get("path")
     if path is not None and not isinstance(path, str):
         raise StoreError(f"checkpoint {index}: path must be a string, not {type(path).__name__}")
-    checked(functools.partial(_checks.check_json, tagged=True), record, f"checkpoint {index}")
+    checked(_checks.check_json, record, f"checkpoint {index}", tagged=True)
     if record.get("is_best"):
         try:
             _checks.check_json(record, f"checkpoint {index}", nul=False, tagged=True)
@@ -200,7 +198,7 @@ def _check_fields(name: str, start: int, fields: tuple, size: int) -> None:
                 _GOOD_FIELD_NAMES.add(field_name)
     if size > MAX_TEXT:
         for k, f in enumerate(fields):
-            checked(functools.partial(_checks.check_json, tagged=True), f, f"metric {name!r} point {start + k}: field")
+            checked(_checks.check_json, f, f"metric {name!r} point {start + k}: field", tagged=True)
 
 
 def _points_look_right(points: list) -> tuple | None:
