@@ -7,6 +7,6 @@ export TF_ENABLE_ONEDNN_OPTS=0 TF_CPP_MIN_LOG_LEVEL=2 PYTHONUNBUFFERED=1
 if [ $# -eq 0 ]; then
   # The core once more without the compiled speed-ups: what a machine with no C
   # compiler runs (about 15 s).
-  MLDASH_PURE_PYTHON=1 python3 -m pytest -q -p no:cacheprovider tests/test_core_*.py
+  MLDASH_PURE_PYTHON=1 python3 -m pytest -q -p no:cacheprovider tests/core
 fi
 exec python3 -m pytest -q -rs --durations=15 "$@"

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from conftest import stop_process
+from _procs import stop_process
 
 PG_BIN = Path(os.environ.get("MLDASH_PG_BIN", "/usr/lib/postgresql/15/bin"))
 PG_USER = "mldashpg"
@@ -342,6 +342,21 @@ def make_backend(kind: str, folder: Path, request) -> Backend:
     s3 = request.getfixturevalue("moto_s3")
     bucket = s3.make_bucket()
     return Backend("postgres", cluster.create_database(), f"s3://{bucket}/chunks", Path(folder) / "server-data", s3.endpoint)
+
+
+@pytest.fixture(scope="module", params=["embedded", "postgres"], name="backend")
+def module_backend(request, tmp_path_factory):
+    """One store per test module on each backend (what most server and remote
+    tests share; the folders' conftests provide it as ``backend``)."""
+    b = make_backend(request.param, tmp_path_factory.mktemp(request.param), request)
+    yield b
+    b.stop()
+
+
+@pytest.fixture(scope="module", name="server")
+def module_server(backend) -> ServerProcess:
+    """One server on the module's store, for tests that each use prefixes of their own."""
+    return backend.start_server()
 
 
 @pytest.fixture(params=["embedded", "postgres"])

@@ -11,7 +11,7 @@ import time
 
 import mldash
 import pytest
-from conftest import stop_process
+from _procs import stop_process
 
 HOSTILE = "<img src=x onerror=alert(1)>"
 CHROMIUM = "/usr/bin/chromium"

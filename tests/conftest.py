@@ -1,21 +1,16 @@
-"""Shared test set-up: every test writes under its own tmp root."""
+"""Shared test set-up: every test writes under its own tmp root.
+
+The tests mirror the package: ``core/`` (mldash's own modules), ``remote/``,
+``server/``, ``ui/`` and ``integrations/``, each with a conftest of its own.
+Support modules (``_*_support.py``, ``_procs.py``, ``hostile_inputs.py``) live in
+this folder, which pytest puts on ``sys.path`` for this conftest.
+"""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-
-REPO = Path(__file__).resolve().parents[1]
-ARTIFACTS = REPO / "test-artifacts"
-
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("WANDB_MODE", "offline")
 
 
 @pytest.fixture
@@ -26,28 +21,3 @@ def root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     for name in ("MLDASH_URL", "MLDASH_TOKEN", "MLDASH_PROJECT", "MLDASH_NAME", "MLDASH_PREFIX"):
         monkeypatch.delenv(name, raising=False)
     return path
-
-
-def run_python(code: str, *args: str, cwd: Path | None = None, env: dict | None = None,
-               timeout: float = 120, check: bool = True) -> subprocess.CompletedProcess:
-    """Run ``code`` in a fresh interpreter (for exit hooks, signals, crashes)."""
-    full_env = {**os.environ, **(env or {})}
-    result = subprocess.run(
-        [sys.executable, "-c", code, *args], cwd=cwd, env=full_env, capture_output=True,
-        text=True, timeout=timeout,
-    )
-    if check and result.returncode != 0:
-        raise AssertionError(f"exit {result.returncode}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}")
-    return result
-
-
-def stop_process(proc: subprocess.Popen | None, timeout: float = 10) -> None:
-    """Ask a child process to stop (SIGTERM); kill it if it has not within ``timeout``."""
-    if proc is None or proc.poll() is not None:
-        return
-    proc.terminate()
-    try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_python
+from _procs import run_python
 
 SCENARIO = r"""
 import json, math, sys, threading, time
@@ -226,7 +226,7 @@ def test_the_c_file_builds_and_works_on_every_python_installed_here(tmp_path):
     import subprocess
     import sys
 
-    source = Path(__file__).resolve().parents[1] / "mldash" / "_speedups.c"
+    source = Path(__file__).resolve().parents[2] / "mldash" / "_speedups.c"
     compiler = shutil.which("cc") or shutil.which("gcc")
     pyenv = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv")) / "versions"
     found = [shutil.which(f"python3.{minor}") for minor in range(10, 15)]

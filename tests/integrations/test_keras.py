@@ -21,7 +21,7 @@ import mldash
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
-HERE = os.path.dirname(os.path.abspath(__file__))
+HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the support modules
 SUPPORT = os.path.join(HERE, "_keras_support.py")
 BACKENDS = [
     b for b, module in (("tensorflow", "tensorflow"), ("torch", "torch"), ("jax", "jax"))

@@ -16,7 +16,6 @@ import mldash
 from mldash.ui.app import create_app
 from mldash.ui.local import LocalSource
 
-from _ui_support import column_cache  # noqa: F401 (an autouse fixture)
 
 SECRET = "planted-outside-the-root"
 ROUTES = ("/api/experiment", "/api/series", "/api/metric", "/api/logs")

@@ -25,7 +25,7 @@ from mldash.remote._replicate import Replicator
 from mldash.remote.client import list_remote_experiments
 from mldash.remote.sync import sync_root
 
-from _server_support import free_port, make_backend, moto_s3, postgres  # noqa: F401  (fixtures)
+from _server_support import free_port, make_backend
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
@@ -33,20 +33,6 @@ LEVELS = ("debug", "info", "warn", "error", "fatal")
 
 
 # ---- fixtures and helpers -----------------------------------------------------------------
-@pytest.fixture(scope="module", params=["embedded", "postgres"])
-def backend(request, tmp_path_factory):
-    """The server's store: embedded (SQLite + folder), or PostgreSQL + moto's S3."""
-    b = make_backend(request.param, tmp_path_factory.mktemp(request.param), request)
-    yield b
-    b.stop()
-
-
-@pytest.fixture(scope="module")
-def server(backend):
-    """One server for the tests that only add experiments (each under its own prefix)."""
-    return backend.start_server()
-
-
 @pytest.fixture(params=["embedded", "postgres"])
 def fresh_backend(request, tmp_path):
     """A store of its own, for a test that kills and restarts its server."""

@@ -14,16 +14,9 @@ import orjson
 import pytest
 
 import mldash
-from _server_support import make_backend, moto_s3, postgres  # noqa: F401  (fixtures)
+
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
-
-
-@pytest.fixture(scope="module", params=["embedded", "postgres"])
-def backend(request, tmp_path_factory):
-    b = make_backend(request.param, tmp_path_factory.mktemp(request.param), request)
-    yield b
-    b.stop()
 
 
 @pytest.fixture(scope="module")

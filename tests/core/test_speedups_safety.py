@@ -31,7 +31,7 @@ import pytest
 from mldash import _queue
 from mldash._native import speedups
 
-SOURCE = Path(__file__).resolve().parents[1] / "mldash" / "_speedups.c"
+SOURCE = Path(__file__).resolve().parents[2] / "mldash" / "_speedups.c"
 
 STRESS = r'''
 import gc, importlib.util, json, os, sys, threading, time

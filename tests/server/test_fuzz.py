@@ -12,7 +12,7 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
 
-from _server_support import make_backend, moto_s3, postgres  # noqa: F401  (fixtures)
+from _server_support import make_backend
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(400)]
 

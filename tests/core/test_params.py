@@ -18,14 +18,7 @@ import torch
 from omegaconf import OmegaConf
 
 import mldash
-from conftest import run_python
-
-
-@pytest.fixture
-def exp(root):
-    experiment = mldash.Experiment("params/run", root=root)
-    yield experiment
-    experiment.finish()
+from _procs import run_python
 
 
 def test_set_merges_and_later_values_win(exp):
@@ -147,7 +140,7 @@ def test_two_processes_setting_params_on_one_run_merge(root):
 def test_params_are_readable_from_another_process_without_starting_it(exp, root):
     exp.params.set(lr=0.3)
     out = run_python(
-        "import mldash, sys; e = mldash.Experiment('params/run', root=sys.argv[1]); "
+        "import mldash, sys; e = mldash.Experiment('core/run', root=sys.argv[1]); "
         "print(e.params.get()['lr'], e.status)",
         str(root),
     ).stdout.split()

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 PACKAGES = {"mldash": REPO / "mldash", "mldash.integrations": REPO / "integrations"}
 FRAMEWORKS = {"torch", "tensorflow", "keras", "jax", "lightning", "pytorch_lightning", "transformers", "accelerate"}
 SERVER_STACK = {"fastapi", "starlette", "sqlalchemy", "uvicorn", "psycopg", "boto3", "botocore"}

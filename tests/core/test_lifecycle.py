@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 import mldash
-from conftest import run_python
+from _procs import run_python
 
 
 def meta(root: Path, prefix: str) -> dict:
@@ -265,7 +265,7 @@ def test_import_mldash_loads_no_heavy_modules():
 
 
 def test_examples_custom_loop_runs(tmp_path):
-    repo = Path(__file__).resolve().parents[1]
+    repo = Path(__file__).resolve().parents[2]
     env = {**os.environ, "MLDASH_ROOT": str(tmp_path / "runs")}
     subprocess.run([sys.executable, str(repo / "examples" / "custom_loop.py")], env=env, check=True,
                    timeout=120, capture_output=True)

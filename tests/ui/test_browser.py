@@ -13,7 +13,7 @@ import pytest
 
 import mldash
 
-from _ui_support import column_cache, HOSTILE, UiServer, canvas_ink, fill_root, launch_chromium, screenshot  # noqa: F401 (column_cache: an autouse fixture)
+from _ui_support import HOSTILE, UiServer, canvas_ink, fill_root, launch_chromium, screenshot
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 if not os.path.exists("/usr/bin/chromium"):

@@ -20,7 +20,7 @@ import httpx
 import pytest
 from starlette.testclient import TestClient
 
-from _server_support import AWS_ENV, backend, moto_s3, postgres  # noqa: F401  (fixtures)
+from _server_support import AWS_ENV, backend  # noqa: F401 (a fresh store per test)
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 

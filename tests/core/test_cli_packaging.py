@@ -11,7 +11,7 @@ import pytest
 
 import mldash
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def mldash_cli(*args: str, root: Path | None = None) -> subprocess.CompletedProcess:

@@ -24,10 +24,10 @@ import mldash  # noqa: E402
 from mldash.integrations.transformers import MLDashCallback, MLDashReportToCallback, metric_name  # noqa: E402
 from mldash.params import flatten  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from _transformers_support import dataset, tiny_model, training_args  # noqa: E402
 
-SUPPORT = Path(__file__).parent / "_transformers_support.py"
+SUPPORT = Path(__file__).resolve().parents[1] / "_transformers_support.py"
 pytestmark = pytest.mark.timeout(180)
 
 
@@ -406,7 +406,7 @@ def test_only_the_world_process_zero_writes_in_a_distributed_run(tmp_path, root)
 
 
 # ---- packaging: the start-up hook from a wheel and from an editable install ---------------
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 REGISTERED = (
     "import sys\n"
     "assert 'mldash' not in sys.modules, 'mldash imported at start-up'\n"

@@ -18,13 +18,6 @@ import torch
 import mldash
 
 
-@pytest.fixture
-def exp(root):
-    experiment = mldash.Experiment("metrics/run", root=root)
-    yield experiment
-    experiment.finish()
-
-
 def test_read_returns_the_documented_shape(exp):
     loss = exp.metrics("loss")
     for step in range(5):

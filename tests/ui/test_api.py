@@ -16,7 +16,7 @@ import mldash
 from mldash.ui.app import CSP, create_app, current_principal
 from mldash.ui.local import LocalSource
 
-from _ui_support import column_cache, HOSTILE, UiServer, fill_root  # noqa: F401 (column_cache: an autouse fixture)
+from _ui_support import HOSTILE, UiServer, fill_root
 
 pytestmark = pytest.mark.timeout(120)
 

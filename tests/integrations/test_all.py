@@ -20,7 +20,7 @@ import mldash
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
-SUPPORT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_contract_support.py")
+SUPPORT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "_contract_support.py")
 INTEGRATIONS = ("lightning", "keras", "transformers")
 # Where each framework's learning rate lands in the run's parameters.
 LEARNING_RATE_KEY = {"lightning": "lr", "keras": "optimizer.learning_rate", "transformers": "args.learning_rate"}

@@ -9,7 +9,7 @@ import time
 import httpx
 import pytest
 
-from _server_support import backend, moto_s3, postgres  # noqa: F401  (fixtures)
+from _server_support import backend  # noqa: F401 (a fresh store per test)
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 

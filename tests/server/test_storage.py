@@ -19,7 +19,7 @@ from mldash.server import chunks
 from mldash.server._validation import lines_blob
 from mldash.server.storage import HOT_LIMIT, Conflict, Store, StoreError
 
-from _server_support import postgres  # noqa: F401  (fixture)
+
 
 pytestmark = pytest.mark.timeout(120)
 T0 = 1_700_000_000_000

@@ -23,7 +23,7 @@ from mldash.integrations.lightning import MLDashLogger  # noqa: E402
 
 from _lightning_support import PACKAGES, classes, trainer  # noqa: E402
 
-SUPPORT = os.path.join(os.path.dirname(__file__), "_lightning_support.py")
+SUPPORT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "_lightning_support.py")
 
 
 def points(exp, name):

@@ -11,8 +11,8 @@ import pytest
 
 import mldash
 
-SEED = Path(__file__).parent / "data" / "ml-dash-data-tracking.md"
-SHARED_SEED = Path(__file__).resolve().parents[2] / "shared" / "seed" / "ml-dash-data-tracking.md"
+SEED = Path(__file__).resolve().parents[1] / "data" / "ml-dash-data-tracking.md"
+SHARED_SEED = Path(__file__).resolve().parents[3] / "shared" / "seed" / "ml-dash-data-tracking.md"
 
 
 def seed_snippets() -> list[tuple[str, str]]:

@@ -29,25 +29,13 @@ from mldash.remote._http import Api
 from mldash.remote._files import pending
 from mldash.remote.sync import sync_root
 
-from _server_support import ServerProcess, free_port, make_backend, moto_s3, postgres  # noqa: F401  (fixtures)
+from _server_support import ServerProcess, free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 T0 = 1_700_000_000_000
 
 
 # ---- fixtures and helpers -----------------------------------------------------------------
-@pytest.fixture(scope="module", params=["embedded", "postgres"])
-def backend(request, tmp_path_factory):
-    b = make_backend(request.param, tmp_path_factory.mktemp(request.param), request)
-    yield b
-    b.stop()
-
-
-@pytest.fixture(scope="module")
-def server(backend):
-    return backend.start_server()
-
-
 @pytest.fixture
 def quick_sync(monkeypatch):
     # Long enough for a loaded machine; on the old code a poison pill made finish()

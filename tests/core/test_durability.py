@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 import mldash
-from conftest import run_python
+from _procs import run_python
 
 
 def test_kill_9_keeps_every_point_before_the_last_flush(root):
