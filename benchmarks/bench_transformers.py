@@ -284,7 +284,7 @@ def main() -> None:
     lines += [
         "",
         "Without transformers the hook never does anything else: it imports nothing (tested in "
-        "tests/test_transformers.py).",
+        "tests/integrations/test_transformers.py).",
     ]
     text = "\n".join(lines) + "\n"
     print(text)

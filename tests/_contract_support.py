@@ -1,4 +1,4 @@
-"""Every scenario of tests/test_integrations_contract.py for one integration, in its own process.
+"""Every scenario of tests/integrations/test_all.py for one integration, in its own process.
 
 ``python tests/_contract_support.py lightning|keras|transformers ROOT REPORT`` trains a
 tiny model (synthetic data, built from a config) once per scenario, each into its

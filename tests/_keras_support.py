@@ -1,4 +1,4 @@
-"""Real Keras fits with MLDashCallback under one backend, for tests/test_keras.py.
+"""Real Keras fits with MLDashCallback under one backend, for tests/integrations/test_keras.py.
 
 Keras picks its backend from KERAS_BACKEND when it is first imported, so each
 backend runs in its own process: ``python tests/_keras_support.py ROOT REPORT``.

@@ -1,4 +1,4 @@
-"""Tiny Lightning models and data for tests/test_lightning.py, for either Lightning package.
+"""Tiny Lightning models and data for tests/integrations/test_lightning.py, for either Lightning package.
 
 Also a script for the runs that need their own process:
 ``python tests/_lightning_support.py ddp ROOT``, ``... sigterm ROOT`` and

@@ -1,4 +1,4 @@
-"""Tiny Hugging Face models and data for tests/test_transformers.py (no hub access).
+"""Tiny Hugging Face models and data for tests/integrations/test_transformers.py (no hub access).
 
 Also the scripts for runs that need their own process; they never import mldash:
 ``python tests/_transformers_support.py report_to OUT`` and ``... ddp OUT`` (under torchrun).

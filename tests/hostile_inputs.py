@@ -1,6 +1,6 @@
 """Hostile inputs, kept as data: each row is a value and the error it must get.
 
-The Python API (tests/test_core_hostile.py), the server's API and the dashboard
+The Python API (tests/core/test_api_hostile.py), the server's API and the dashboard
 use these tables, so a new field gets the same treatment by adding it to the
 fields of a test, and a new trick by adding a row here.
 """
