@@ -94,12 +94,14 @@ class MLDashCallback(TrainerCallback, ExportableState):
         token: str | None = None,
         description: str | None = None,
         tags: Iterable[str] | None = None,
+        system_metrics: float | bool | None = None,
         experiment: Experiment | None = None,
     ) -> None:
         given = dict(
             prefix=prefix, project=project, name=name, folder=folder, namespace=namespace,
             root=os.fspath(root) if root is not None else None, remote=remote, token=token,
             description=description, tags=list(tags) if tags is not None and not isinstance(tags, str) else tags,
+            system_metrics=system_metrics,
         )
         self._settings = {k: v for k, v in given.items() if v is not None}
         if experiment is not None:

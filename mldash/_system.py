@@ -36,10 +36,17 @@ import time
 import weakref
 from typing import Any, Callable, Iterable, Mapping
 
-try:
-    import psutil  # without it: only the load, disk I/O on Linux and the GPUs
-except ImportError:  # pragma: no cover - psutil is a dependency; a broken install must not break runs
-    psutil = None
+psutil: Any = None  # imported by the first sampler, so that `import mldash` stays light
+
+
+def _import_psutil() -> None:
+    global psutil
+    if psutil is None:
+        try:
+            import psutil as module  # without it: only the load, disk I/O on Linux and the GPUs
+        except ImportError:  # pragma: no cover - a dependency; a broken install must not break runs
+            return
+        psutil = module
 
 DEFAULT_INTERVAL = 10.0
 ENV = "MLDASH_SYSTEM_METRICS"
@@ -181,6 +188,7 @@ class SystemSampler:
         self._retry_at: dict[str, tuple] = {}  # a failed probe -> (the sample to try it again, failures)
         self._first: dict[str, dict] = {}  # counters at the first sample, and at the last:
         self._last: dict[str, tuple[float, dict]] = {}
+        _import_psutil()
         self._process, self._cores = psutil and psutil.Process(), os.cpu_count() or 1
         self._gpus: list[tuple] | None = None  # (series, NVML index, handle); None: not tried
         self._nvml, self._calls = None, []

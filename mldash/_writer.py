@@ -150,6 +150,10 @@ class Writer:
                 f"{self.pending()} accepted records are kept in memory and retried."
             ) from error
 
+    def report_again(self) -> None:
+        """The last report did not reach the caller (it was raised on another thread)."""
+        self._said = False
+
     def pending(self) -> int:
         n = len(self.logs) + len(self.extra) + len(self._retry_logs) + len(self._retry_extra)
         n += sum(count_points(entries) for entries in self._retry.values())

@@ -16,6 +16,7 @@ from ._checks import MAX_RECORD, RECORD_DEPTH, check_json, check_level, check_st
 from ._environment import git_info, process_info
 from ._hooks import RunHooks
 from ._naming import check_label, check_namespace, check_part, default_name, split_path
+from ._system import SystemSampler, interval_setting
 from ._runfolder import (
     CANCELLED,
     CHECKPOINTS_STEM,
@@ -112,6 +113,7 @@ class Experiment:
         description: str | None = None,
         tags: Iterable[str] | None = None,
         flush_interval: float | None = None,
+        system_metrics: float | bool | None = None,
     ) -> None:
         folder_parts: list[str] = split_path(folder, "folder") if folder else []
         if prefix is not None:
@@ -156,6 +158,9 @@ class Experiment:
             raise TypeError("tags must be a list of strings, not one string")
         self.tags = [check_label(t, "tag") for t in tags] if tags is not None else None
         self.flush_interval = _flush_interval(flush_interval)
+        # Seconds between samples of the machine into sys/* series (None: off).
+        self.system_metrics: float | None = interval_setting(system_metrics)
+        self._sampler = None
         self._hooks = RunHooks(
             start=self._ensure_started, pressure=self._pressure, before_read=self._before_read,
             changed=self._on_document_changed, remote=self._remote_reader,
@@ -218,6 +223,10 @@ class Experiment:
         self._status = RUNNING
         self._arm_triggers()
         _lifecycle.register(self, self._after_fork)
+        if self.system_metrics:
+            self._sampler = SystemSampler(
+                self.system_metrics, self.metrics, self.root, on_error=self._on_sampler_error
+            ).start()
         if self.remote:
             from .remote.uploader import Uploader
 
@@ -329,6 +338,10 @@ class Experiment:
         """
         if status is not None:
             check_status(status)
+        # Before the lock: the sampler's last sample may create a series (which takes it).
+        sampler, self._sampler = self._sampler, None
+        if sampler is not None:
+            sampler.stop()
         with self._lock:
             writer = self._stranded
             if writer is not None:
@@ -396,8 +409,16 @@ class Experiment:
             return error
         return None
 
+    def _on_sampler_error(self, error: BaseException) -> None:
+        # An append on the sampler's thread met the writer's error: the caller's next
+        # call must still be told.
+        writer = self._writer
+        if isinstance(error, StorageError) and writer is not None:
+            writer.report_again()
+
     def _after_fork(self) -> None:
         self._lock = threading.RLock()  # another thread may have held it at fork time
+        self._sampler = None  # the child inherits no thread (_system makes it inert)
         self._writer = None
         self._uploader = None
         self._status = None

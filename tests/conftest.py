@@ -8,9 +8,14 @@ this folder, which pytest puts on ``sys.path`` for this conftest.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+
+# Runs sample the machine into sys/* series by default; tests of other things get
+# only the series they write (tests/core/test_system.py turns it back on).
+os.environ["MLDASH_SYSTEM_METRICS"] = "0"
 
 
 @pytest.fixture

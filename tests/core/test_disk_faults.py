@@ -13,6 +13,7 @@ import json
 import os
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -21,7 +22,12 @@ import mldash
 
 
 def _mount(*args: str) -> None:
-    subprocess.run(["mount", *args], check=True, capture_output=True, text=True)
+    for attempt in range(5):  # a remount can fail while the kernel still holds the mount busy
+        result = subprocess.run(["mount", *args], capture_output=True, text=True)
+        if result.returncode == 0:
+            return
+        time.sleep(0.2 * (attempt + 1))
+    raise subprocess.CalledProcessError(result.returncode, ["mount", *args], result.stdout, result.stderr)
 
 
 @contextlib.contextmanager

@@ -414,3 +414,34 @@ def test_a_forked_child_does_not_inherit_a_running_sampler(no_gpu):
     wait_for(lambda: sampler.samples > seen)  # the parent's goes on
     sampler.stop()
     assert sampler_threads() == []
+
+
+def test_a_run_samples_the_machine_by_default_and_not_when_told(root, monkeypatch, no_gpu):
+    monkeypatch.delenv("MLDASH_SYSTEM_METRICS")
+    with mldash.Experiment("sys/default", root=root) as exp:
+        assert exp.system_metrics == 10.0
+    names = exp.metric_names()
+    assert {"sys/cpu", "sys/memory", "sys/disk"} <= set(names)
+    assert sampler_threads() == []
+    with mldash.Experiment("sys/off", root=root, system_metrics=False) as off:
+        off.metrics("loss").append(value=1)
+    assert off.metric_names() == ["loss"]
+    monkeypatch.setenv("MLDASH_SYSTEM_METRICS", "0")
+    with mldash.Experiment("sys/env-off", root=root) as env_off:
+        env_off.metrics("loss").append(value=1)
+    assert env_off.metric_names() == ["loss"] and env_off.system_metrics is None
+
+
+def test_a_bad_system_metrics_setting_fails_at_construction(root):
+    with pytest.raises((ValueError, TypeError)):
+        mldash.Experiment("sys/bad", root=root, system_metrics="often")
+
+
+@pytest.mark.parametrize("setting, expected", [(False, None), (2.5, 2.5)])
+def test_the_integrations_take_system_metrics_like_the_experiment(root, setting, expected):
+    pytest.importorskip("lightning")
+    from mldash.integrations.lightning import MLDashLogger
+
+    logger = MLDashLogger("sys/lightning", root=root, system_metrics=setting)
+    assert logger.experiment.system_metrics == expected
+    logger.experiment.finish()
