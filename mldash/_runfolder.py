@@ -164,14 +164,18 @@ def decode_points(lines: list[bytes], first_index: int) -> list[dict]:
 
 def read_series(folder: str, start_index: int = 0, limit: int = 1000) -> dict:
     lines, total = SeriesReader(folder).lines(start_index, limit)
-    data = decode_points(lines, start_index)
-    end = start_index + len(lines) - 1
+    return page(decode_points(lines, start_index), start_index, start_index + len(lines) - 1, total)
+
+
+def page(data: list, start_index: int, end_index: int, total: int) -> dict:
+    """The shape every read returns: ``end_index`` is the last index returned, so
+    the next page starts at ``end_index + 1``."""
     return {
         "data": data,
         "start_index": start_index,
-        "end_index": end,
+        "end_index": end_index,
         "total": total,
-        "has_more": end + 1 < total,
+        "has_more": end_index + 1 < total,
     }
 
 
@@ -197,14 +201,7 @@ def read_log_records(folder: str, start_index: int = 0, limit: int = 1000, level
                 records.append(record)
                 if len(records) >= limit:
                     break
-    end = records[-1]["index"] if records else start_index - 1
-    return {
-        "data": records,
-        "start_index": start_index,
-        "end_index": end,
-        "total": total,
-        "has_more": end + 1 < total,
-    }
+    return page(records, start_index, records[-1]["index"] if records else start_index - 1, total)
 
 
 def read_checkpoints(path: str) -> list[dict]:

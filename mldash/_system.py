@@ -31,6 +31,7 @@ import contextlib
 import math
 import os
 import socket
+import sys
 import threading
 import time
 import weakref
@@ -49,6 +50,7 @@ def _import_psutil() -> None:
         psutil = module
 
 DEFAULT_INTERVAL = 10.0
+_NVIDIA_DRIVER = "/proc/driver/nvidia"  # there on Linux wherever NVIDIA's kernel driver is loaded
 ENV = "MLDASH_SYSTEM_METRICS"
 RETRY_AFTER = 30  # samples before a failed probe is tried again (doubling, at most 16x)
 THROTTLE_BITS = {  # nvmlClocksEventReason*: why the clocks are below their maximum
@@ -363,6 +365,8 @@ class SystemSampler:
         setting = os.environ.get("CUDA_VISIBLE_DEVICES")
         if setting is not None and not setting.strip():
             return {}  # this process sees no GPU: do not even load the library
+        if "pynvml" not in sys.modules and sys.platform.startswith("linux") and not os.path.exists(_NVIDIA_DRIVER):
+            return {}  # no NVIDIA driver: importing nvidia-ml-py alone would cost ~20 ms
         import pynvml as nv  # nvidia-ml-py; an ImportError means no GPU fields
 
         nv.nvmlInit()  # NVMLError without a driver or a GPU: no GPU fields

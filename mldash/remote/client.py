@@ -14,6 +14,7 @@ from typing import Any
 
 from .. import _codec
 from .._runfolder import DOCUMENTS as _DOCUMENT_KINDS
+from .._runfolder import page
 from ._http import Api, RunAddress
 
 _PAGE = 500
@@ -21,7 +22,7 @@ _MAX_PAGE = 100_000  # the server's largest page
 
 
 def _empty(start_index: int) -> dict:
-    return {"data": [], "start_index": start_index, "end_index": start_index - 1, "total": 0, "has_more": False}
+    return page([], start_index, start_index - 1, 0)
 
 
 class RemoteReader:

@@ -16,7 +16,7 @@ from typing import Any, Callable
 import orjson
 from sqlalchemy import select
 
-from .._runfolder import decode_points
+from .._runfolder import decode_points, page
 from . import chunks
 from ._errors import Conflict, no_experiment
 from ._validation import SeriesEntry, json_array, lines_blob, series_entry
@@ -204,14 +204,7 @@ class Metrics:
     def read(self, exp_id: int, name: str, start_index: int = 0, limit: int = 1000) -> dict:
         """``Metric.read()``'s shape, stitched from cold chunks and hot rows."""
         lines, total = self.lines(exp_id, name, start_index, limit)
-        end_index = start_index + len(lines) - 1
-        return {
-            "data": decode_points(lines, start_index),
-            "start_index": start_index,
-            "end_index": end_index,
-            "total": total,
-            "has_more": end_index + 1 < total,
-        }
+        return page(decode_points(lines, start_index), start_index, start_index + len(lines) - 1, total)
 
     def read_json(self, exp_id: int, name: str, start_index: int = 0, limit: int = 1000) -> bytes:
         """``read`` already encoded as JSON, built from the stored lines

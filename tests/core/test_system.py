@@ -445,3 +445,20 @@ def test_the_integrations_take_system_metrics_like_the_experiment(root, setting,
     logger = MLDashLogger("sys/lightning", root=root, system_metrics=setting)
     assert logger.experiment.system_metrics == expected
     logger.experiment.finish()
+
+
+def test_without_an_nvidia_driver_nvml_is_not_even_imported(root, monkeypatch, tmp_path):
+    import sys
+
+    from mldash import _system
+
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.delitem(sys.modules, "pynvml", raising=False)
+    monkeypatch.setattr(_system, "_NVIDIA_DRIVER", str(tmp_path / "no-driver"))
+    exp = mldash.Experiment("sys/nodriver", root=root, system_metrics=False).start()
+    sampler = _system.SystemSampler(60, exp.metrics, root)
+    sampler.sample()
+    sampler.stop()
+    exp.finish()
+    assert "pynvml" not in sys.modules or not sys.platform.startswith("linux")
+    assert not any(n.startswith("sys/gpu") for n in exp.metric_names())
