@@ -191,7 +191,9 @@ class SeriesReader:
         self.data_path = os.path.join(folder, stem + ".jsonl")
         self.index_path = os.path.join(folder, stem + ".idx")
 
-    def _marks(self, size: int) -> array:
+    def marks(self, size: int) -> array:
+        """Byte offsets of lines 0, STRIDE, 2*STRIDE, ... within the first ``size`` bytes,
+        from data.idx where it agrees with the data (a cache: may be shorter)."""
         marks = array("Q")
         try:
             with open(self.index_path, "rb") as idx:
@@ -216,7 +218,7 @@ class SeriesReader:
             return [], 0
         with f:
             size = os.fstat(f.fileno()).st_size
-            marks = self._marks(size)
+            marks = self.marks(size)
             last_mark = len(marks) - 1
             total = last_mark * STRIDE + _count_lines(f, marks[-1], size) if marks else _count_lines(f, 0, size)
             if start < 0:

@@ -176,7 +176,7 @@ def offset_of_line(source: Source, index: int) -> tuple[int, int]:
         return 0, 0
     reader = SeriesReader(source.folder, source.stem)
     with open(path, "rb") as f:
-        marks = reader._marks(size)
+        marks = reader.marks(size)
         k = min(index // STRIDE, len(marks) - 1) if marks else -1
         offset = marks[k] if k >= 0 else 0
         line = k * STRIDE if k >= 0 else 0
