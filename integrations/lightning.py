@@ -66,7 +66,7 @@ class MLDashLogger(_LoggerBase):
             as for :class:`mldash.Experiment`. The same settings in a later run resume
             the same experiment (its metric indices continue).
         project, name, folder, namespace, root, remote, token, description, tags,
-            flush_interval, system_metrics: passed to :class:`mldash.Experiment`. Without ``name`` a
+            flush_interval, system_metrics, capture_console: passed to :class:`mldash.Experiment`. Without ``name`` a
             unique, time-sortable name is chosen now, so ``version`` is known at once.
         experiment: an existing :class:`mldash.Experiment` to log into, instead of the
             keyword arguments above. The logger then leaves finishing it to you on
@@ -107,6 +107,7 @@ class MLDashLogger(_LoggerBase):
         tags: Iterable[str] | None = None,
         flush_interval: float | None = None,
         system_metrics: float | bool | None = None,
+        capture_console: bool | str | None = None,
     ) -> None:
         super().__init__()
         if not isinstance(group_separator, str) or not group_separator:
@@ -115,7 +116,8 @@ class MLDashLogger(_LoggerBase):
             raise TypeError(f"metric_prefix must be a str, not {type(metric_prefix).__name__}")
         given = dict(project=project, name=name, folder=folder, namespace=namespace, root=root,
                      remote=remote, token=token, description=description, tags=tags,
-                     flush_interval=flush_interval, system_metrics=system_metrics)
+                     flush_interval=flush_interval, system_metrics=system_metrics,
+                     capture_console=capture_console)
         if experiment is not None:
             if not isinstance(experiment, Experiment):
                 raise TypeError(f"experiment must be an mldash.Experiment, not {type(experiment).__name__}")
@@ -395,7 +397,7 @@ class MLDashLogger(_LoggerBase):
 def _settings_of(exp: Experiment) -> dict:
     """Everything needed to recreate ``exp`` (and to answer the path properties)."""
     kwargs = {k: getattr(exp, k) for k in ("namespace", "root", "remote", "token", "description",
-                                          "tags", "flush_interval", "system_metrics")}
+                                          "tags", "flush_interval", "system_metrics", "capture_console")}
     kwargs["system_metrics"] = exp.system_metrics or False  # resolved: None is off, not "the default"
     version = exp.name if not exp.folder else f"{exp.folder}/{exp.name}"
     return {"prefix": exp.prefix, "project": exp.project, "version": version, "root": exp.root,

@@ -95,13 +95,14 @@ class MLDashCallback(TrainerCallback, ExportableState):
         description: str | None = None,
         tags: Iterable[str] | None = None,
         system_metrics: float | bool | None = None,
+        capture_console: bool | str | None = None,
         experiment: Experiment | None = None,
     ) -> None:
         given = dict(
             prefix=prefix, project=project, name=name, folder=folder, namespace=namespace,
             root=os.fspath(root) if root is not None else None, remote=remote, token=token,
             description=description, tags=list(tags) if tags is not None and not isinstance(tags, str) else tags,
-            system_metrics=system_metrics,
+            system_metrics=system_metrics, capture_console=capture_console,
         )
         self._settings = {k: v for k, v in given.items() if v is not None}
         if experiment is not None:

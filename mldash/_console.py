@@ -55,13 +55,12 @@ from typing import TYPE_CHECKING, Callable, Literal, Union
 import orjson
 
 from ._console_lines import Batch, Screen
-from ._runfolder import check_range
+from ._runfolder import CONSOLE_DIR, CONSOLE_STEM, check_range, page
 from ._series import SeriesReader
 
 if TYPE_CHECKING:
     from ._console_fd import FdCapture
 
-CONSOLE_DIR, CONSOLE_STEM = "console", "console"  # {run}/console/console.jsonl
 STREAMS = ("stdout", "stderr")
 MAX_LINES = 100_000  # records per capture (one session of a run)
 MAX_CHARS = 32 * 1024 * 1024  # characters of text per capture
@@ -471,9 +470,7 @@ def read_console(path: str, start_index: int = 0, limit: int = 1000) -> dict:
     (superseded by the next record of its stream)."""
     check_range(start_index, limit)
     lines, total = SeriesReader(os.path.join(path, CONSOLE_DIR), CONSOLE_STEM).lines(start_index, limit)
-    end = start_index + len(lines) - 1
-    return {"data": _decode(lines, start_index), "start_index": start_index, "end_index": end, "total": total,
-            "has_more": end + 1 < total}
+    return page(_decode(lines, start_index), start_index, start_index + len(lines) - 1, total)
 
 
 def console_tail(path: str, n: int = 20) -> list[dict]:

@@ -65,7 +65,7 @@ def finish_quietly(exp: Any) -> None:
 def record_uncaught(exp: Any, exc: BaseException, thread: threading.Thread | None = None, finish: bool = True) -> None:
     if not exp.running:
         return
-    exp.log_exception(exc, thread=thread)
+    exp.log_exception(exc, thread=thread, uncaught=finish)  # a hook's thread prints it while we run
     if finish:
         finish_quietly(exp)
 

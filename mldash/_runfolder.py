@@ -12,6 +12,7 @@ from here, so a file name is spelled once. Nothing here imports the write side.
   metrics/{name}/data.jsonl     metric_folder(path, name)
   logs/logs.jsonl               LOGS_DIR, LOGS_STEM
   logs/checkpoints.jsonl        checkpoint_records(path)
+  console/console.jsonl         CONSOLE_DIR, CONSOLE_STEM (captured stdout/stderr, _console.py)
 ```
 Checkpoint records live with the log records, not in ``checkpoints/``: that is
 where Lightning's ModelCheckpoint saves the checkpoint files, a folder its users
@@ -50,6 +51,7 @@ DATA_STEM = "data"  # metrics/{name}/data.jsonl
 DATA_FILE = DATA_STEM + ".jsonl"
 LOGS_DIR, LOGS_STEM = "logs", "logs"
 CHECKPOINTS_STEM = "checkpoints"
+CONSOLE_DIR, CONSOLE_STEM = "console", "console"
 LEGACY_CHECKPOINTS_DIR = "checkpoints"
 
 

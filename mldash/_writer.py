@@ -268,7 +268,8 @@ class Writer:
                 {"timestamp": t, "level": level, "message": message, "metadata": metadata}
             ))
         for (folder, stem), record in self._retry_extra:
-            add(os.path.join(os.path.relpath(folder, self.path), stem + ".jsonl"), _encode_record(record))
+            lines = b"".join(record(0).chunks) if callable(record) else _encode_record(record)
+            add(os.path.join(os.path.relpath(folder, self.path), stem + ".jsonl"), lines)
         return files
 
     # ---- the writer thread --------------------------------------------------
@@ -419,17 +420,24 @@ class Writer:
             by_file.setdefault((folder, stem), []).append(record)
         failed: Exception | None = None
         for (folder, stem), records in by_file.items():
-            try:
-                self._append(
-                    folder,
-                    stem,
-                    lambda first, records=records: pack_lines(
-                        [_encode_record({"index": first + i, **r}) for i, r in enumerate(records)], first
-                    ),
-                )
-            except Exception as e:
-                self._retry_extra += [((folder, stem), r) for r in records]
-                failed = e
+            # A record is a dict (a checkpoint), or a callable that builds its own lines
+            # (the console's batches, encoded on the capture's thread); each run of
+            # dicts or each callable is one append, and only what was not written is kept.
+            while records:
+                if callable(records[0]):
+                    build, done = records[0], 1
+                else:
+                    done = next((k for k, r in enumerate(records) if callable(r)), len(records))
+                    build = lambda first, part=records[:done]: pack_lines(  # noqa: E731
+                        [_encode_record({"index": first + i, **r}) for i, r in enumerate(part)], first
+                    )
+                try:
+                    self._append(folder, stem, build)
+                except Exception as e:
+                    self._retry_extra += [((folder, stem), r) for r in records]
+                    failed = e
+                    break
+                records = records[done:]
         if failed is not None:
             raise failed
 

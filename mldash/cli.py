@@ -141,7 +141,9 @@ if click is not None:
     @click.argument("prefix")
     @click.option("--root", type=click.Path(file_okay=False), help="Local root (default .mldash).")
     @click.option("--logs", "log_count", default=20, show_default=True, help="How many recent logs.")
-    def show_command(prefix, root, log_count) -> None:
+    @click.option("--console", "console_count", default=20, show_default=True,
+                  help="How many of the last console lines.")
+    def show_command(prefix, root, log_count, console_count) -> None:
         """Show one experiment: parameters, metrics and its last logs."""
         from rich.markup import escape
         from rich.table import Table
@@ -225,6 +227,15 @@ if click is not None:
             if trace:
                 console.print("[bold red]last error[/]")
                 console.print(escape(trace), style="red")
+        from rich.text import Text
+
+        from ._console import console_tail
+
+        tail = console_tail(path, console_count) if console_count > 0 else []
+        if tail:
+            console.print(f"[bold]console (last {len(tail)} lines)[/]")
+            for record in tail:  # ANSI colours rendered, nothing else interpreted
+                console.print(Text.from_ansi(record.get("text", ""), style="red" if record.get("stream") == "stderr" else ""))
 
 else:  # pragma: no cover
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+import traceback
 import uuid
 from time import time as _now
 from typing import Any, Iterable
@@ -114,6 +115,7 @@ class Experiment:
         tags: Iterable[str] | None = None,
         flush_interval: float | None = None,
         system_metrics: float | bool | None = None,
+        capture_console: bool | str | None = None,
     ) -> None:
         folder_parts: list[str] = split_path(folder, "folder") if folder else []
         if prefix is not None:
@@ -161,6 +163,12 @@ class Experiment:
         # Seconds between samples of the machine into sys/* series (None: off).
         self.system_metrics: float | None = interval_setting(system_metrics)
         self._sampler = None
+        from ._console import console_setting  # not at `import mldash`: only runs capture
+
+        # What the program prints is recorded: True (sys.stdout/stderr), "fd" (also
+        # descriptors 1 and 2: C code, children), False.
+        self.capture_console: bool | str = console_setting(capture_console)
+        self._console = None
         self._hooks = RunHooks(
             start=self._ensure_started, pressure=self._pressure, before_read=self._before_read,
             changed=self._on_document_changed, remote=self._remote_reader,
@@ -223,6 +231,11 @@ class Experiment:
         self._status = RUNNING
         self._arm_triggers()
         _lifecycle.register(self, self._after_fork)
+        if self.capture_console:
+            from ._console import ConsoleCapture, writer_sink
+
+            sink = writer_sink(self._writer.extra, self.path, encoded=True)
+            self._console = ConsoleCapture(self.capture_console, sink).start()
         if self.system_metrics:
             self._sampler = SystemSampler(
                 self.system_metrics, self.metrics, self.root, on_error=self._on_sampler_error
@@ -342,6 +355,9 @@ class Experiment:
         sampler, self._sampler = self._sampler, None
         if sampler is not None:
             sampler.stop()
+        console, self._console = self._console, None
+        if console is not None:
+            console.stop()  # its last records reach the writer before it closes
         with self._lock:
             writer = self._stranded
             if writer is not None:
@@ -419,6 +435,9 @@ class Experiment:
     def _after_fork(self) -> None:
         self._lock = threading.RLock()  # another thread may have held it at fork time
         self._sampler = None  # the child inherits no thread (_system makes it inert)
+        if self._console is not None:
+            self._console.after_fork_in_child()  # the parent's output is the parent's
+            self._console = None
         self._writer = None
         self._uploader = None
         self._status = None
@@ -438,19 +457,25 @@ class Experiment:
         else:
             self._record_exception(exc, finish=True)
 
-    def log_exception(self, exc: BaseException, *, thread: threading.Thread | None = None) -> None:
+    def log_exception(
+        self, exc: BaseException, *, thread: threading.Thread | None = None, uncaught: bool = False
+    ) -> None:
         """Record ``exc`` as an error-level log (type, message, traceback) and mark
         the run FAILED (CANCELLED for KeyboardInterrupt); ``finish()`` keeps that.
 
         For integrations that catch a framework's exception themselves; ``thread``
-        names the thread it was raised on, when that is not the caller's.
+        names the thread it was raised on, when that is not the caller's;
+        ``uncaught``: Python will print its traceback only after the run has
+        finished, so the console record gets it now.
         """
         self._ensure_started()
-        self._record_exception(exc, finish=False, thread=thread)
+        self._record_exception(exc, finish=False, thread=thread, uncaught=uncaught)
 
-    def _record_exception(self, exc: BaseException, finish: bool, thread=None) -> None:
+    def _record_exception(self, exc: BaseException, finish: bool, thread=None, uncaught: bool = False) -> None:
         if self._status != RUNNING:
             return
+        if (finish or uncaught) and self._console is not None:
+            self._console.record("stderr", "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
         if isinstance(exc, KeyboardInterrupt):
             self.cancel("interrupted (KeyboardInterrupt)")
         else:
@@ -530,6 +555,20 @@ class Experiment:
         writer.logs.append((_now(), level, message, metadata))
         if len(writer.logs) >= self._logs_trigger:
             self._pressure()
+
+    def read_console(self, start_index: int = 0, limit: int = 1000) -> dict:
+        """What the program printed, from ``start_index``, in the same shape as
+        ``Metric.read``: each record has index, timestamp, stream ("stdout" or
+        "stderr") and text (one line; ``partial`` on a snapshot of a line still open).
+
+        >>> exp.read_console(0, 100)["data"][0]["text"]  # doctest: +SKIP
+        'epoch 1: loss 0.41'
+        """
+        from ._console import read_console
+
+        check_range(start_index, limit)
+        self._before_read()
+        return read_console(self.path, start_index, limit)
 
     def read_logs(self, start_index: int = 0, limit: int = 1000, level: str | None = None) -> dict:
         """Log records from ``start_index``, in the same shape as ``Metric.read``.

@@ -16,6 +16,9 @@ import pytest
 # Runs sample the machine into sys/* series by default; tests of other things get
 # only the series they write (tests/core/test_system.py turns it back on).
 os.environ["MLDASH_SYSTEM_METRICS"] = "0"
+# Likewise console capture, which would record pytest's own capture of the output
+# (tests/core/test_console.py and the run-level tests turn it on).
+os.environ["MLDASH_CAPTURE_CONSOLE"] = "0"
 
 
 @pytest.fixture
