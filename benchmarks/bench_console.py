@@ -44,45 +44,10 @@ def report(t0, t1, t2):
     sys.__stderr__.write(json.dumps({"loop": t1 - t0, "total": t2 - t0}) + "\\n")
 """
 
-# The writer change proposed with the console capture (see _console.writer_sink): a
-# callable record in Writer.extra is appended as its own build(first) -> Lines, so
-# a console Batch is encoded in bulk instead of one dict a line. Here as a
-# subclass until it is wired; the rest of _drain_extra is as in _writer.py.
-_PROPOSED_WRITER = """
-from mldash._writer import Writer, pack_lines, _encode_record
-
-class ProposedWriter(Writer):
-    def _drain_extra(self):
-        n = len(self.extra)
-        items = self._retry_extra
-        self._retry_extra = []
-        if n:
-            pop = self.extra.popleft
-            items += [pop() for _ in range(n)]
-        by_file = {{}}
-        for (folder, stem), record in items:
-            by_file.setdefault((folder, stem), []).append(record)
-        failed = None
-        for (folder, stem), records in by_file.items():
-            try:
-                while records and callable(records[0]):
-                    self._append(folder, stem, records[0])
-                    records.pop(0)
-                if records:
-                    self._append(folder, stem, lambda first, records=records: pack_lines(
-                        [_encode_record({{"index": first + i, **r}}) for i, r in enumerate(records)], first))
-            except Exception as e:
-                self._retry_extra += [((folder, stem), r) for r in records]
-                failed = e
-        if failed is not None:
-            raise failed
-"""
-
 _MLDASH = """
 from mldash._console import ConsoleCapture, writer_sink, read_console
 from mldash._writer import Writer
-""" + _PROPOSED_WRITER + """
-w = ({writer})(D, "bench/console", series=lambda: [], on_error=lambda: None, interval=0.5,
+w = Writer(D, "bench/console", series=lambda: [], on_error=lambda: None, interval=0.5,
            trigger=40_000, max_pending=800_000)
 c = ConsoleCapture({mode!r}, writer_sink(w.extra, D, encoded={encoded})).start()
 t0 = time.perf_counter(); loop(); t1 = time.perf_counter()
@@ -103,12 +68,11 @@ report(t0, t1, t2)
 CASES = {
     "print, no capture": ("t0 = time.perf_counter(); loop(); t1 = time.perf_counter(); sys.stdout.flush(); "
                           "report(t0, t1, time.perf_counter())", None),
-    "mldash capture_console=True, today's writer (a dict a line)": (
-        _MLDASH.format(mode=True, writer="Writer", encoded=False), "print, no capture"),
-    "mldash capture_console=True, writer taking batches (proposed)": (
-        _MLDASH.format(mode=True, writer="ProposedWriter", encoded=True), "print, no capture"),
-    'mldash capture_console="fd", writer taking batches (proposed)': (
-        _MLDASH.format(mode="fd", writer="ProposedWriter", encoded=True), "print, no capture"),
+    "mldash capture_console=True, a record a line (encoded=False)": (
+        _MLDASH.format(mode=True, encoded=False), "print, no capture"),
+    "mldash capture_console=True (as a run has it: batches)": (
+        _MLDASH.format(mode=True, encoded=True), "print, no capture"),
+    'mldash capture_console="fd"': (_MLDASH.format(mode="fd", encoded=True), "print, no capture"),
     'wandb offline, console="off"': (_WANDB.format(console="off"), "print, no capture"),
     'wandb offline, console="wrap"': (_WANDB.format(console="wrap"), "print, no capture"),
 }
