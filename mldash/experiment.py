@@ -12,11 +12,11 @@ from typing import Any, Iterable
 
 import orjson
 
-from . import _codec, _lifecycle
-from ._checks import MAX_RECORD, RECORD_DEPTH, check_json, check_level, check_status, check_text
+from . import _codec, _lifecycle, _settings
+from ._checks import check_level, check_status, check_text
 from ._environment import git_info, process_info
 from ._hooks import RunHooks
-from ._naming import check_label, check_namespace, check_part, default_name, split_path
+from ._naming import check_namespace
 from ._system import SystemSampler, interval_setting
 from ._runfolder import (
     CANCELLED,
@@ -38,53 +38,12 @@ from ._runfolder import (
 )
 from ._writer import RESCUE_ENV, StorageError, Writer, rescue_folders
 from .metrics import Metric
-from .params import Params
+from .params import Params, encode_record
 
 # Queue entries (see _queue.py; a {value, step} point is 4): wake the writer at
 # ~10k points, block the caller at ~200k, whichever series they are in.
 _TRIGGER = 40_000
 _MAX_PENDING = 800_000
-
-
-MIN_FLUSH_INTERVAL, MAX_FLUSH_INTERVAL = 0.001, 3600.0
-
-
-def _flush_interval(value: Any) -> float:
-    """Seconds between the writer's timed flushes: a finite number in (0, 3600]."""
-    what = "flush_interval"
-    if value is None:
-        text = os.environ.get("MLDASH_FLUSH_INTERVAL")
-        if not text:
-            return 0.5
-        what = "$MLDASH_FLUSH_INTERVAL"
-        try:
-            value = float(text)
-        except ValueError:
-            raise ValueError(f"{what} must be a number of seconds, got {text!r}") from None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{what} must be a number of seconds, not {type(value).__name__}")
-    if not (MIN_FLUSH_INTERVAL <= value <= MAX_FLUSH_INTERVAL):  # also refuses NaN
-        raise ValueError(
-            f"{what} must be from {MIN_FLUSH_INTERVAL:g} to {MAX_FLUSH_INTERVAL:g} seconds, got {value!r}"
-        )
-    return float(value)
-
-
-def _optional_str(value: Any, what: str) -> str | None:
-    if value is not None and not isinstance(value, str):
-        raise TypeError(f"{what} must be a str or None, not {type(value).__name__}")
-    return value
-
-
-def _check_remote(url: Any) -> str | None:
-    url = _optional_str(url, "remote")
-    if url and not url.startswith(("http://", "https://")):
-        raise ValueError(f"remote must be an http:// or https:// URL, got {url[:200]!r}")
-    if url:
-        check_text(url, "remote", nul=False)
-        if any(c.isspace() for c in url):
-            raise ValueError(f"remote must be a URL without white space, got {url[:200]!r}")
-    return url or None
 
 
 class Experiment:
@@ -117,49 +76,19 @@ class Experiment:
         system_metrics: float | bool | None = None,
         capture_console: bool | str | None = None,
     ) -> None:
-        folder_parts: list[str] = split_path(folder, "folder") if folder else []
-        if prefix is not None:
-            parts = split_path(prefix, "prefix")
-            if len(parts) == 1:
-                prefix_project, prefix_name, prefix_folder = None, parts[0], []
-            else:
-                prefix_project, prefix_name, prefix_folder = parts[0], parts[-1], parts[1:-1]
-            for given, found, what in (
-                (project, prefix_project, "project"),
-                (name, prefix_name, "name"),
-            ):
-                if given is not None and found is not None and given != found:
-                    raise ValueError(f"{what}={given!r} contradicts prefix={prefix!r}")
-            if folder_parts and prefix_folder and folder_parts != prefix_folder:
-                raise ValueError(f"folder={folder!r} contradicts prefix={prefix!r}")
-            project = prefix_project or project
-            name = prefix_name
-            folder_parts = prefix_folder or folder_parts
-        if project is None:
-            project = os.environ.get("MLDASH_PROJECT") or "default"
-        self.project: str = check_part(project, "project")
-        self.name: str = check_part(name, "name") if name is not None else default_name()
+        project, folder_parts, name = _settings.location(prefix, project, name, folder)
+        self.project: str = project
+        self.name: str = name
         self.folder: str | None = "/".join(folder_parts) or None
         self.namespace = check_namespace(namespace) if namespace is not None else None
         self.prefix = "/".join([self.project, *folder_parts, self.name])
-        if root is not None and not isinstance(root, (str, os.PathLike)):
-            raise TypeError(f"root must be a path (str or os.PathLike), not {type(root).__name__}")
-        root = os.fspath(root or os.environ.get("MLDASH_ROOT") or ".mldash")
-        if "\x00" in root:
-            raise ValueError(f"root {root!r} contains a NUL character")
-        self.root = os.path.abspath(root)
+        self.root = _settings.root(root)
         self.path = os.path.join(self.root, self.project, *folder_parts, self.name)
-        self.remote = _check_remote(remote if remote is not None else os.environ.get("MLDASH_URL") or None)
-        self.token = _optional_str(token if token is not None else os.environ.get("MLDASH_TOKEN") or None, "token")
-        if self.token is not None and (not self.token.isprintable() or not self.token.isascii() or " " in self.token):
-            raise ValueError("token must be printable ASCII without spaces (as `mldash token create` prints it)")
-        self.description = _optional_str(description, "description")
-        if description is not None:
-            check_text(description, "description", nul=False)
-        if isinstance(tags, str):
-            raise TypeError("tags must be a list of strings, not one string")
-        self.tags = [check_label(t, "tag") for t in tags] if tags is not None else None
-        self.flush_interval = _flush_interval(flush_interval)
+        self.remote = _settings.remote(remote)
+        self.token = _settings.token(token)
+        self.description = _settings.description(description)
+        self.tags = _settings.tags(tags)
+        self.flush_interval = _settings.flush_interval(flush_interval)
         # Seconds between samples of the machine into sys/* series (None: off).
         self.system_metrics: float | None = interval_setting(system_metrics)
         self._sampler = None
@@ -548,7 +477,7 @@ class Experiment:
         if metadata is not None:
             if not isinstance(metadata, dict):
                 raise TypeError(f"log metadata must be a dict, not {type(metadata).__name__}")
-            metadata = orjson.Fragment(_storable(metadata, "log metadata"))
+            metadata = orjson.Fragment(encode_record(metadata, "log metadata"))
         if self._status != RUNNING:
             self._ensure_started()
         writer = self._writer
@@ -598,7 +527,7 @@ class Experiment:
         record = {"timestamp": _now(), "path": path, "step": step}
         record.update(info)
         # Parsed back so the record stored is plain JSON (it is kept in experiment.json too).
-        record = _codec.loads(_storable(record, "checkpoint record", nul=False))
+        record = _codec.loads(encode_record(record, "checkpoint record", nul=False))
         if self._status != RUNNING:
             self._ensure_started()
         self._writer.extra.append(((checkpoint_records(self.path), CHECKPOINTS_STEM), record))
@@ -651,23 +580,3 @@ class Experiment:
 
     def __repr__(self) -> str:
         return f"Experiment({self.prefix!r}, status={self.status!r}, path={self.path!r})"
-
-
-def _metadata_default(value: Any) -> Any:
-    """Make numpy/torch values, paths and other objects storable in metadata."""
-    from .params import to_json_value
-
-    return to_json_value(value)
-
-
-def _storable(value: dict, what: str, nul: bool = True) -> bytes:
-    """``value`` encoded as stored, or a clear error at the call (bad text, too deep, too big)."""
-    check_json(value, what, nul=nul, strict=False, depth=RECORD_DEPTH)  # text and depth; the encoder converts the rest
-    try:
-        data = _codec.dumps(value, default=_metadata_default)
-    except TypeError as error:
-        raise TypeError(f"{what} cannot be stored: {error}") from None
-    if len(data) > MAX_RECORD:
-        raise ValueError(f"{what} is {len(data):,} bytes as JSON; at most {MAX_RECORD:,} are allowed")
-    return data
-

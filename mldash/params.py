@@ -11,7 +11,7 @@ import types
 from typing import Any
 
 from . import _codec
-from ._checks import MAX_DEPTH, MAX_DOCUMENT, check_document
+from ._checks import MAX_DEPTH, MAX_DOCUMENT, MAX_RECORD, RECORD_DEPTH, check_document, check_json
 from ._hooks import RunHooks
 from ._runfolder import PARAMS_FILE, SUMMARY_FILE, read_document, update_document
 from ._writer import StorageError
@@ -210,3 +210,16 @@ class Params:
                 flat = remote.read_document(self._filename)
         return flat if flatten else unflatten(flat)
 
+
+def encode_record(value: dict, what: str, nul: bool = True) -> bytes:
+    """A log's metadata or a checkpoint record encoded as stored (numpy and torch
+    values, paths and other objects converted), or a clear error at the call: bad
+    text, too deep, too big."""
+    check_json(value, what, nul=nul, strict=False, depth=RECORD_DEPTH)  # the encoder converts the rest
+    try:
+        data = _codec.dumps(value, default=to_json_value)
+    except TypeError as error:
+        raise TypeError(f"{what} cannot be stored: {error}") from None
+    if len(data) > MAX_RECORD:
+        raise ValueError(f"{what} is {len(data):,} bytes as JSON; at most {MAX_RECORD:,} are allowed")
+    return data
