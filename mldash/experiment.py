@@ -22,6 +22,7 @@ from ._runfolder import (
     CANCELLED,
     CHECKPOINTS_STEM,
     COMPLETED,
+    CONSOLE_DIR,
     FAILED,
     LOGS_DIR,
     META_FILE,
@@ -497,6 +498,8 @@ class Experiment:
 
         check_range(start_index, limit)
         self._before_read()
+        if not os.path.exists(os.path.join(self.path, CONSOLE_DIR)) and self._remote_reader() is not None:
+            return self._remote_reader().read_console(start_index, limit)
         return read_console(self.path, start_index, limit)
 
     def read_logs(self, start_index: int = 0, limit: int = 1000, level: str | None = None) -> dict:

@@ -15,6 +15,8 @@ from typing import Iterator
 from .._naming import metric_parts
 from .._runfolder import (
     CHECKPOINTS_STEM,
+    CONSOLE_DIR,
+    CONSOLE_STEM,
     DATA_FILE,
     DATA_STEM,
     DOCUMENTS,
@@ -35,7 +37,7 @@ _CHUNK = 1 << 16
 class Source:
     """One append-only file of an experiment."""
 
-    kind: str  # "metric", "logs" or "checkpoints"
+    kind: str  # "metric", "logs", "console" or "checkpoints"
     name: str  # metric name; the kind otherwise
     folder: str
     stem: str
@@ -58,6 +60,7 @@ class Pending:
     bytes: int = 0
     points: int = 0
     logs: int = 0
+    console: int = 0
     checkpoints: int = 0
     documents: list[str] = field(default_factory=list)
 
@@ -66,7 +69,8 @@ class Pending:
 
     def describe(self) -> str:
         parts = []
-        for count, what in ((self.points, "metric point"), (self.logs, "log"), (self.checkpoints, "checkpoint record")):
+        for count, what in ((self.points, "metric point"), (self.logs, "log"), (self.console, "console line"),
+                            (self.checkpoints, "checkpoint record")):
             if count:
                 parts.append(f"{count:,} {what}{'s' if count != 1 else ''}")
         if self.documents:
@@ -101,6 +105,7 @@ def sources(path: str) -> Iterator[Source]:
             found.append(Source("metric", name, folder, DATA_STEM, problem))
     yield from sorted(found, key=lambda s: s.name)
     yield Source("logs", "logs", os.path.join(path, LOGS_DIR), LOGS_STEM)
+    yield Source("console", "console", os.path.join(path, CONSOLE_DIR), CONSOLE_STEM)
     yield Source("checkpoints", "checkpoints", checkpoint_records(path), CHECKPOINTS_STEM)
 
 
@@ -218,6 +223,8 @@ def describe_problem(entry: dict) -> str:
         what = f"metric {name!r}" + (f" point {index}" if index is not None else " (every point)")
     elif kind == "logs":
         what = f"log {index}"
+    elif kind == "console":
+        what = f"console line {index}"
     elif kind == "checkpoints":
         what = f"checkpoint {index}"
     elif kind == META_KIND:
@@ -246,6 +253,8 @@ def pending(path: str, url: str, namespace: str) -> Pending:
             out.points += n
         elif source.kind == "logs":
             out.logs += n
+        elif source.kind == "console":
+            out.console += n
         else:
             out.checkpoints += n
     for rel in (*DOCUMENTS, META_FILE):

@@ -1,7 +1,7 @@
 """Replicate one local experiment directory to a server, from where it stopped.
 
 The local directory is the source of truth. Append-only files (metric series,
-logs, checkpoints) are read from each file's cursor and sent as their raw
+logs, console, checkpoints) are read from each file's cursor and sent as their raw
 lines: the request body is assembled from the bytes on disk, so nothing is
 decoded and re-encoded on the way. Whole-file documents (parameters, summary,
 experiment.json) are sent again when their digest changes.
@@ -24,6 +24,7 @@ a run folder holds for upload is read by ``_files``.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import time
@@ -142,13 +143,19 @@ def stand_in(kind: str, line: bytes, index: int, reason: str) -> bytes:
     try:
         ts = _codec.loads(line).get("timestamp")
     except Exception:
-        ts = None
+        try:  # the stdlib reader takes what orjson does not, such as a lone surrogate's escape
+            ts = json.loads(line).get("timestamp")
+        except Exception:
+            ts = None
     if ts.__class__ not in (int, float) or ts != ts or abs(ts) > 1e11:
         ts = time.time()
     note = f"not uploaded: the server refused it ({reason[:_NOTE]}); it is kept in the run's local files"
     if kind == "logs":
         record = {"index": index, "timestamp": ts, "level": "warn", "message": f"[mldash] log {index} {note}",
                   "metadata": {"mldash_quarantined": True}}
+    elif kind == "console":
+        # As console/console.jsonl holds it (no index: the line number is the index).
+        record = {"timestamp": ts, "stream": "stderr", "text": f"[mldash] console line {index} was {note}"}
     else:
         record = {"index": index, "timestamp": ts, "path": None, "step": None, "mldash_quarantined": note}
     return _codec.dumps(record)

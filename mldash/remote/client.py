@@ -70,6 +70,10 @@ class RemoteReader:
         """Same shape as ``Experiment.read_logs``."""
         return self._paged("/logs", {"level": level} if level is not None else {}, start_index, limit)
 
+    def read_console(self, start_index: int = 0, limit: int = 1000) -> dict:
+        """Same shape as ``Experiment.read_console``."""
+        return self._paged("/console", {}, start_index, limit)
+
     def _paged(self, path: str, params: dict, start_index: int, limit: int) -> dict:
         # The server caps one page at _MAX_PAGE; a local read has no cap, so a
         # larger limit is served as several pages stitched together.

@@ -16,7 +16,7 @@ from sqlalchemy import and_, func, select, update
 from .._naming import split_path
 from ._errors import Collision, NotFound, no_experiment
 from ._metrics import latest_points, series_totals
-from ._records import checkpoint_list
+from ._records import checkpoint_list, console_count
 from ._validation import check_namespace, checked, document, experiment_meta, finite
 from .schema import experiments
 
@@ -154,8 +154,10 @@ class Experiments:
             if row is None:
                 raise no_experiment(exp_id)
             counts = series_totals(conn, exp_id)
+            console_lines = console_count(conn, exp_id)
             local_id = conn.execute(select(experiments.c.meta).where(experiments.c.id == exp_id)).scalar().get("local_id")
-        held = {"metrics": counts, "logs": row.logs_count, "checkpoints": row.checkpoints_count}
+        held = {"metrics": counts, "logs": row.logs_count, "console": console_lines,
+                "checkpoints": row.checkpoints_count}
         if local_id is not None:
             # The client's own id of the run (experiment.json "id"): a client resuming
             # from a cached server id can tell it still addresses its own run.

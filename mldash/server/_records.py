@@ -1,4 +1,4 @@
-"""Log and checkpoint records: append-only, indexed from 0 per experiment.
+"""Log, console and checkpoint records: append-only, indexed from 0 per experiment.
 
 Each record is stored as the JSON bytes the local API writes (so NUL inside a
 message is kept); the experiment row holds how many there are, and appends are
@@ -10,14 +10,14 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
 from .. import _codec
 from .._checks import LEVELS
 from ._database import dialect_insert
 from ._errors import Conflict, no_experiment
-from ._validation import checkpoint_record, json_array, log_level, log_record, start_index
-from .schema import checkpoints, experiments, logs
+from ._validation import checkpoint_record, console_record, json_array, log_level, log_record, start_index
+from .schema import checkpoints, console, experiments, logs
 
 
 class Records:
@@ -72,6 +72,42 @@ class Records:
         end = records[-1]["index"] if records else start - 1
         return {"data": records, "start_index": start, "end_index": end, "total": total, "has_more": len(rows) > limit}
 
+    def append_console(self, exp_id: int, start: Any, records: Any) -> dict:
+        """Console records (console/console.jsonl's lines) from ``start``, as logs are."""
+        start = start_index(start)
+        rows = [orjson.dumps(console_record(record, start + k)) for k, record in enumerate(json_array(records, "records"))]
+        with self.db.writing() as conn:
+            _count_for_update(conn, exp_id, "logs_count")  # locks the experiment's row
+            count = console_count(conn, exp_id)
+            if start > count:
+                raise Conflict(
+                    f"console: start_index {start} would leave a gap; the server holds {count} lines, so send from index {count}"
+                )
+            new = rows[count - start :]
+            if new:
+                conn.execute(
+                    dialect_insert(conn)(console).on_conflict_do_nothing(),
+                    [{"experiment_id": exp_id, "idx": count + k, "record": rec} for k, rec in enumerate(new)],
+                )
+                count += len(new)
+        return {"accepted": len(new), "total": count}
+
+    def read_console(self, exp_id: int, start: int = 0, limit: int = 1000) -> dict:
+        """Same shape as the local ``read_console``: index, timestamp, stream, text (and partial)."""
+        with self.db.reading() as conn:
+            if conn.execute(select(experiments.c.id).where(experiments.c.id == exp_id)).scalar() is None:
+                raise no_experiment(exp_id)
+            total = console_count(conn, exp_id)
+            rows = conn.execute(
+                select(console.c.record)
+                .where(console.c.experiment_id == exp_id, console.c.idx >= start)
+                .order_by(console.c.idx)
+                .limit(limit + 1)
+            ).all()
+        records = [_codec.loads(bytes(r[0])) for r in rows[:limit]]
+        end = records[-1]["index"] if records else start - 1
+        return {"data": records, "start_index": start, "end_index": end, "total": total, "has_more": len(rows) > limit}
+
     def append_checkpoints(self, exp_id: int, start: Any, records: Any) -> dict:
         start = start_index(start)
         checked = [checkpoint_record(record, start + k) for k, record in enumerate(json_array(records, "records"))]
@@ -106,6 +142,12 @@ def checkpoint_list(conn, exp_id: int) -> list[dict]:
             select(checkpoints.c.record).where(checkpoints.c.experiment_id == exp_id).order_by(checkpoints.c.idx)
         )
     ]
+
+
+def console_count(conn, exp_id: int) -> int:
+    """How many console lines the server holds (appends leave no gap: the largest index + 1)."""
+    top = conn.execute(select(func.max(console.c.idx)).where(console.c.experiment_id == exp_id)).scalar()
+    return 0 if top is None else int(top) + 1
 
 
 def _count_for_update(conn, exp_id: int, column: str) -> int:

@@ -15,6 +15,7 @@ import orjson
 
 from .. import _checks
 from .._checks import LEVELS, MAX_TEXT
+from .._console_lines import MAX_LINE
 from .._naming import check_field_name, metric_parts
 from .._naming import check_namespace as _check_namespace
 from ._errors import StoreError
@@ -105,6 +106,35 @@ def log_record(record: Any, index: int) -> dict:
         raise StoreError(f"log {index}: metadata must be an object or null, not {type(metadata).__name__}")
     checked(_checks.check_json, record, f"log {index}", tagged=True)
     return {**record, "index": index, "level": level, "timestamp": ts}
+
+
+CONSOLE_STREAMS = ("stdout", "stderr")
+
+
+def console_record(record: Any, index: int) -> dict:
+    """One console record as console/console.jsonl holds it: a timestamp (epoch
+    seconds), a stream (stdout or stderr), one line of text (NUL and any Unicode,
+    no lone surrogate, at most MAX_LINE characters) and ``partial`` (a bool) on a
+    snapshot of a line still open. Returns the record as stored, with its index."""
+    if not isinstance(record, dict):
+        raise StoreError(f"console line {index} must be an object, not {type(record).__name__}")
+    ts = record.get("timestamp")
+    if finite(ts) is None:
+        raise StoreError(f"console line {index}: timestamp must be a finite number of epoch seconds, got {str(ts)[:80]!r}")
+    stream = record.get("stream")
+    if stream not in CONSOLE_STREAMS:
+        raise StoreError(f"console line {index}: stream must be stdout or stderr, not {str(stream)[:40]!r}")
+    text = checked(_checks.check_text, record.get("text"), f"console line {index}: text")
+    if len(text) > MAX_LINE:
+        raise StoreError(
+            f"console line {index}: text is {len(text):,} characters long; a console record holds at most {MAX_LINE:,}"
+        )
+    partial = record.get("partial")
+    if "partial" in record and partial.__class__ is not bool:
+        raise StoreError(f"console line {index}: partial must be true or false, not {str(partial)[:40]!r}")
+    checked(_checks.check_json, record, f"console line {index}", tagged=True)
+    record = {k: v for k, v in record.items() if k != "index"}
+    return {"index": index, **record}
 
 
 def checkpoint_record(record: Any, index: int) -> dict:

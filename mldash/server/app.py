@@ -128,7 +128,7 @@ def create_app(store: Store, *, auth: str = "auto", max_body: int = MAX_BODY, ui
     app = FastAPI(
         title="mldash server",
         version=__version__,
-        description="Experiment tracking team server: experiments, parameters, metrics, logs, checkpoints.",
+        description="Experiment tracking team server: experiments, parameters, metrics, logs, console, checkpoints.",
         default_response_class=JSONOut,
     )
     app.state.store = store
@@ -303,6 +303,22 @@ def create_app(store: Store, *, auth: str = "auto", max_body: int = MAX_BODY, ui
     ):
         for_experiment(scope, exp_id, "read")
         return store.read_logs(exp_id, start_index, limit, level, since, until)
+
+    @app.post(f"{API}/experiments/{{exp_id}}/console", openapi_extra=_body(RECORDS_BODY))
+    async def append_console(request: Request, exp_id: int = ExpId, scope: Scope = Depends(caller)):
+        body = _object(await _json(request))
+        await run_in_threadpool(for_experiment, scope, exp_id, "write")
+        return await run_in_threadpool(store.append_console, exp_id, body.get("start_index"), body.get("records"))
+
+    @app.get(f"{API}/experiments/{{exp_id}}/console")
+    def read_console(
+        exp_id: int = ExpId,
+        start_index: int = Query(0, ge=0, le=MAX_INDEX),
+        limit: int = Query(1000, ge=0, le=100_000),
+        scope: Scope = Depends(caller),
+    ):
+        for_experiment(scope, exp_id, "read")
+        return store.read_console(exp_id, start_index, limit)
 
     @app.post(f"{API}/experiments/{{exp_id}}/checkpoints", openapi_extra=_body(RECORDS_BODY))
     async def append_checkpoints(request: Request, exp_id: int = ExpId, scope: Scope = Depends(caller)):

@@ -108,6 +108,18 @@ logs = Table(
     sqlite_with_rowid=False,
 )
 
+# The run's captured console (console/console.jsonl), one row a line; the
+# count is the table's (no counter column, so older databases need no migration).
+console = Table(
+    "console",
+    metadata,
+    Column("experiment_id", Integer, nullable=False),
+    Column("idx", BigInteger, nullable=False),
+    Column("record", LargeBinary, nullable=False),
+    PrimaryKeyConstraint("experiment_id", "idx", name="pk_console"),
+    sqlite_with_rowid=False,
+)
+
 checkpoints = Table(
     "checkpoints",
     metadata,
@@ -129,4 +141,4 @@ tokens = Table(
     Column("revoked_at", Float),
 )
 
-__all__ = ["metadata", "experiments", "series", "metric_batches", "metric_chunks", "logs", "checkpoints", "tokens", "Text"]
+__all__ = ["metadata", "experiments", "series", "metric_batches", "metric_chunks", "logs", "console", "checkpoints", "tokens", "Text"]

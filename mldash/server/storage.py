@@ -13,7 +13,7 @@ use; the work is done by one module per resource:
 - ``_experiments``: experiments, their meta and documents, the collision check;
 - ``_metrics``: ingest of hot batch rows, reads across hot rows and cold chunks;
 - ``_compaction``: hot points cut into chunk objects, on a background thread;
-- ``_records``: logs and checkpoints;
+- ``_records``: logs, console and checkpoints;
 - ``_validation``: request values checked by the local API's rules (400s);
 - ``_errors``: what the store refuses, as HTTP statuses.
 
@@ -174,6 +174,12 @@ class Store:
         until: float | None = None,
     ) -> dict:
         return self._records.read_logs(exp_id, start_index, limit, level, since, until)
+
+    def append_console(self, exp_id: int, start_index: Any, records: Any) -> dict:
+        return self._records.append_console(exp_id, start_index, records)
+
+    def read_console(self, exp_id: int, start_index: int = 0, limit: int = 1000) -> dict:
+        return self._records.read_console(exp_id, start_index, limit)
 
     def append_checkpoints(self, exp_id: int, start_index: Any, records: Any) -> dict:
         return self._records.append_checkpoints(exp_id, start_index, records)

@@ -65,6 +65,12 @@ def test_tokens_are_required_and_scoped_once_one_exists(embedded):
     # Reading: the read token may, and write implies read.
     assert call("GET", f"/experiments/{exp_id}/metrics/read", reader, params={"name": "loss"}).json()["total"] == 1
     assert call("GET", f"/experiments/{exp_id}", writer).status_code == 200
+    # The console is scoped as the logs are: a read token reads it, a write token writes it.
+    lines = {"start_index": 0, "records": [{"timestamp": 1.0, "stream": "stdout", "text": "hi"}]}
+    assert call("POST", f"/experiments/{exp_id}/console", reader, json=lines).status_code == 403
+    assert call("POST", f"/experiments/{exp_id}/console", writer, json=lines).json() == {"accepted": 1, "total": 1}
+    assert call("GET", f"/experiments/{exp_id}/console", reader).json()["data"] == [
+        {"index": 0, "timestamp": 1.0, "stream": "stdout", "text": "hi"}]
     # A listing covers only the namespaces the token can read.
     call("POST", "/experiments", admin, json={"prefix": "p/other", "namespace": "team-c"})
     assert [e["namespace"] for e in call("GET", "/experiments", reader).json()["experiments"]] == ["team-a"]
@@ -137,9 +143,11 @@ def test_an_experiment_id_the_token_may_not_read_gets_the_same_404_as_a_missing_
         ("GET", "/experiments/{}", None),
         ("GET", "/experiments/{}/metrics/read?name=loss", None),
         ("GET", "/experiments/{}/logs", None),
+        ("GET", "/experiments/{}/console", None),
         ("PATCH", "/experiments/{}", {"meta": {}}),
         ("POST", "/experiments/{}/metrics", {"series": []}),
         ("POST", "/experiments/{}/logs", {"start_index": 0, "records": []}),
+        ("POST", "/experiments/{}/console", {"start_index": 0, "records": []}),
     ]:
         kw = {} if body is None else {"json": body}
         existing, gone = call(method, path.format(exp_id), b, **kw), call(method, path.format(missing), b, **kw)

@@ -154,6 +154,21 @@ def test_logs_are_queried_by_level_and_time(api):
     assert bad.status_code == 400 and "debug, info, warn, error, fatal" in bad.json()["detail"]
 
 
+def test_console_lines_are_appended_idempotently_and_read_back_with_their_index(api):
+    exp_id = new_experiment(api)
+    lines = [{"timestamp": 1000.0 + i, "stream": "stderr" if i % 2 else "stdout", "text": f"line {i}\x00é"} for i in range(5)]
+    lines[4]["partial"] = True
+    assert api.post(f"/experiments/{exp_id}/console", json={"start_index": 0, "records": lines[:3]}).json() == {"accepted": 3, "total": 3}
+    assert api.post(f"/experiments/{exp_id}/console", json={"start_index": 1, "records": lines[1:]}).json() == {"accepted": 2, "total": 5}
+    gap = api.post(f"/experiments/{exp_id}/console", json={"start_index": 7, "records": lines})
+    assert gap.status_code == 409 and "send from index 5" in gap.json()["detail"]
+    page = api.get(f"/experiments/{exp_id}/console", params={"start_index": 1, "limit": 3}).json()
+    assert page["data"] == [{"index": i, **lines[i]} for i in (1, 2, 3)]
+    assert (page["start_index"], page["end_index"], page["total"], page["has_more"]) == (1, 3, 5, True)
+    assert api.get(f"/experiments/{exp_id}/console", params={"start_index": 4}).json()["data"][0]["partial"] is True
+    assert api.get(f"/experiments/{exp_id}/progress").json()["console"] == 5
+
+
 def test_documents_merge_and_the_experiment_view_has_everything(api):
     exp_id = new_experiment(api, status="RUNNING")
     api.put(f"/experiments/{exp_id}/documents/parameters", json={"lr": 0.1, "model.layers": 4})
@@ -171,7 +186,7 @@ def test_documents_merge_and_the_experiment_view_has_everything(api):
     assert [c["path"] for c in view["checkpoints"]] == ["a.ckpt", "b.ckpt"]
     assert view["best_checkpoint"]["path"] == "b.ckpt"
     assert view["metrics"]["val/acc"]["index"] == 2
-    assert api.get(f"/experiments/{exp_id}/progress").json() == {"metrics": {"val/acc": 3}, "logs": 0, "checkpoints": 2}
+    assert api.get(f"/experiments/{exp_id}/progress").json() == {"metrics": {"val/acc": 3}, "logs": 0, "console": 0, "checkpoints": 2}
 
 
 def test_experiments_and_projects_are_listed_with_filters(api):
@@ -226,6 +241,11 @@ def test_gzip_bodies_are_accepted_and_the_size_limit_gives_413(api):
         ("post", "/experiments/{id}/metrics", orjson.dumps({"series": [{"name": "a", "start_index": 0, "points": [[1, 2]]}]}), 400, "ms_epoch"),
         ("post", "/experiments/{id}/metrics", orjson.dumps({"series": {}}), 400, "array"),
         ("post", "/experiments/{id}/logs", orjson.dumps({"start_index": 0, "records": [{"level": "loud"}]}), 400, "level"),
+        ("post", "/experiments/{id}/console", orjson.dumps({"start_index": 0, "records": [{"timestamp": 1, "stream": "tty", "text": "x"}]}), 400, "stream must be stdout or stderr"),
+        ("post", "/experiments/{id}/console", orjson.dumps({"start_index": 0, "records": [{"timestamp": "now", "stream": "stdout", "text": "x"}]}), 400, "timestamp"),
+        ("post", "/experiments/{id}/console", orjson.dumps({"start_index": 0, "records": [{"timestamp": 1, "stream": "stdout", "text": "x" * 32769}]}), 400, "at most 32,768"),
+        ("post", "/experiments/{id}/console", orjson.dumps({"start_index": 0, "records": [{"timestamp": 1, "stream": "stdout", "text": "x", "partial": 1}]}), 400, "partial"),
+        ("post", "/experiments/{id}/console", b'{"start_index": 0, "records": [{"timestamp": 1, "stream": "stdout", "text": "\\ud800"}]}', 400, ""),
         ("post", "/experiments/999999/metrics", orjson.dumps({"series": []}), 404, "no experiment"),
         ("get", "/experiments/999999", None, 404, "no experiment"),
         ("get", "/experiments/abc", None, 422, "exp_id"),
