@@ -128,3 +128,29 @@ def column_cache(tmp_path_factory):
         os.environ.pop("MLDASH_UI_CACHE", None)
     else:
         os.environ["MLDASH_UI_CACHE"] = old
+
+
+RED_LINE = "\x1b[31mred alert\x1b[0m plain"
+
+
+def write_console(run_path: str, lines: list[tuple[str, str]]) -> None:
+    """Append console records (stream, text) the way read_console reads them."""
+    import json
+
+    folder = os.path.join(run_path, "console")
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, "console.jsonl"), "a", encoding="utf-8") as f:
+        for i, (stream, text) in enumerate(lines):
+            f.write(json.dumps({"timestamp": 1000.0 + i, "stream": stream, "text": text}) + "\n")
+
+
+def system_run(root: str, prefix: str = "monitor/watch") -> str:
+    """A finished run with sys/cpu points and console lines (an ANSI red one, the hostile string)."""
+    exp = mldash.Experiment(prefix, root=root)
+    with exp:
+        for i in range(30):
+            exp.metrics("sys/cpu").append(process_percent=50.0 + 40 * math.sin(i / 3), system_percent=20.0 + i, step=i)
+            exp.metrics("loss").append(value=1.0 / (i + 1), step=i)
+    write_console(os.path.join(root, *prefix.split("/")),
+                  [("stdout", "starting up"), ("stderr", RED_LINE), ("stdout", HOSTILE), ("stderr", "a warning on stderr")])
+    return exp.prefix

@@ -106,3 +106,6 @@ class ServerSource:
 
     def read_logs(self, prefix: str, start_index: int = 0, limit: int = 1000, level: str | None = None) -> dict:
         return self.store.read_logs(self._id(prefix), start_index, limit, level)
+
+    def read_console(self, prefix: str, start_index: int = 0, limit: int = 1000) -> dict:
+        return self.store.read_console(self._id(prefix), start_index, limit)

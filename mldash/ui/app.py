@@ -11,6 +11,9 @@ comes from the ``DataSource`` passed in; the API is::
                                                    the chart's points, downsampled keeping spikes
     GET api/metric?prefix=P&name=M&start=0&limit=1000   exact points (Metric.read() shape)
     GET api/logs?prefix=P[&level=warn][&q=text][&limit=200][&before=I|&after=I]
+    GET api/console?prefix=P[&start_index=I][&limit=500]
+                                                   console records (read_console() shape);
+                                                   without start_index: the last ``limit``
 
 All paths are relative, so the app works mounted under any prefix
 (``Mount("/ui", app=create_app(...))``; link to "/ui/").
@@ -118,6 +121,7 @@ def create_app(source: DataSource, *, auth: AuthHook | None = None, title: str =
         Route("/api/series", endpoint(api.series)),
         Route("/api/metric", endpoint(api.metric)),
         Route("/api/logs", endpoint(api.logs)),
+        Route("/api/console", endpoint(api.console)),
         Mount("/static", app=StaticFiles(directory=STATIC), name="static"),
     ]
     app = Starlette(routes=routes)
@@ -362,6 +366,21 @@ class _Api:
             if _matches(record, query):
                 kept.append(record)
         return {"data": list(kept), "total": total}
+
+    def console(self, params) -> dict:
+        raw = params.get("start_index")
+        if raw not in (None, "") and not raw.strip().isdigit():
+            raise ValueError(f"start_index must be an int >= 0, got {raw!r}")
+        prefix = self._resolve(params)
+        read = getattr(self.source, "read_console", None)
+        if read is None:
+            raise KeyError("console")
+        limit = _int(params, "limit", 500, 0, 5000)
+        start = _int(params, "start_index", None)
+        if start is None:  # the tail: the last ``limit`` records
+            total = read(prefix, 0, 0)["total"]
+            start = max(0, total - limit)
+        return read(prefix, start, limit)
 
     # ---- helpers ---------------------------------------------------------------------------
     def _scan(self, prefix: str, start: int, level: str | None, page: int = 5000):

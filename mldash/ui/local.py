@@ -148,6 +148,12 @@ class LocalSource:
         with self.serving():
             return read_log_records(os.path.join(self._path(prefix), LOGS_DIR), start_index, limit, level)
 
+    def read_console(self, prefix: str, start_index: int = 0, limit: int = 1000) -> dict:
+        from .._console import read_console
+
+        with self.serving():
+            return read_console(self._path(prefix), start_index, limit)
+
     # ---- optional methods the app uses when a source has them ----------------------------
     def metric_view(
         self,

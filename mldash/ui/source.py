@@ -18,6 +18,8 @@ Optional methods the app uses when a source has them (``getattr``; none is requi
   and keys everything it keeps by it, so an address must name the same experiment for
   every caller that gets it, and be given only to callers that may read it. Without
   ``resolve`` the app keys what it keeps by the caller (``current_principal``) and prefix.
+* ``read_console(prefix, start_index=0, limit=1000) -> dict``: the run's console records in
+  ``mldash._console.read_console``'s shape (``api/console``; without it that route is 404).
 * ``warm(prefix) -> None``: called when a run is opened, to start loading its series.
 * ``serving() -> context manager``: held around every HTTP request, so that the
   source's own background work can step aside while one is being served.

@@ -209,6 +209,7 @@ UI_ROUTES = [
     ("metric", "/ui/api/metric", {"name": "loss"}, lambda r, e: [p["data"]["value"] for p in r["data"]] == e.values),
     ("logs", "/ui/api/logs", {}, lambda r, e: [x["message"] for x in r["data"]] == e.messages() and r["total"] == len(e.logs)),
     ("error logs", "/ui/api/logs", {"level": "error"}, lambda r, e: [x["message"] for x in r["data"]] == e.errors()),
+    ("console", "/ui/api/console", {}, lambda r, e: r["data"] == [] and r["total"] == 0),
 ]
 
 

@@ -250,3 +250,26 @@ def test_mldash_ui_refuses_a_port_in_use_with_a_clear_message(root):
         assert done.returncode != 0 and "--port 0" in done.stderr
     finally:
         server.stop()
+
+
+def test_console_returns_the_runs_records_404_unknown_and_400_bad_start(tmp_path):
+    from _ui_support import RED_LINE, system_run
+
+    root = str(tmp_path / "root")
+    prefix = system_run(root)
+    client = TestClient(create_app(LocalSource(root, cache=False)))
+    got = client.get("/api/console", params={"prefix": prefix})
+    assert got.status_code == 200, got.text
+    body = got.json()
+    assert [(r["index"], r["stream"], r["text"]) for r in body["data"]] == [
+        (0, "stdout", "starting up"), (1, "stderr", RED_LINE), (2, "stdout", HOSTILE), (3, "stderr", "a warning on stderr")]
+    assert body["total"] == 4 and all("timestamp" in r for r in body["data"])
+    tail = client.get("/api/console", params={"prefix": prefix, "limit": 2}).json()
+    assert [r["index"] for r in tail["data"]] == [2, 3]
+    page = client.get("/api/console", params={"prefix": prefix, "start_index": 1, "limit": 1}).json()
+    assert [r["index"] for r in page["data"]] == [1] and page["has_more"]
+    assert client.get("/api/console", params={"prefix": "no/such/run"}).status_code == 404
+    for bad in ("x", "-1", "1.5"):
+        assert client.get("/api/console", params={"prefix": prefix, "start_index": bad}).status_code == 400
+    # the run's own metrics list keeps sys/ series (the page puts them in the System section)
+    assert "sys/cpu" in client.get("/api/experiment", params={"prefix": prefix}).json()["metric_names"]

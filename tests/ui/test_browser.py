@@ -305,3 +305,33 @@ def test_a_big_series_not_read_yet_draws_a_coarse_sample_at_once_then_every_spik
         assert spike == 50.0
     finally:
         server.stop()
+
+
+def test_system_section_and_console_tail_with_colours_and_hostile_text(page, tmp_path):
+    from _ui_support import system_run
+
+    root = str(tmp_path / "root")
+    prefix = system_run(root)
+    server = UiServer(root)
+    try:
+        page.goto(server.url + "#/exp/" + prefix.replace("/", "%2F"))
+        page.wait_for_selector("#system canvas")
+        page.wait_for_selector("#console .console-line:nth-child(4)")
+        page.wait_for_timeout(300)
+        assert all(ink > 200 for ink in canvas_ink(page, "#system canvas"))
+        metric_cards = page.eval_on_selector_all("#charts .chart-card", "cs => cs.map(c => c.dataset.metric)")
+        assert metric_cards == ["loss"]
+        assert "sys/cpu" in page.eval_on_selector_all("#system .chart-card", "cs => cs.map(c => c.dataset.metric)")
+        lines = page.eval_on_selector_all("#console .console-line", "ls => ls.map(l => l.textContent)")
+        assert lines == ["starting up", "red alert plain", HOSTILE, "a warning on stderr"]
+        assert page.locator("#console img").count() == 0
+        assert page.inner_text("#console .ansi-fg-31") == "red alert"
+        page.select_option("#console-stream", "stderr")
+        assert page.eval_on_selector_all("#console .console-line", "ls => ls.map(l => l.textContent)") == [
+            "red alert plain", "a warning on stderr"]
+        page.select_option("#console-stream", "")
+        page.fill("#console-search", "onerror")
+        page.wait_for_selector("#console .console-line:nth-child(2)", state="detached")
+        assert page.inner_text("#console .console-line") == HOSTILE
+    finally:
+        server.stop()

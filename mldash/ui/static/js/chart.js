@@ -154,10 +154,12 @@ class BaseChart {
 
 /** One metric series of one run; several y fields share the chart. */
 export class SeriesChart extends BaseChart {
-  constructor(container, prefix, name, options) {
+  /** ``fields``: only these y fields of a multi-field series (the System charts); default all. */
+  constructor(container, prefix, name, options, fields = null) {
     super(container, options);
     this.prefix = prefix;
     this.name = name;
+    this.fields = fields;
     this.lastXChoices = null;
   }
 
@@ -173,16 +175,19 @@ export class SeriesChart extends BaseChart {
     this.view = view;
     const shown = view.coarse ? " · reading all points… (a sample for now)" : view.exact ? "" : ` · showing ${view.points.x.length.toLocaleString()} (min/max per pixel)`;
     const note = `${view.total.toLocaleString()} points` + shown + (view.x !== this.options.x ? ` · x = ${view.x}` : "");
-    return { xs: view.points.x, xKey: view.x, note, coarse: !!view.coarse, series: view.fields.map((f) => ({ label: f, ys: view.points[f], spanGaps: false })) };
+    const fields = this.fields ? view.fields.filter((f) => this.fields.includes(f)) : view.fields;
+    return { xs: view.points.x, xKey: view.x, note, coarse: !!view.coarse, series: fields.map((f) => ({ label: f, ys: view.points[f], spanGaps: false })) };
   }
 }
 
 /** One metric overlaid across runs (the compare view). */
 export class CompareChart extends BaseChart {
-  constructor(container, prefixes, name, options) {
-    super(container, options, 340);
+  /** ``field``: the y field to overlay (default "value", else the series' first). */
+  constructor(container, prefixes, name, options, field = null, height = 340) {
+    super(container, options, height);
     this.prefixes = prefixes;
     this.name = name;
+    this.field = field;
   }
 
   async fetch() {
@@ -198,8 +203,9 @@ export class CompareChart extends BaseChart {
     let coarse = false;
     views.forEach((view, i) => {
       if (!view || !view.fields.length || view.x !== this.options.x) return;
+      if (this.field && !view.fields.includes(this.field)) return;
       coarse = coarse || !!view.coarse;
-      const field = view.fields.includes("value") ? "value" : view.fields[0];
+      const field = this.field || (view.fields.includes("value") ? "value" : view.fields[0]);
       tables.push([view.points.x, view.points[field]]);
       series.push({ label: this.prefixes[i], ys: null, spanGaps: true });
       total += view.total;

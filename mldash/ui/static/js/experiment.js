@@ -1,12 +1,16 @@
-// One experiment: errors on top, a chart per metric series, parameters,
-// summary, logs and checkpoints; it polls while the run is going.
+// One experiment: errors on top, a chart per metric series, the System section
+// (sys/* series), parameters, summary, logs, the console tail and checkpoints;
+// it polls while the run is going.
 
 import * as api from "./api.js";
 import { h, add, clear, debounce, select } from "./dom.js";
 import { num, when, duration, statusText, statusClass, expHref } from "./format.js";
 import { SeriesChart, defaultOptions } from "./chart.js";
+import { isSystem, systemCharts } from "./system.js";
+import { consoleRow, plainText } from "./console.js";
 
 const LEVELS = ["debug", "info", "warn", "error", "fatal"];
+const CONSOLE_LINES = 500;
 const chartOptions = defaultOptions(); // shared by every experiment page in this tab
 
 function keyValueTable(entries, id) {
@@ -19,11 +23,21 @@ export function experimentView(main, ctx, prefix) {
   let timer = null;
   const charts = new Map(); // name -> SeriesChart
   const seenIndex = new Map(); // name -> last point index drawn
+  const sysCharts = new Map(); // chart id -> [series name, SeriesChart]
 
   const header = h("section", { class: "exp-header", id: "exp-header" });
   const errors = h("section", { class: "errors", id: "errors" });
   const chartGrid = h("div", { class: "chart-grid", id: "charts" });
   const chartFilter = h("input", { type: "search", placeholder: "Filter charts…", "aria-label": "filter charts" });
+  const systemGrid = h("div", { class: "chart-grid", id: "system-charts" });
+  const systemPanel = h("section", { class: "panel", id: "system", hidden: true }, h("h2", {}, "System"), systemGrid);
+  const consoleList = h("div", { class: "console", id: "console" });
+  const consoleSearch = h("input", { type: "search", placeholder: "Search console…", "aria-label": "search console", id: "console-search" });
+  const consoleStream = select([["", "stdout + stderr"], ["stdout", "stdout"], ["stderr", "stderr"]], "", () => renderConsole(), { id: "console-stream", "aria-label": "console stream" });
+  const consoleNote = h("div", { class: "muted small", id: "console-note" });
+  let consoleRecords = []; // the last CONSOLE_LINES records, superseded snapshots dropped
+  let consoleNext = null; // the index to read from next (null: read the tail)
+  let consoleTotal = 0;
   const paramsBox = h("div", { id: "params" });
   const paramSearch = h("input", { type: "search", placeholder: "Search parameters…", "aria-label": "search parameters", id: "param-search" });
   const summaryBox = h("div", { id: "summary" });
@@ -46,6 +60,7 @@ export function experimentView(main, ctx, prefix) {
   });
   paramSearch.addEventListener("input", () => renderParams());
   logSearch.addEventListener("input", debounce(() => reloadLogs(), 250));
+  consoleSearch.addEventListener("input", debounce(() => renderConsole(), 150));
 
   add(clear(main), 
     header,
@@ -55,12 +70,16 @@ export function experimentView(main, ctx, prefix) {
         h("div", { class: "toolbar" }, xSelect, h("label", {}, "smoothing ", smoothInput, " ", smoothLabel), h("label", {}, logScale, " log scale"), chartFilter)),
       h("p", { class: "muted small" }, "Drag across a chart to zoom (the server sends exact points once few enough are in view); double-click to reset."),
       chartGrid),
+    systemPanel,
     h("div", { class: "two-col" },
       h("section", { class: "panel" }, h("div", { class: "panel-head" }, h("h2", {}, "Parameters"), paramSearch), paramsBox),
       h("section", { class: "panel" }, h("h2", {}, "Summary"), summaryBox, h("h2", {}, "Checkpoints"), checkpointsBox)),
     h("section", { class: "panel" },
       h("div", { class: "panel-head" }, h("h2", {}, "Logs"), h("div", { class: "toolbar" }, logLevel, logSearch)),
       logNote, logList),
+    h("section", { class: "panel", id: "console-panel" },
+      h("div", { class: "panel-head" }, h("h2", {}, "Console"), h("div", { class: "toolbar" }, consoleStream, consoleSearch)),
+      consoleNote, consoleList),
   );
   ctx.crumbs([["Experiments", "#/"], [prefix, expHref(prefix)]]);
 
@@ -120,8 +139,54 @@ export function experimentView(main, ctx, prefix) {
         h("td", {}, c.is_best ? "★ " : "", c.path), keys.map((k) => h("td", { class: "num" }, num(c[k]))), h("td", { class: "nowrap" }, when(c.timestamp)))))));
   }
 
+  function metricNames() {
+    return (row.metric_names || []).filter((n) => !isSystem(n));
+  }
+
+  function ensureSystemCharts() {
+    for (const spec of systemCharts((row.metric_names || []).filter(isSystem))) {
+      if (sysCharts.has(spec.id)) continue;
+      const card = h("div", { class: "chart-card", dataset: { metric: spec.name, fields: spec.fields.join(",") } }, h("h3", {}, spec.title));
+      systemGrid.append(card);
+      const chart = new SeriesChart(card, prefix, spec.name, chartOptions, spec.fields);
+      chart.seenIndex = (row.metrics || {})[spec.name]?.index ?? -1;
+      sysCharts.set(spec.id, [spec.name, chart]);
+      chart.load().catch((e) => ctx.failed(e));
+    }
+    systemPanel.hidden = sysCharts.size === 0;
+  }
+
+  function renderConsole() {
+    const q = consoleSearch.value.trim().toLowerCase();
+    const stream = consoleStream.value;
+    const atBottom = consoleList.scrollTop + consoleList.clientHeight >= consoleList.scrollHeight - 4;
+    const shown = consoleRecords.filter((r) => (!stream || r.stream === stream) && (!q || plainText(r.text).toLowerCase().includes(q)));
+    clear(consoleList).append(...shown.map(consoleRow));
+    if (!shown.length) consoleList.append(h("p", { class: "muted empty" }, consoleTotal ? "No console line matches." : "No console output recorded."));
+    if (atBottom) consoleList.scrollTop = consoleList.scrollHeight;
+    const filtered = stream || q;
+    consoleNote.textContent = `${consoleTotal.toLocaleString()} lines` + (consoleTotal > consoleRecords.length ? ` · the last ${consoleRecords.length.toLocaleString()}` : "") + (filtered ? ` · ${shown.length} match` : "");
+  }
+
+  async function pollConsole() {
+    const got = await api.get("console", { prefix, start_index: consoleNext, limit: consoleNext === null ? CONSOLE_LINES : 1000 });
+    const records = got.data || [];
+    consoleTotal = got.total || 0;
+    if (consoleNext !== null && !records.length) return;
+    for (const record of records) {
+      // a snapshot of a line still open is superseded by the next record of its stream
+      const last = consoleRecords.findLastIndex((r) => r.stream === record.stream);
+      if (last >= 0 && consoleRecords[last].partial) consoleRecords.splice(last, 1);
+      consoleRecords.push(record);
+    }
+    if (consoleRecords.length > CONSOLE_LINES) consoleRecords = consoleRecords.slice(-CONSOLE_LINES);
+    consoleNext = records.length ? records[records.length - 1].index + 1 : Math.max(consoleNext ?? 0, consoleTotal);
+    renderConsole();
+  }
+
   function ensureCharts() {
-    for (const name of row.metric_names || []) {
+    ensureSystemCharts();
+    for (const name of metricNames()) {
       if (charts.has(name)) continue;
       const card = h("div", { class: "chart-card", dataset: { metric: name } }, h("h3", {}, name));
       chartGrid.append(card);
@@ -130,12 +195,12 @@ export function experimentView(main, ctx, prefix) {
       seenIndex.set(name, (row.metrics || {})[name]?.index ?? -1);
       chart.load().catch((e) => ctx.failed(e));
     }
-    if (!(row.metric_names || []).length && !chartGrid.children.length) chartGrid.append(h("p", { class: "muted", id: "no-metrics" }, "No metrics recorded."));
-    if ((row.metric_names || []).length) chartGrid.querySelector("#no-metrics")?.remove();
+    if (!metricNames().length && !chartGrid.children.length) chartGrid.append(h("p", { class: "muted", id: "no-metrics" }, "No metrics recorded."));
+    if (metricNames().length) chartGrid.querySelector("#no-metrics")?.remove();
   }
 
   function redrawAll(refetch) {
-    for (const chart of charts.values()) {
+    for (const chart of [...charts.values(), ...[...sysCharts.values()].map(([, c]) => c)]) {
       if (refetch) chart.range = null;
       chart.load().catch((e) => ctx.failed(e));
     }
@@ -199,11 +264,19 @@ export function experimentView(main, ctx, prefix) {
       ensureCharts();
       if (first) await reloadLogs();
       else await pollLogs();
+      if (first || row.status === "RUNNING" || wasRunning) await pollConsole();
       if (!first) {
         for (const [name, chart] of charts) {
           const index = (row.metrics || {})[name]?.index ?? -1;
           if (index !== seenIndex.get(name)) {
             seenIndex.set(name, index);
+            chart.load().catch((e) => ctx.failed(e));
+          }
+        }
+        for (const [name, chart] of sysCharts.values()) {
+          const index = (row.metrics || {})[name]?.index ?? -1;
+          if (index !== chart.seenIndex) {
+            chart.seenIndex = index;
             chart.load().catch((e) => ctx.failed(e));
           }
         }
@@ -226,5 +299,6 @@ export function experimentView(main, ctx, prefix) {
     clearTimeout(timer);
     window.removeEventListener("resize", onResize);
     for (const chart of charts.values()) chart.destroy();
+    for (const [, chart] of sysCharts.values()) chart.destroy();
   };
 }
