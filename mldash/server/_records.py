@@ -68,9 +68,7 @@ class Records:
             if total is None:
                 raise no_experiment(exp_id)
             rows = conn.execute(select(logs.c.record).where(*where).order_by(logs.c.idx).limit(limit + 1)).all()
-        records = [_codec.loads(bytes(r[0])) for r in rows[:limit]]
-        end = records[-1]["index"] if records else start - 1
-        return {"data": records, "start_index": start, "end_index": end, "total": total, "has_more": len(rows) > limit}
+        return _page(rows, start, limit, total)
 
     def append_console(self, exp_id: int, start: Any, records: Any) -> dict:
         """Console records (console/console.jsonl's lines) from ``start``, as logs are."""
@@ -104,9 +102,7 @@ class Records:
                 .order_by(console.c.idx)
                 .limit(limit + 1)
             ).all()
-        records = [_codec.loads(bytes(r[0])) for r in rows[:limit]]
-        end = records[-1]["index"] if records else start - 1
-        return {"data": records, "start_index": start, "end_index": end, "total": total, "has_more": len(rows) > limit}
+        return _page(rows, start, limit, total)
 
     def append_checkpoints(self, exp_id: int, start: Any, records: Any) -> dict:
         start = start_index(start)
@@ -155,3 +151,10 @@ def _count_for_update(conn, exp_id: int, column: str) -> int:
     if count is None:
         raise no_experiment(exp_id)
     return count
+
+
+def _page(rows: list, start: int, limit: int, total: int) -> dict:
+    """read()'s shape from stored records, ``limit + 1`` rows read to know if more follow."""
+    records = [_codec.loads(bytes(r[0])) for r in rows[:limit]]
+    end = records[-1]["index"] if records else start - 1
+    return {"data": records, "start_index": start, "end_index": end, "total": total, "has_more": len(rows) > limit}

@@ -29,9 +29,6 @@ from _server_support import free_port, make_backend
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
-LEVELS = ("debug", "info", "warn", "error", "fatal")
-
-
 # ---- fixtures and helpers -----------------------------------------------------------------
 @pytest.fixture(params=["embedded", "postgres"])
 def fresh_backend(request, tmp_path):
@@ -118,7 +115,7 @@ def write_everything(exp: mldash.Experiment, points: int = 3000) -> None:
     )
     for epoch in range(3):
         exp.metrics("val/accuracy").append(value=0.5 + epoch / 10, epoch=epoch, ok=True, tag="v", none=None)
-    for level in LEVELS:
+    for level in mldash.LEVELS:
         exp.log(f"a {level} line", level=level, metadata={"level": level, "x": [1, 2.5, float("inf")]})
     exp.checkpoint("ckpt/epoch=2.ckpt", step=points, epoch=2, score=0.4, is_best=True)
     exp.summary.set(train_runtime=12.5, best={"score": 0.4})
