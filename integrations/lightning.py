@@ -131,6 +131,10 @@ class MLDashLogger(_LoggerBase):
             experiment = Experiment(prefix, **given)
             self._owns_experiment = True
         self._settings = _settings_of(experiment)
+        # Other ranks record their machine into rank zero's run only when they can name it:
+        # a default name is drawn in each process (torchrun starts them apart).
+        self._named = not self._owns_experiment or bool(prefix) or name is not None
+        self._rank_exp: Experiment | None = None
         self._metric_prefix = metric_prefix
         self._group_separator = group_separator
         self._log_model_summary = log_model_summary
@@ -331,20 +335,30 @@ class MLDashLogger(_LoggerBase):
 
     # ---- end of a stage ------------------------------------------------------
     def save(self) -> None:
-        """Nothing to do: a background thread writes, so this stays free.
-
-        Lightning calls ``save()`` after every ``log_metrics``.
+        """Nothing to write: a background thread writes, so this stays free. Lightning calls
+        it on every rank at the start (and after every ``log_metrics``): on a rank other than
+        zero, the first call starts recording that rank's machine (``Experiment.attach_rank``).
         """
+        if self._rank_exp is None and rank_zero_only.rank > 0 and self._named:
+            self._rank_exp = Experiment(self._settings["prefix"], **self._settings["kwargs"])
+            self._rank_exp.attach_rank(rank_zero_only.rank)
 
-    @rank_zero_only
     def finalize(self, status: str) -> None:
         """End of fit/validate/test: ``"success"`` finishes the experiment (COMPLETED),
         ``"failed"`` records the exception Lightning is handling and finishes it FAILED
-        (CANCELLED for KeyboardInterrupt and SIGTERM).
+        (CANCELLED for KeyboardInterrupt and SIGTERM); another rank stops recording its machine.
 
         A later stage on the same logger (fit, then test) resumes the experiment on its
         first write and completes it again.
         """
+        if rank_zero_only.rank > 0:
+            exp, self._rank_exp = self._rank_exp, None
+            if exp is not None:
+                exp.finish()
+            return
+        self._finalize_zero(status)
+
+    def _finalize_zero(self, status: str) -> None:
         if status == "failed":
             self._finalize_failed()
             return
@@ -385,6 +399,7 @@ class MLDashLogger(_LoggerBase):
         state["_owns_experiment"] = self._owns_experiment
         state["_series"] = {}
         state["_trainer_ref"] = None
+        state["_rank_exp"] = None
         return state
 
     def __setstate__(self, state: dict) -> None:

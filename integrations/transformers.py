@@ -116,6 +116,7 @@ class MLDashCallback(TrainerCallback, ExportableState):
             Experiment(**self._settings)  # bad names fail here, at the call (no I/O)
         self._given = experiment
         self._exp: Experiment | None = None
+        self._rank_exp: Experiment | None = None  # another rank's machine (attach_rank)
         self._trial_exp = False
         self._search_base: tuple[str, list[str], str] | None = None
         self._trials = 0
@@ -189,6 +190,17 @@ class MLDashCallback(TrainerCallback, ExportableState):
         exp.params.set(_hyperparameters(args, state, model))
         return exp
 
+    def _attach_rank(self, args, state) -> None:
+        """Another process of a distributed run records its machine into the run (when it
+        can name the run: a name drawn at random differs between processes)."""
+        named = self._given is not None or "prefix" in self._settings or "name" in self._settings or bool(
+            os.environ.get("MLDASH_PREFIX") or os.environ.get("MLDASH_NAME") or args.run_name)
+        if self._rank_exp is None and named and args.process_index > 0:
+            given = self._given
+            exp = self._resolve(args, state) if given is None else Experiment(
+                given.prefix, root=given.root, system_metrics=given.system_metrics or False)
+            self._rank_exp = exp.attach_rank(args.process_index)
+
     def _trainer_obj(self):
         return self._trainer() if self._trainer is not None else None
 
@@ -202,7 +214,7 @@ class MLDashCallback(TrainerCallback, ExportableState):
         # Picklable (Ray Tune ships the Trainer to workers): drop the live experiment,
         # the Trainer reference and caches; a given Experiment travels as its prefix.
         state = self.__dict__.copy()
-        state.update(_exp=None, _trainer=None, _series={}, _recorded=None, _trial_exp=False)
+        state.update(_exp=None, _rank_exp=None, _trainer=None, _series={}, _recorded=None, _trial_exp=False)
         if self._given is not None:
             given = self._given
             state["_given"] = None
@@ -231,6 +243,8 @@ class MLDashCallback(TrainerCallback, ExportableState):
             if trainer is not None:
                 self._trainer = weakref.ref(trainer)
         self._check_superseded()
+        if not state.is_world_process_zero and self._is_active() and not state.is_hyper_param_search:
+            self._attach_rank(args, state)
         if not state.is_world_process_zero or not self._is_active():
             return
         if state.is_hyper_param_search:
@@ -291,6 +305,9 @@ class MLDashCallback(TrainerCallback, ExportableState):
 
     def on_train_end(self, args, state, control, **kwargs):
         self._training = False
+        rank_exp, self._rank_exp = self._rank_exp, None
+        if rank_exp is not None:
+            rank_exp.finish()
         exp = self._exp
         if exp is None or not state.is_world_process_zero or not self._is_active():
             return

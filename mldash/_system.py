@@ -94,6 +94,33 @@ def default_labels(environ: Mapping[str, str] = os.environ) -> dict[str, Any]:
     return labels
 
 
+def rank_share(labels: Mapping[str, Any], environ: Mapping[str, str] = os.environ,
+               launcher_setting: Callable[[], str | None] | None = None) -> str | None:
+    """What a rank other than zero records so that each machine appears once: "machine" (its
+    host and GPUs) for the first process of a machine (local rank 0, or no local rank known);
+    "gpus" for another whose CUDA_VISIBLE_DEVICES is its own (the launcher's differs: SLURM's
+    ``--gpus-per-task``, a wrapper script), not one the whole job inherited; else None."""
+    if not labels.get("local_rank"):
+        return "machine"
+    mine = environ.get("CUDA_VISIBLE_DEVICES", "").strip()
+    if not mine:
+        return None  # it sees the machine's GPUs, which its local rank 0 records
+    return "gpus" if (launcher_setting or _parent_setting)() != mine else None
+
+
+def _parent_setting() -> str | None:
+    """CUDA_VISIBLE_DEVICES of the launcher (the parent process), where Linux tells."""
+    try:
+        with open(f"/proc/{os.getppid()}/environ", "rb") as f:
+            pairs = f.read().split(b"\0")
+    except OSError:
+        return None
+    for pair in pairs:
+        if pair.startswith(b"CUDA_VISIBLE_DEVICES="):
+            return pair.split(b"=", 1)[1].decode(errors="replace").strip()
+    return None
+
+
 def visible_gpus(setting: str | None, uuids: list[str], by_uuid: Callable[[str], Any] | None = None) -> list[Any]:
     """What CUDA_VISIBLE_DEVICES=``setting`` shows, in CUDA's order: indices into ``uuids``
     (NVML's order), or ``by_uuid(MIG UUID)``. As CUDA reads it: unset is all, empty none;
@@ -165,16 +192,17 @@ class SystemSampler:
     """Samples the machine every ``interval`` s on a daemon thread into ``metric(name)``
     (``exp.metrics``) for the series above. ``path``: the run's root, whose disk is measured;
     ``labels`` go into every point (None: ``default_labels()``); ``gpus``: only these CUDA
-    indices (None: all visible); ``on_error`` hears of an append that raised (the sampler
-    never raises). One-shot: once stopped, or inherited by a forked child, it never samples.
+    indices (None: all visible); ``host``: False samples the GPUs only; ``on_error`` hears of
+    an append that raised (the sampler never raises). One-shot: once stopped, or inherited by
+    a forked child, it never samples.
     """
 
     def __init__(self, interval: float, metric: Callable[[str], Any], path: str | os.PathLike,
                  labels: Mapping[str, Any] | None = None, *, prefix: str = "sys", gpus: Iterable[int] | None = None,
-                 on_error: Callable[[BaseException], None] | None = None) -> None:
+                 host: bool = True, on_error: Callable[[BaseException], None] | None = None) -> None:
         if isinstance(interval, bool) or not isinstance(interval, (int, float)) or not interval > 0:
             raise ValueError(f"interval must be a number of seconds > 0, got {interval!r}")
-        self.interval, self.prefix = float(interval), prefix
+        self.interval, self.prefix, self.host = float(interval), prefix, host
         self.path = os.path.abspath(os.fspath(path))
         self.labels = dict(default_labels() if labels is None else labels)
         self.problems: dict[str, str] = {}  # a probe -> its last error, for whoever asks why
@@ -242,7 +270,7 @@ class SystemSampler:
             if self._closed:
                 return
             began, now = time.thread_time(), time.monotonic()
-            for name, fields in self._host_points(now) + self._gpu_points():
+            for name, fields in (self._host_points(now) if self.host else []) + self._gpu_points():
                 if fields and not self._closed:  # labels alone measure nothing
                     self._emit(name, {**fields, **self.labels})
             self.samples += 1

@@ -6,18 +6,17 @@ import os
 import threading
 import time
 import traceback
-import uuid
 from time import time as _now
 from typing import Any, Iterable
 
 import orjson
 
-from . import _codec, _lifecycle, _settings
+from . import _codec, _lifecycle, _record, _settings
 from ._checks import check_level, check_status, check_text
 from ._environment import git_info, process_info
 from ._hooks import RunHooks
 from ._naming import check_namespace
-from ._system import SystemSampler, interval_setting
+from ._system import SystemSampler, default_labels, interval_setting, rank_share
 from ._runfolder import (
     CANCELLED,
     CHECKPOINTS_STEM,
@@ -116,7 +115,7 @@ class Experiment:
         self.sync_timeout: float | None = None
         self._uploader = None
         self._remote_client = None
-        self._forked = False
+        self._appends_only = False
 
     # ---- lifecycle -----------------------------------------------------------
     @property
@@ -140,7 +139,7 @@ class Experiment:
             self._start_locked()
 
     def _start_locked(self) -> None:
-        if not self._forked:
+        if not self._appends_only:
             other = nested_run(self.root, self.path)
             if other is not None:
                 raise ValueError(
@@ -149,7 +148,7 @@ class Experiment:
                 )
         os.makedirs(self.path, exist_ok=True)  # fails here, at the call, on a bad root
         self._failure = None
-        if self._forked:  # appends only: the parent owns the run's record and upload
+        if self._appends_only:  # appends only: the parent owns the run's record and upload
             self._writer = self._new_writer()
             self._status = RUNNING
             self._arm_triggers()
@@ -175,6 +174,44 @@ class Experiment:
 
             self._uploader = Uploader(self._address())
 
+    def attach_rank(self, rank: int | None = None) -> "Experiment":
+        """Record this rank's machine into the run that rank zero records: for a process of a
+        distributed run other than rank zero, instead of :meth:`start`.
+
+        Metrics, logs, the console, the run's record and its upload stay rank zero's; this
+        process only appends ``sys/rank/<rank>/...`` series (``system_metrics`` permitting),
+        labelled with its host and rank. Each machine appears once: the first process of a
+        machine (local rank 0) samples it and its GPUs, another only the GPUs that
+        ``CUDA_VISIBLE_DEVICES`` gives it alone, or nothing. ``rank``: None reads the
+        launcher's (``RANK``, MPI, SLURM). :meth:`finish` ends it; an integration calls both.
+
+        >>> exp = mldash.Experiment("vision/ddp-run")  # doctest: +SKIP
+        >>> exp.start() if rank == 0 else exp.attach_rank()  # doctest: +SKIP
+        """
+        labels = default_labels()
+        if rank is not None:
+            if isinstance(rank, bool) or not isinstance(rank, int) or rank < 0:
+                raise ValueError(f"rank must be an int >= 0, got {rank!r}")
+            labels["rank"] = rank
+        if not labels.get("rank"):
+            raise ValueError(
+                "attach_rank() is for the ranks other than zero (no RANK, PMI_RANK, "
+                "OMPI_COMM_WORLD_RANK or SLURM_PROCID > 0 here); rank zero calls start()"
+            )
+        with self._lock:
+            if self._status == RUNNING:
+                raise RuntimeError(f"{self.prefix} is already running in this process")
+            share = rank_share(labels)
+            if not self.system_metrics or share is None:
+                return self  # nothing of this machine is ours to record
+            self._appends_only = True
+            self._start_locked()
+            self._sampler = SystemSampler(
+                self.system_metrics, self.metrics, self.root, labels, prefix=f"sys/rank/{labels['rank']}",
+                host=share == "machine", on_error=self._on_sampler_error,
+            ).start()
+        return self
+
     def _new_writer(self, on_start=None) -> Writer:
         # on_error runs on the writer thread: it sends the next call down the slow
         # path, where the error is reported.
@@ -184,39 +221,11 @@ class Experiment:
         )
 
     def _write_start_meta(self) -> None:
-        now = time.time()
-        info = process_info()
-
-        def started(meta: dict) -> dict:
-            if "id" not in meta:  # new (other keys may already be there: an early error)
-                meta.update(
-                    id=uuid.uuid4().hex,
-                    project=self.project,
-                    folder=self.folder,
-                    name=self.name,
-                    prefix=self.prefix,
-                    namespace=self.namespace,
-                    created_at=now,
-                    started_at=now,
-                    sessions=0,
-                    tags=[],
-                    description=None,
-                )
-            meta.update(info)
-            meta["status"] = RUNNING
-            meta["sessions"] = meta.get("sessions", 0) + 1
-            meta["resumed_at"] = now if meta["sessions"] > 1 else None
-            meta["finished_at"] = None
-            meta["updated_at"] = now
-            if self.description is not None:
-                meta["description"] = self.description
-            if self.tags is not None:
-                meta["tags"] = sorted(set(meta.get("tags") or []) | set(self.tags))
-            if self.remote:
-                meta["remote"] = self.remote
-            return meta
-
-        self._update_meta(started)
+        identity = dict(project=self.project, folder=self.folder, name=self.name, prefix=self.prefix,
+                        namespace=self.namespace)
+        now, info = time.time(), process_info()
+        self._update_meta(lambda meta: _record.started(
+            meta, identity, now=now, info=info, description=self.description, tags=self.tags, remote=self.remote))
         self._record_git()
 
     def _record_git(self) -> None:
@@ -300,7 +309,7 @@ class Experiment:
                 self._disarm_triggers()
                 writer = self._writer
                 writer.close()
-                if self._forked:
+                if self._appends_only:
                     self._status = None
                     _lifecycle.unregister(self)
                     return
@@ -343,14 +352,8 @@ class Experiment:
 
     def _record_end(self, final: str) -> OSError | None:
         now = time.time()
-
-        def ended(meta: dict) -> dict:
-            started = meta.get("resumed_at") or meta.get("started_at") or now
-            duration = (meta.get("duration") or 0) + (now - started)
-            return {"status": final, "finished_at": now, "updated_at": now, "duration": duration}
-
         try:
-            self._update_meta(ended)
+            self._update_meta(lambda meta: _record.ended(meta, final, now))
         except OSError as error:
             return error
         return None
@@ -371,7 +374,7 @@ class Experiment:
         self._writer = None
         self._uploader = None
         self._status = None
-        self._forked = True
+        self._appends_only = True
         for metric in self._metrics.values():
             metric.take()  # the parent writes what it had queued
         self._disarm_triggers()

@@ -1,7 +1,8 @@
 """Tiny Lightning models and data for tests/integrations/test_lightning.py, for either Lightning package.
 
 Also a script for the runs that need their own process:
-``python tests/_lightning_support.py ddp ROOT``, ``... sigterm ROOT`` and
+``python tests/_lightning_support.py ddp ROOT``, ``... sigterm ROOT``, ``... nodes ROOT``
+(one process of a two-node run, started by torchrun) and
 ``... cli:PACKAGE ROOT ARGS...`` (LightningCLI).
 """
 
@@ -117,6 +118,9 @@ def _main(mode: str, root: str) -> None:
         t = trainer(strategy="ddp", devices=2, logger=logger, callbacks=callbacks)
         t.fit(TinyModule(), TinyData())
         t.test(TinyModule(), TinyData())
+    elif mode == "nodes":  # torchrun --nnodes=2: a named run, so every rank knows it
+        logger = MLDashLogger("nodes/run", root=root)
+        trainer(strategy="ddp", num_nodes=2, logger=logger, max_epochs=1).fit(TinyModule(), TinyData())
     elif mode == "sigterm":
         logger = MLDashLogger("sig/run", root=root)
         on_exception = importlib.import_module("lightning.pytorch.callbacks").OnExceptionCheckpoint(root)

@@ -335,6 +335,33 @@ def test_ddp_on_two_cpu_processes_writes_one_experiment_once(root):
     assert exp.read_logs()["total"] == 0
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(400)
+def test_two_nodes_record_both_machines_in_the_one_experiment(root):
+    # Two torchrun "nodes" on this machine: node 1's process is rank 1 and local rank 0,
+    # the first process of its machine, so it records that machine into rank zero's run.
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MLDASH_SYSTEM_METRICS": "0.2", "CUDA_VISIBLE_DEVICES": ""}
+    nodes = [subprocess.Popen(
+        [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc_per_node=1", f"--node_rank={n}",
+         "--master_addr=127.0.0.1", f"--master_port={port}", SUPPORT, "nodes", str(root)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for n in (0, 1)]
+    outputs = [node.communicate(timeout=380)[0] for node in nodes]
+    assert [node.returncode for node in nodes] == [0, 0], outputs[0][-2000:] + outputs[1][-2000:]
+    assert os.listdir(root / "nodes") == ["run"]
+    exp = mldash.Experiment("nodes/run", root=root)
+    assert exp.status == "COMPLETED" and exp.info()["sessions"] == 1
+    names = exp.metric_names()
+    assert {"sys/cpu", "sys/memory", "sys/rank/1/cpu", "sys/rank/1/memory"} <= set(names)
+    ranks = {p["data"]["rank"] for p in exp.metrics("sys/rank/1/memory").read()["data"]}
+    assert ranks == {1} and {p["data"]["rank"] for p in exp.metrics("sys/memory").read()["data"]} == {0}
+    assert steps(exp, "train_loss_step") == [0, 1]  # the metrics: rank zero's only, once
+
+
 # ---- 7. resume -------------------------------------------------------------------
 def test_resuming_from_a_checkpoint_continues_the_same_experiment(root):
     from lightning.pytorch.callbacks import ModelCheckpoint

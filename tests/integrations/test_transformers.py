@@ -389,20 +389,27 @@ def _free_port() -> int:
 
 
 @pytest.mark.slow
-def test_only_the_world_process_zero_writes_in_a_distributed_run(tmp_path, root):
-    result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={_free_port()}",
-         str(SUPPORT), "ddp", str(tmp_path / "out")],
-        cwd=tmp_path, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=170,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "rank 0 world 2 experiment True" in result.stdout
-    assert "rank 1 world 2 experiment False" in result.stdout
+def test_only_the_world_process_zero_writes_and_each_machine_appears_once(tmp_path, root):
+    # Two torchrun "nodes" on this machine: process 1 is the first of its machine, so it
+    # records that machine (sys/rank/1/...) into the run and nothing else.
+    port = _free_port()
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MLDASH_SYSTEM_METRICS": "0.2", "CUDA_VISIBLE_DEVICES": ""}
+    nodes = [subprocess.Popen(
+        [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc_per_node=1", f"--node_rank={n}",
+         "--master_addr=127.0.0.1", f"--master_port={port}", str(SUPPORT), "ddp", str(tmp_path / "out")],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for n in (0, 1)]
+    results = [node.communicate(timeout=170) for node in nodes]
+    assert [node.returncode for node in nodes] == [0, 0], results[0][1][-3000:] + results[1][1][-3000:]
+    assert "rank 0 world 2 experiment True" in results[0][0]
+    assert "rank 1 world 2 experiment False" in results[1][0]
     assert experiments(root) == ["ddp/run"]
     exp = mldash.Experiment("ddp/run", root=root)
     assert [p["step"] for p in points(exp, "train/loss")] == [1, 2, 3, 4]
     assert [r["step"] for r in exp.checkpoints()] == [2, 4]
-    assert exp.status == "COMPLETED"
+    assert exp.status == "COMPLETED" and exp.info()["sessions"] == 1
+    names = set(exp.metric_names())
+    assert {"sys/memory", "sys/rank/1/memory", "sys/rank/1/cpu"} <= names
+    assert {p["data"]["rank"] for p in exp.metrics("sys/rank/1/memory").read()["data"]} == {1}
 
 
 # ---- packaging: the start-up hook from a wheel and from an editable install ---------------
