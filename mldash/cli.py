@@ -18,7 +18,8 @@ try:
 except ImportError:  # a broken install: the message is the feature
     click = None
 
-_MISSING = [name for name in ("click", "rich") if (click if name == "click" else importlib.util.find_spec(name)) is None]
+_MISSING = [name for name, found in (("click", click is not None), ("rich", importlib.util.find_spec("rich") is not None))
+            if not found]
 
 
 def _need_cli() -> None:
@@ -98,9 +99,12 @@ _STATUS_STYLE = {"RUNNING": "cyan", "COMPLETED": "green", "FAILED": "bold red", 
 
 
 def _status(meta: dict, gone: str = "process gone") -> str:
-    status = meta.get("status") or "?"
+    """The status as rich markup, coloured."""
+    from rich.markup import escape
+
+    status = str(meta.get("status") or "?")
     style = _STATUS_STYLE.get(status, "")
-    text = f"[{style}]{status}[/]" if style else status
+    text = f"[{style}]{status}[/]" if style else escape(status)
     if meta.get("stale"):
         text += f" [dim]({gone})[/]"
     return text
@@ -150,13 +154,13 @@ _LAYOUTS = (
     (False, ("prefix", "status"), True),
 )
 _MIN_PREFIX = (32, 20)  # 32: "project/" and a default run name, 20261126-034612-3f9a07c2
-_MIN_METRICS = 16  # one "train/loss=0.123"
+_MIN_METRICS = 20  # one "train/loss=0.1234 +5"
 _SHOWN_METRICS = 4
 
 
-def _elide(text: str, width: int, middle: bool = True) -> str:
-    """``text`` in at most ``width`` terminal cells, with "…" in the middle (a third
-    of the start kept, the rest from the end) or at the end."""
+def _elide(text: str, width: int, middle: bool = True, head: int | None = None) -> str:
+    """``text`` in at most ``width`` terminal cells, with "…" in the middle (``head``
+    cells of the start kept, by default a third, the rest from the end) or at the end."""
     from rich.cells import cell_len
 
     if cell_len(text) <= width:
@@ -164,35 +168,40 @@ def _elide(text: str, width: int, middle: bool = True) -> str:
     if width <= 1:
         return "…"[:max(width, 0)]
     room = width - 1
-    head_room = room // 3 if middle else room
-    head, used = "", 0
+    head_room = (room // 3 if head is None else min(head, room // 2)) if middle else room
+    start, used = "", 0
     for char in text:
         if used + cell_len(char) > head_room:
             break
-        head += char
+        start += char
         used += cell_len(char)
-    tail, left = "", room - used
+    end, left = "", room - used
     for char in reversed(text if middle else ""):
         if cell_len(char) > left:
             break
-        tail = char + tail
+        end = char + end
         left -= cell_len(char)
-    return head + "…" + tail
+    return start + "…" + end
 
 
-def _metrics_cell(items: list[str], width: int | None) -> str:
-    """Up to four ``name=value`` and a ``+N`` for the rest; fewer where ``width`` is short."""
+def _metrics_cell(items: list[tuple[str, str]], width: int | None) -> str:
+    """Up to four ``name=value`` and a ``+N`` for the rest; fewer where ``width`` is short,
+    then the first one's name shortened (its value kept), the count of the others kept."""
     from rich.cells import cell_len
 
     if not items:
         return ""
-    for count in range(min(_SHOWN_METRICS, len(items)), 0, -1):
-        text = ", ".join(items[:count]) + (f", +{len(items) - count}" if len(items) > count else "")
+    texts = [f"{name}={value}" for name, value in items]
+    for count in range(min(_SHOWN_METRICS, len(texts)), 0, -1):
+        text = ", ".join(texts[:count]) + (f", +{len(texts) - count}" if len(texts) > count else "")
         if width is None or cell_len(text) <= width:
             return text
-    if len(items) > 1 and cell_len(items[0]) + 2 <= width:
-        return items[0] + " …"  # no room to count the others
-    return _elide(items[0] + (" …" if len(items) > 1 else ""), width, middle=False)
+    more = f" +{len(texts) - 1}" if len(texts) > 1 else ""
+    room = width - cell_len(more)
+    name, value = items[0]
+    if room - cell_len(value) - 1 >= 4:  # at least "t…ss" of the name
+        return _elide(name, room - cell_len(value) - 1) + "=" + value + more
+    return _elide(texts[0], width, middle=False)
 
 
 def _ls_cells(meta: dict, now: float) -> dict:
@@ -206,7 +215,7 @@ def _ls_cells(meta: dict, now: float) -> dict:
         "started": _when(meta.get("started_at")),
         "ago": _ago(meta.get("started_at"), now),
         "duration": _duration_text(_seconds(meta, now)),
-        "metrics": [f"{name}={_fmt(headline(latest[name]))}" for name in names],
+        "metrics": [(name, _fmt(headline(latest[name]))) for name in names],
     }
 
 
@@ -229,13 +238,13 @@ def _fit(cells: list[dict], width: int) -> tuple[bool, tuple, bool, dict]:
     """The first layout whose table fits ``width``: (borders, columns, compact, widths).
 
     The prefix and the metrics are shortened only in a compact layout, the prefix to no
-    less than 32 columns while a column can still go, then to no less than 20.
+    less than 32 columns while a column can still go, then, beside the metrics alone, to
+    no less than 20 before they go too.
     """
     from rich.cells import cell_len
 
     tries = [(layout, _MIN_PREFIX[0]) for layout in _LAYOUTS[:-1]]
-    tries += [(layout, _MIN_PREFIX[1]) for layout in _LAYOUTS if layout[2] and "metrics" in layout[1]]
-    tries.append((_LAYOUTS[-1], 0))
+    tries += [(_LAYOUTS[-2], _MIN_PREFIX[1]), (_LAYOUTS[-1], 0)]  # a column never comes back
     for (borders, columns, compact), min_prefix in tries:
         natural = {
             column: max([cell_len(_HEADERS[column])] + [cell_len(_plain(c, column, compact)) for c in cells])
@@ -282,7 +291,9 @@ def print_experiments(rows: list[dict], title: str, console=None) -> None:
             else:
                 values.append(escape(_plain(cell, column, compact, widths[column])))
         table.add_row(*values)
-    console.print(Text(_elide(title, console.width), style="table.title"), no_wrap=True, overflow="ellipsis")
+    head = title.find("/")  # "experiments in /path/to/root": the path is what shortens
+    title = _elide(title, console.width, head=head if head > 0 else None)
+    console.print(Text(title, style="table.title"), no_wrap=True, overflow="ellipsis")
     console.print(table)
 
 
