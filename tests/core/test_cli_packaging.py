@@ -10,7 +10,6 @@ import json
 import re
 import subprocess
 import sys
-import tomllib
 import zipfile
 from importlib import metadata
 from pathlib import Path
@@ -20,6 +19,11 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 import mldash
+
+try:
+    import tomllib
+except ImportError:  # Python 3.10
+    tomllib = pytest.importorskip("tomli")
 
 REPO = Path(__file__).resolve().parents[2]
 PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
@@ -107,7 +111,10 @@ def plain_install_modules() -> set[str]:
         name = canonicalize_name(requirement.name)
         if name not in wanted:
             wanted.add(name)
-            todo += metadata.requires(requirement.name) or []
+            try:
+                todo += metadata.requires(requirement.name) or []
+            except metadata.PackageNotFoundError:
+                pytest.fail(f"{requirement.name}, a core dependency of mldash, is not installed here")
     tops = {top for top, dists in metadata.packages_distributions().items()
             if any(canonicalize_name(d) in wanted for d in dists)}
     return tops | {"mldash"}
