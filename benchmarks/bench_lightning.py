@@ -107,7 +107,11 @@ def make_logger(kind: str, tmp: str):
     if kind == "mldash":
         from mldash.integrations.lightning import MLDashLogger
 
-        return MLDashLogger(project="bench", root=tmp), None
+        return MLDashLogger(project="bench", root=tmp, system_metrics=10), None
+    if kind == "mldash, system metrics off":
+        from mldash.integrations.lightning import MLDashLogger
+
+        return MLDashLogger(project="bench", root=tmp, system_metrics=False), None
     if kind == "floor (orjson lines)":
         return OrjsonLinesLogger(os.path.join(tmp, "floor.jsonl")), None
     if kind == "CSVLogger":
@@ -165,7 +169,7 @@ def direct_us(kind: str, calls: int = 2000) -> tuple[float, float]:
     return elapsed * 1e6 / calls, cpu * 1e6 / calls
 
 
-KINDS = ["none", "mldash", "floor (orjson lines)", "CSVLogger", "TensorBoardLogger",
+KINDS = ["none", "mldash", "mldash, system metrics off", "floor (orjson lines)", "CSVLogger", "TensorBoardLogger",
          "WandbLogger(offline)", "MLFlowLogger(file)"]
 
 
