@@ -464,6 +464,14 @@ class Experiment:
                     self._metrics[name] = metric
         return metric
 
+    @property
+    def files(self):
+        """The run's files, ml-dash's builder: ``exp.files(file_path="model.pt", prefix="/models").save()``,
+        ``.list()``, ``exp.files(file_id=ID).download(dest_path=...)``, ``.delete()``, ``save_json`` (docs/files.md)."""
+        from .files import FilesAccessor
+
+        return FilesAccessor(self.path, self.prefix, self._hooks)
+
     def metric_names(self) -> list[str]:
         """Every metric series stored for this experiment, sorted."""
         self._before_read()
