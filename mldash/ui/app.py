@@ -5,7 +5,13 @@
 comes from the ``DataSource`` passed in; the API is::
 
     GET api/info                                   title, whether auth is on
-    GET api/experiments[?project=P]                every run: meta, params, latest metrics
+    GET api/experiments[?project=P][&filter=F | &q=T]
+                                                   every run (or those a filter matches):
+                                                   meta, params, summary, latest metrics
+    GET api/keys[?project=P][&filter=F | &q=T]     the filter keys those runs offer (completion)
+    GET api/values?key=K[&key=K2...]&run=R[&run=R2...]
+                                                   each run's value for each filter key
+                                                   (the scatter, the parallel coordinates)
     GET api/experiment?prefix=P                    one run + metric names, errors, checkpoints
     GET api/series?prefix=P&name=M&x=step&lo=&hi=&width=800
                                                    the chart's points, downsampled keeping spikes
@@ -25,6 +31,7 @@ import contextvars
 import html
 import inspect
 import os
+import re
 import threading
 from collections import OrderedDict, deque
 from typing import Any, Callable
@@ -38,10 +45,10 @@ from starlette.responses import Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from .. import _codec
+from .. import _codec, _filter
 from .._checks import check_level
 from .series import Columns, view
-from .source import DataSource
+from .source import DataSource, row_lookup
 
 STATIC = os.path.join(os.path.dirname(__file__), "static")
 
@@ -95,6 +102,9 @@ def create_app(source: DataSource, *, auth: AuthHook | None = None, title: str =
                 result = await run_in_threadpool(handler, request.query_params)
             except KeyError as error:
                 return _json({"error": f"not found: {error.args[0] if error.args else ''}"}, 404)
+            except _filter.FilterError as error:  # the page puts the caret under its box
+                where = {"position": error.position, "line": error.line, "column": error.column, "reason": error.reason}
+                return _json({"error": str(error), "filter_error": where}, 400)
             except (ValueError, TypeError) as error:
                 return _json({"error": str(error)}, 400)
             finally:
@@ -117,6 +127,8 @@ def create_app(source: DataSource, *, auth: AuthHook | None = None, title: str =
         Route("/", index),
         Route("/api/info", info),
         Route("/api/experiments", endpoint(api.experiments)),
+        Route("/api/keys", endpoint(api.keys)),
+        Route("/api/values", endpoint(api.values)),
         Route("/api/experiment", endpoint(api.experiment)),
         Route("/api/series", endpoint(api.series)),
         Route("/api/metric", endpoint(api.metric)),
@@ -255,6 +267,40 @@ def _need(params, key: str) -> str:
 
 _NOT_KEPT = object()  # a cache key for what must not be kept (see _Api._key)
 
+# What makes the search box's text a filter even when it does not parse (so the page
+# shows the error): an operator, a bracket or quote, or a params./summary./metrics. key.
+# Other text that does not parse (``resnet``, ``lr-0.01``, ``bert crash``) is a name search.
+_FILTERISH = re.compile(r"""[=<>!~()\[\]"']|(^|[\s(])(params|summary|metrics)\.""", re.IGNORECASE)
+MAX_VALUE_KEYS = 64
+MAX_VALUE_RUNS = 500
+
+
+def _takes_filter(method) -> bool:
+    """Whether a source's ``list_experiments`` has the ``filter`` argument (sources
+    written before filters existed do not: the app filters their rows itself)."""
+    try:
+        parameters = inspect.signature(method).parameters
+    except (TypeError, ValueError):
+        return False
+    return "filter" in parameters or any(p.kind is p.VAR_KEYWORD for p in parameters.values())
+
+
+def _text_match(row: dict, words: str) -> bool:
+    """The search box's plain text: a substring of the prefix, description or a tag."""
+    hay = " ".join(str(part) for part in [row.get("prefix"), row.get("description"), *(row.get("tags") or [])] if part)
+    return words in hay.lower()
+
+
+def _value_key(text: str) -> _filter.Key:
+    """One filter key as the filter language spells it (``params.lr``, ``metrics.loss.min``)."""
+    try:
+        node = _filter.parse(f"{text} = null") if isinstance(text, str) and text.strip() else None
+    except _filter.FilterError as error:
+        raise ValueError(f"not a filter key: {text!r}: {error.reason}") from None
+    if not isinstance(node, _filter.Compare):
+        raise ValueError(f"not a filter key: {text!r} (params.<key>, summary.<key>, metrics.<name>.last|min|max, or a run key)")
+    return node.key
+
 
 class _Api:
     """The request handlers; they run on a worker thread and call the source.
@@ -270,6 +316,7 @@ class _Api:
 
     def __init__(self, source: DataSource) -> None:
         self.source = source
+        self._filters = _takes_filter(source.list_experiments)
         self._lock = threading.Lock()
         # for sources without metric_view: (key, metric name) -> (its lock, its columns)
         self._columns: OrderedDict[tuple, tuple[threading.Lock, Columns]] = OrderedDict()
@@ -304,9 +351,75 @@ class _Api:
         return key
 
     def experiments(self, params) -> dict:
-        rows = self.source.list_experiments(params.get("project") or None)
+        rows, mode = self._search(params)
         # The table needs none of the environment details; the experiment view has them.
-        return {"experiments": [{k: v for k, v in row.items() if k not in _LIST_OMITS} for row in rows]}
+        return {"experiments": [{k: v for k, v in row.items() if k not in _LIST_OMITS} for row in rows], "mode": mode}
+
+    def keys(self, params) -> dict:
+        """The keys a filter may use over the runs listed (the search box's completion)."""
+        rows, _ = self._search(params)
+        names: dict[str, set] = {"params": set(), "summary": set(), "metrics": set()}
+        for row in rows:
+            for scope in names:
+                document = row.get(scope)
+                if isinstance(document, dict):
+                    names[scope].update(k for k in document if isinstance(k, str))
+        return {"keys": _filter.keys_of(names["params"], names["summary"], names["metrics"]), "runs": len(rows)}
+
+    def values(self, params) -> dict:
+        """Each run's value for each key (null where it has none), for the scatter and the
+        parallel coordinates: the same values a filter reads, min and max included."""
+        keys = params.getlist("key")
+        refs = params.getlist("run")
+        if not keys or not refs:
+            raise ValueError("key and run are needed (each may be repeated)")
+        if len(keys) > MAX_VALUE_KEYS or len(refs) > MAX_VALUE_RUNS:
+            raise ValueError(f"at most {MAX_VALUE_KEYS} keys and {MAX_VALUE_RUNS} runs a request")
+        parsed = [_value_key(k) for k in keys]
+        lookup_of = getattr(self.source, "lookup", None) or row_lookup
+        runs, missing = [], []
+        for ref in dict.fromkeys(refs):
+            try:
+                address = self.source.resolve(ref) if getattr(self.source, "resolve", None) else ref
+                row = self.source.get_experiment(address)
+                lookup = lookup_of(row)
+                values = [lookup(key) for key in parsed]
+            except KeyError:
+                missing.append(ref)
+                continue
+            values = [None if v is _filter.MISSING else v for v in values]
+            runs.append({"ref": ref, "prefix": row.get("prefix"), "name": row.get("name"), "status": row.get("status"), "values": values})
+        return {"keys": keys, "runs": runs, "missing": missing}
+
+    def _search(self, params) -> tuple[list[dict], str]:
+        """The rows for ``filter`` (the filter language; a bad one is a FilterError) or
+        ``q`` (the search box: a filter when it parses or looks like one, else plain
+        text matched against prefix, description and tags); the mode used."""
+        project = params.get("project") or None
+        strict, box = params.get("filter"), params.get("q")
+        if strict is not None and box is not None:
+            raise ValueError("give filter or q, not both")
+        text = strict if strict is not None else box
+        if text is None or not text.strip():
+            return self.source.list_experiments(project), "all"
+        try:
+            node = _filter.parse(text)
+        except _filter.FilterError:
+            if strict is not None or _FILTERISH.search(text):
+                raise
+            words = text.strip().lower()
+            return [row for row in self.source.list_experiments(project) if _text_match(row, words)], "text"
+        if self._filters:
+            return self.source.list_experiments(project, filter=text), "filter"
+        lookup_of = getattr(self.source, "lookup", None) or row_lookup
+        rows = []
+        for row in self.source.list_experiments(project):
+            try:
+                if _filter.matches(node, lookup_of(row)):
+                    rows.append(row)
+            except KeyError:
+                continue  # gone since it was listed
+        return rows, "filter"
 
     def experiment(self, params) -> dict:
         prefix = self._resolve(params)

@@ -9,6 +9,11 @@ caches keep it fast on big roots and long series:
   bytes appended since (a running experiment costs its new lines per poll), and
   dropped least-recently-used past ``max_points``.
 
+A filter (``list_experiments(filter=...)``, the dashboard's search box) reads each
+run's documents from the row cache; ``metrics.<name>.min|max`` come from a third
+cache, each series' field minima and maxima, kept per data file with its size and
+mtime and extended by the lines appended since (never a rescan per request).
+
 Big series are also kept on disk (``mldash.ui.colcache``, outside ROOT), so a
 restarted dashboard reads their columns back instead of parsing again, and a
 background thread loads the most recently written big series as soon as the
@@ -25,7 +30,11 @@ import os
 import threading
 from collections import OrderedDict
 from contextlib import contextmanager
+from typing import Any, Callable
 
+import orjson
+
+from .. import _codec, _filter
 from .._checks import check_level
 from .._naming import metric_parts
 from .._runfolder import (
@@ -58,6 +67,7 @@ from .loading import (
     stamp,
 )
 from .series import view
+from .source import headline_key, row_lookup
 from .warmer import Warmer
 
 
@@ -97,29 +107,39 @@ class LocalSource:
             cache = ColumnCache(cache)
         self.cache: ColumnCache | None = cache
         self._rows: dict[str, tuple[tuple, dict]] = {}
+        self._stats: dict[str, SeriesStats] = {}  # data.jsonl path -> its fields' min and max
         self._series: OrderedDict[str, SeriesEntry] = OrderedDict()
         self._lock = threading.Lock()
         self._busy = 0  # requests being served; the warmer waits for 0
         self._warmer = Warmer(self)
 
     # ---- the DataSource protocol ---------------------------------------------------------
-    def list_experiments(self, project: str | None = None) -> list[dict]:
+    def list_experiments(self, project: str | None = None, filter: str | None = None) -> list[dict]:
+        """Every run under the root (of ``project``), or those ``filter`` matches
+        (``mldash._filter``; a bad one raises its ``FilterError``)."""
+        node = _filter.parse(filter)  # before any reading: a bad filter costs nothing
         with self.serving():
-            return self._list_experiments(project)
+            return self._list_experiments(project, node)
 
-    def _list_experiments(self, project: str | None) -> list[dict]:
+    def _list_experiments(self, project: str | None, node=None) -> list[dict]:
         rows = []
         seen = set()
         for path in find_experiments(self.root):
             seen.add(path)
             try:
                 row = self._row(path)
+                if project is not None and row.get("project") != project:
+                    continue
+                if node is not None and not _filter.matches(node, self._lookup(path, row)):
+                    continue
             except (OSError, ValueError):
                 continue  # half-written or removed while we looked
-            if project is None or row.get("project") == project:
-                rows.append(row)
-        for path in set(self._rows) - seen:
+            rows.append(row)
+        gone = set(self._rows) - seen
+        for path in gone:
             self._rows.pop(path, None)
+        if gone:
+            self._forget_stats(gone)
         return rows
 
     def get_experiment(self, prefix: str) -> dict:
@@ -155,6 +175,10 @@ class LocalSource:
             return read_console(self._path(prefix), start_index, limit)
 
     # ---- optional methods the app uses when a source has them ----------------------------
+    def lookup(self, row: dict) -> Callable[[_filter.Key], Any]:
+        """The filter's ``lookup(key)`` for one of this source's rows (``api/values``)."""
+        return self._lookup(self._path(row["prefix"]), row)
+
     def metric_view(
         self,
         prefix: str,
@@ -254,12 +278,13 @@ class LocalSource:
         return folder
 
     def _row(self, path: str) -> dict:
-        """experiment.json + params + latest metric points, cached on the files' stat."""
+        """experiment.json + params + summary + latest metric points, cached on the files' stat."""
         series = scan_metrics(os.path.join(path, METRICS_DIR))
         names = sorted(series)
         key = (
             stamp(os.path.join(path, META_FILE)),
             stamp(os.path.join(path, PARAMS_FILE)),
+            stamp(os.path.join(path, SUMMARY_FILE)),
             tuple((n, series[n]) for n in names),
         )
         cached = self._rows.get(path)
@@ -270,6 +295,7 @@ class LocalSource:
             return row
         row = load_meta(path)
         row["params"] = read_document(os.path.join(path, PARAMS_FILE))
+        row["summary"] = read_document(os.path.join(path, SUMMARY_FILE))
         metrics = {}
         for name in names:
             point = last_point(metric_folder(path, name))
@@ -279,6 +305,44 @@ class LocalSource:
         row.pop("path", None)  # the browser has no use for server paths
         self._rows[path] = (key, row)
         return row
+
+    # ---- what a filter reads --------------------------------------------------------------
+    def _lookup(self, path: str, row: dict) -> Callable[[_filter.Key], Any]:
+        def metric_stat(name: str, agg: str) -> Any:
+            data = (row["metrics"][name] or {}).get("data") or {}
+            field = headline_key(data)
+            try:
+                stats = self.series_stats(os.path.join(metric_folder(path, name), DATA_FILE))
+            except (OSError, ValueError):
+                return _filter.MISSING
+            if stats is None or field is None:
+                return _filter.MISSING
+            return (stats.lows if agg == "min" else stats.highs).get(field, _filter.MISSING)
+
+        return row_lookup(row, metric_stat)
+
+    def series_stats(self, data_path: str) -> "SeriesStats | None":
+        """The min and max of every numeric field of the series in ``data_path``,
+        from the cache while the file keeps its size and mtime, else extended by
+        the lines appended since (all lines for a new or rewritten file)."""
+        try:
+            st = os.stat(data_path)
+        except FileNotFoundError:
+            self._stats.pop(data_path, None)
+            return None
+        old = self._stats.get(data_path)
+        if old is not None and (old.ino, old.size, old.mtime_ns) == (st.st_ino, st.st_size, st.st_mtime_ns):
+            return old
+        stats = SeriesStats.read(data_path, old)
+        if stats is not None:
+            self._stats[data_path] = stats
+        return stats
+
+    def _forget_stats(self, runs: set[str]) -> None:
+        """Drop the statistics of series under run folders that are gone."""
+        bases = tuple(path.rstrip(os.sep) + os.sep for path in runs)
+        for data_path in [p for p in list(self._stats) if p.startswith(bases)]:
+            self._stats.pop(data_path, None)
 
     def entry(self, folder: str) -> SeriesEntry:
         with self._lock:
@@ -357,3 +421,86 @@ class LocalSource:
             while total > self.max_points and len(self._series) > 1:
                 _, old = self._series.popitem(last=False)
                 total -= old.cols.n
+
+
+class SeriesStats:
+    """Each numeric field's min and max over a series' complete lines (NaN left out,
+    as ``mldash.runs`` does), and where the reading stopped, so that a grown file is
+    read only from there. A new object per change: a reader elsewhere may hold the old."""
+
+    __slots__ = ("ino", "size", "mtime_ns", "offset", "tail", "lows", "highs")
+    BLOCK = 4 << 20
+    TAIL = 64  # bytes before ``offset`` that must still be there for the file to be the one read
+
+    def __init__(self, ino: int) -> None:
+        self.ino, self.size, self.mtime_ns, self.offset = ino, 0, 0, 0
+        self.tail = b""
+        self.lows: dict[str, Any] = {}
+        self.highs: dict[str, Any] = {}
+
+    @classmethod
+    def read(cls, data_path: str, old: "SeriesStats | None") -> "SeriesStats | None":
+        try:
+            f = open(data_path, "rb")
+        except FileNotFoundError:
+            return None
+        with f:
+            st = os.fstat(f.fileno())
+            stats = None
+            if old is not None and old.ino == st.st_ino and st.st_size >= old.offset:
+                f.seek(old.offset - len(old.tail))
+                if f.read(len(old.tail)) == old.tail:  # the same lines: go on from there
+                    stats = cls(old.ino)
+                    stats.offset, stats.tail = old.offset, old.tail
+                    stats.lows, stats.highs = dict(old.lows), dict(old.highs)
+            if stats is None:
+                stats = cls(st.st_ino)
+            stats._scan(f, st.st_size)
+            stats.size, stats.mtime_ns = st.st_size, st.st_mtime_ns
+        return stats
+
+    def _scan(self, f, size: int) -> None:
+        f.seek(self.offset)
+        pos, rest = self.offset, b""
+        lows, highs = self.lows, self.highs
+        while pos < size:
+            block = f.read(min(self.BLOCK, size - pos))
+            if not block:
+                break
+            pos += len(block)
+            block = rest + block
+            cut = block.rfind(b"\n") + 1
+            rest = block[cut:]
+            if not cut:
+                continue
+            complete = block[:cut]
+            for data in _fields(complete[:-1].split(b"\n"), _codec._TAG_BYTES in complete):
+                for key, value in data.items():
+                    cls = value.__class__
+                    if (cls is float or cls is int) and value == value:
+                        low = lows.get(key)
+                        if low is None or value < low:
+                            lows[key] = value
+                        high = highs.get(key)
+                        if high is None or value > high:
+                            highs[key] = value
+            self.offset += cut
+            self.tail = (self.tail + complete)[-self.TAIL:]
+
+
+def _fields(lines: list[bytes], tagged: bool) -> list[dict]:
+    """The fields of each stored line (``[ms, {fields}]``); damaged lines are left out."""
+    try:
+        rows = orjson.loads(b"[" + b",".join(lines) + b"]")
+    except orjson.JSONDecodeError:
+        rows = []
+        for line in lines:
+            try:
+                rows.append(orjson.loads(line))
+            except orjson.JSONDecodeError:
+                pass
+    out = []
+    for row in rows:
+        if isinstance(row, list) and len(row) == 2 and isinstance(row[1], dict):
+            out.append(_codec.untag(row[1]) if tagged else row[1])
+    return out

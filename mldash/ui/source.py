@@ -23,11 +23,24 @@ Optional methods the app uses when a source has them (``getattr``; none is requi
 * ``warm(prefix) -> None``: called when a run is opened, to start loading its series.
 * ``serving() -> context manager``: held around every HTTP request, so that the
   source's own background work can step aside while one is being served.
+* ``lookup(row) -> Callable[[mldash._filter.Key], Any]``: the filter's view of one of its
+  rows (``list_experiments`` or ``get_experiment``): the run's value for a key, or
+  ``mldash._filter.MISSING``. The app uses it for ``api/values`` (the scatter and the
+  parallel coordinates) and to filter the rows of a source whose ``list_experiments``
+  takes no ``filter``; without it the app reads the rows with ``row_lookup`` (below),
+  which knows each metric's last value but not its min or max.
+
+A source written before filters existed may lack ``list_experiments``'s ``filter``
+argument; the app then lists every row and filters them itself (``row_lookup`` or the
+source's ``lookup``), which is correct but not fast on a big server.
 """
 
 from __future__ import annotations
 
-from typing import Protocol
+import time
+from typing import Any, Callable, Protocol
+
+from .. import _filter
 
 
 class DataSource(Protocol):
@@ -36,10 +49,16 @@ class DataSource(Protocol):
     Every method may raise ``KeyError`` for an unknown prefix or metric.
     """
 
-    def list_experiments(self, project: str | None = None) -> list[dict]:
+    def list_experiments(self, project: str | None = None, filter: str | None = None) -> list[dict]:
         """One dict per experiment: the experiment.json fields (prefix, project,
         folder, name, status, started_at, finished_at, duration, tags, ...) plus
-        ``params`` (flat dict) and ``metrics`` ({name: last point in read() shape})."""
+        ``params`` (flat dict) and ``metrics`` ({name: last point in read() shape}),
+        and ``summary`` (dict) where the source has it cheaply.
+
+        ``filter``: the filter language's text (``mldash._filter``; None or blank: every
+        run): only the experiments it matches, evaluated with the module's semantics
+        (``metrics.<name>.min|max`` over each series' headline field). A filter that
+        does not parse raises ``mldash._filter.FilterError`` (a ValueError: 400)."""
 
     def get_experiment(self, prefix: str) -> dict:
         """The same dict as one ``list_experiments`` row, plus ``summary`` (dict),
@@ -55,3 +74,71 @@ class DataSource(Protocol):
         self, prefix: str, start_index: int = 0, limit: int = 1000, level: str | None = None
     ) -> dict:
         """Exactly ``Experiment.read_logs()``'s shape."""
+
+
+def headline_key(data: dict) -> str | None:
+    """The field a series is shown and filtered by: ``value``, else the first number
+    that is not step, epoch or timestamp, else the first field (``_runfolder.headline``)."""
+    if "value" in data:
+        return "value"
+    for key, value in data.items():
+        if key not in ("step", "epoch", "timestamp") and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return key
+    return next(iter(data), None)
+
+
+def last_value(point: Any) -> Any:
+    """``metrics.<name>.last`` of a series whose last point (read() shape) is ``point``."""
+    data = point.get("data") if isinstance(point, dict) else None
+    if not isinstance(data, dict):
+        return _filter.MISSING
+    key = headline_key(data)
+    return _filter.MISSING if key is None else data.get(key, _filter.MISSING)
+
+
+# The filter's run keys and the row fields they read (DataSource rows are experiment.json's).
+_RUN_FIELDS = {"created": "created_at", "started": "started_at", "ended": "finished_at"}
+
+
+def run_value(row: dict, name: str) -> Any:
+    """A run key (``mldash._filter.RUN_KEYS``) of a row: prefix, status, tags, times
+    (epoch seconds), duration (counting up while the run runs, as ``mldash.runs``)."""
+    if name == "tags":
+        tags = row.get("tags")
+        return list(tags) if isinstance(tags, (list, tuple)) else []
+    if name == "duration":
+        stored = row.get("duration")
+        since = row.get("resumed_at") or row.get("started_at")
+        if row.get("status") == "RUNNING" and not row.get("stale") and isinstance(since, (int, float)):
+            return (stored or 0.0) + max(0.0, time.time() - since)
+        value = stored
+    else:
+        value = row.get(_RUN_FIELDS.get(name, name))
+    return _filter.MISSING if value is None else value
+
+
+def row_lookup(row: dict, metric_stat: Callable[[str, str], Any] | None = None) -> Callable[[_filter.Key], Any]:
+    """The filter's ``lookup(key)`` over a ``list_experiments`` row: its params, its
+    ``summary`` (when the row has one), its run keys and each metric's last value.
+    ``metric_stat(name, agg)`` gives ``min`` and ``max`` (default: missing, so a
+    filter on them matches nothing); it is asked only for series the row lists."""
+    params = row.get("params") or {}
+    summary = row.get("summary") or {}
+    metrics = row.get("metrics") or {}
+
+    def lookup(key: _filter.Key) -> Any:
+        scope = key.scope
+        if scope == "params":
+            return params.get(key.name, _filter.MISSING)
+        if scope == "summary":
+            return summary.get(key.name, _filter.MISSING)
+        if scope == "metrics":
+            point = metrics.get(key.name)
+            if point is None:
+                return _filter.MISSING
+            if key.agg == "last":
+                return last_value(point)
+            return _filter.MISSING if metric_stat is None else metric_stat(key.name, key.agg)
+        return run_value(row, key.name)
+
+    return lookup
