@@ -83,3 +83,53 @@ BAD_TEXT = [
 ]
 # Accepted everywhere they may appear, and stored exactly.
 GOOD_VALUES = [0, -1, BIG, -BIG, 2**64 - 1, 2**64, 1.5, True, None, "", "naïve ☃", "tab\tand\nnewline"]
+
+# Saved files (exp.files(...), the server's /files records): each part of a prefix and
+# the file name take BAD_PATH_PARTS (a prefix may start or end with "/"); tags take
+# BAD_LABELS; and these.
+BAD_FILE_PREFIXES = [
+    ("../x", ValueError, "leave its folder"),
+    ("/a/../b", ValueError, "leave its folder"),
+    ("a//b", ValueError, "empty folder name"),
+    ("//", ValueError, "empty folder name"),
+    ("/.hidden", ValueError, "must not start with '.'"),
+    ("a/\x00", ValueError, "control character"),
+    ("a/\ud800", ValueError, "not valid Unicode"),
+    ("/" + "a/" * 600, ValueError, "at most 1000"),
+    (7, TypeError, "must be a str"),
+]
+BAD_FILE_NAMES = [
+    ("..", ValueError, "leave its folder"),
+    (".", ValueError, "leave its folder"),
+    ("", ValueError, "must not be empty"),
+    ("nul\x00.pt", ValueError, "control character"),
+    ("\ud800.pt", ValueError, "not valid Unicode"),
+    ("é" * 150, ValueError, "more than 255 bytes"),  # 150 characters, 300 bytes
+    ("x" * 300, ValueError, "at most 200"),
+    ("a\\b.pt", ValueError, "must not contain"),
+    (".env", ValueError, "must not start with '.'"),
+    (5, TypeError, "must be a str"),
+]
+BAD_FILE_METADATA = [
+    ("not a dict", TypeError, "must be a dict"),
+    ([1, 2], TypeError, "must be a dict"),
+    ({"a": object()}, TypeError, "not a JSON value"),
+    ({"a": {1, 2}}, TypeError, "not a JSON value"),
+    ({1: "x"}, TypeError, "keys must be str"),
+    ({"$float": "NaN"}, ValueError, "reserved"),
+    ({"a": "nul\x00"}, ValueError, "NUL"),
+    ({"a": "\ud800"}, ValueError, "not valid Unicode"),
+]
+BAD_FILE_TAGS = [
+    ("best", TypeError, "must be a list of str"),
+    ([1], TypeError, "must be a str"),
+    (["nul\x00"], ValueError, "control character"),
+    ([""], ValueError, "must not be empty"),
+    (["\ud800"], ValueError, "not valid Unicode"),
+]
+BAD_FILE_IDS = [
+    ("../x", ValueError, "file_id must be"),
+    ("", ValueError, "file_id must be"),
+    ("a" * 65, ValueError, "file_id must be"),
+    (5, TypeError, "file_id must be a str"),
+]

@@ -1,0 +1,791 @@
+"""``exp.files(...)``: the ml-dash SDK's files builder, over a content-addressed store
+in the run's folder (layout and reading: ``_filestore``; the guide: docs/files.md).
+
+>>> exp.files(file_path="model.pt", prefix="/models", tags=["best"]).save()  # doctest: +SKIP
+{'id': '7390...', 'path': '/models', 'filename': 'model.pt', 'sizeBytes': 1048576, 'checksum': 'ab12...', ...}
+>>> exp.files(prefix="/models").list()  # doctest: +SKIP
+>>> exp.files(file_id="7390...").download(dest_path="out.pt")  # doctest: +SKIP
+'out.pt'
+
+How a save works: the source is copied into ``files/.tmp/`` by the kernel
+(``sendfile``) in pieces while a helper thread hashes what was copied, reading
+it back from the page cache, so the copy and the SHA-256 run side by side and a
+file of any size passes through a few MiB of memory. The copy is fsynced, renamed
+to ``files/blobs/sha256/<2>/<62>`` (or dropped when those bytes are already
+stored) and only then is its record appended to ``files/files.jsonl``. So a crash
+leaves at most a temp file, never a record without its bytes.
+
+``save()`` returns the complete record: on this kind of machine a 1 GB file costs
+about what its SHA-256 does (~0.6 s), a little more than a plain copy.
+``save(wait=False)`` returns a ``concurrent.futures.Future`` as soon as the copy is
+taken (the source may change from then on): the hash, the fsync and the record
+happen on a background thread, and the future's result is the record.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import errno
+import hashlib
+import importlib
+import mimetypes
+import os
+import stat
+import sys
+import threading
+import time
+from datetime import datetime, timezone
+from typing import Any
+
+from ._filestore import (
+    DELETE,
+    FILES_DIR,
+    INDEX_FILE,
+    SAVE,
+    TMP_DIR,
+    blob_path,
+    check_description,
+    check_file_id,
+    check_filename,
+    check_labels,
+    check_metadata,
+    check_prefix,
+    encode_record,
+    files_folder,
+    find_by_path,
+    fold,
+    index_path,
+    public,
+    read_records,
+    select,
+    track,
+)
+from ._hooks import RunHooks
+from ._runfolder import locked, pid_alive
+from ._writer import StorageError
+
+_SMALL = 4 << 20  # copied and hashed in one go on the caller's thread
+_PIECE = 16 << 20  # bytes a sendfile call copies before the hasher is told
+_READ = 1 << 20  # the hasher's (and the fallback copy's) buffer: within L2, fastest for SHA-256
+
+
+class MissingFile(FileNotFoundError, ValueError):
+    """No such file (a ValueError too, as ml-dash raises)."""
+
+
+class NotAFile(IsADirectoryError, ValueError):
+    """A directory or another thing that is not a regular file (a ValueError too, as ml-dash raises)."""
+
+
+def _now_iso(now: float) -> str:
+    # ml-dash's format: naive UTC, ISO 8601, a trailing Z.
+    return datetime.fromtimestamp(now, timezone.utc).replace(tzinfo=None).isoformat() + "Z"
+
+
+def _new_id(now: float) -> str:
+    # A Snowflake-like id, as ml-dash's: milliseconds, then 22 random bits; sorts by time.
+    return str((int(now * 1000) << 22) | int.from_bytes(os.urandom(3), "big") >> 2)
+
+
+# ---- the builder ------------------------------------------------------------------------
+class FilesAccessor:
+    """``exp.files``: call it for a builder (``exp.files(prefix="/models")``), or use
+    ml-dash 0.11's direct forms (``exp.files.list()``, ``exp.files.save_json(obj, to="a.json")``)."""
+
+    def __init__(self, path: str, prefix: str, hooks: RunHooks) -> None:
+        self._store = RunFiles(path, prefix, hooks)
+
+    def __call__(self, dir: str | None = None, **options: Any) -> "FileBuilder":
+        return FileBuilder(self._store, dir, **options)
+
+    def __getattr__(self, name: str):
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(FileBuilder(self._store), name)
+
+
+class FileBuilder:
+    """One files operation, ml-dash's builder: the arguments of ``exp.files(...)``, then
+    ``save()``, ``list()``, ``download()``, ``delete()`` or a ``save_*`` helper.
+
+    ``dir`` (ml-dash 0.11's first argument) is the folder to save into or list, or
+    the file to download or delete (``"models/model.pt"``); ``prefix`` (0.6's
+    keyword) is the folder. Every argument is checked here, at the call.
+    """
+
+    def __init__(
+        self,
+        store: "RunFiles",
+        dir: str | None = None,
+        *,
+        file_path: str | os.PathLike | None = None,
+        prefix: str | None = None,
+        description: str | None = None,
+        tags: list[str] | None = None,
+        bindrs: list[str] | None = None,
+        metadata: dict | None = None,
+        file_id: str | None = None,
+        dest_path: str | os.PathLike | None = None,
+    ) -> None:
+        self._store = store
+        self._dir = check_prefix(dir) if dir is not None else None
+        self._prefix = check_prefix(prefix) if prefix is not None else self._dir or "/"
+        self._listing = check_prefix(prefix) if prefix is not None else self._dir  # None: every file
+        self._file_path = _fspath(file_path, "file_path") if file_path is not None else None
+        self._description = check_description(description)
+        self._tags = check_labels(tags, "file tags")
+        self._bindrs = check_labels(bindrs, "file bindrs")
+        self._metadata = check_metadata(metadata)
+        self._file_id = check_file_id(file_id) if file_id is not None else None
+        self._dest_path = _fspath(dest_path, "dest_path") if dest_path is not None else None
+
+    # ---- saving ---------------------------------------------------------------------------
+    def save(self, content: Any = None, *, to: str | None = None, description: str | None = None,
+             tags: list[str] | None = None, metadata: dict | None = None, wait: bool = True):
+        """Store a file (``file_path``, or ``content``: a path, bytes, or a dict/list
+        saved as JSON) and return its record; ``to`` renames it ("best.pt", or
+        "sub/best.pt" into a sub-folder). ``wait=False`` returns a Future of the record
+        once the copy is taken (the hash and the record follow in the background)."""
+        fields = self._fields(description, tags, metadata)
+        if content is None:
+            if self._file_path is None:
+                raise ValueError("nothing to save: pass exp.files(file_path=...) or save(content)")
+            content = self._file_path
+        if isinstance(content, (str, os.PathLike)):
+            source = _fspath(content, "file_path")
+            prefix, name = self._target(to if to is not None else os.path.basename(source.rstrip(os.sep)) or source)
+            return self._store.save_path(source, prefix, name, fields, wait)
+        if isinstance(content, (bytes, bytearray, memoryview)):
+            return self.save_blob(content, to=_required(to, "bytes"), wait=wait, **_as_options(fields))
+        if isinstance(content, (dict, list)):
+            return self.save_json(content, to=_required(to, "a dict or list"), wait=wait, **_as_options(fields))
+        raise TypeError(f"save() takes a file path, bytes, or a dict/list (saved as JSON), not {type(content).__name__}")
+
+    def upload(self, fpath: str | os.PathLike, *, to: str | None = None, description: str | None = None,
+               tags: list[str] | None = None, metadata: dict | None = None, wait: bool = True):
+        """ml-dash 0.11's name for saving a file from disk."""
+        return self.save(_fspath(fpath, "fpath"), to=to, description=description, tags=tags, metadata=metadata, wait=wait)
+
+    def save_json(self, obj: Any, file_name: str | None = None, *, to: str | None = None, wait: bool = True, **fields):
+        """``obj`` as indented JSON (numpy and torch scalars, paths, enums converted)."""
+        import json
+
+        from .params import to_json_value
+
+        data = json.dumps(obj, indent=2, ensure_ascii=False, default=to_json_value).encode()
+        return self._serialized(lambda f: f.write(data), file_name, to, "application/json", wait, fields)
+
+    def save_text(self, text: str, file_name: str | None = None, *, to: str | None = None, wait: bool = True, **fields):
+        if not isinstance(text, str):
+            raise TypeError(f"save_text() takes a str, not {type(text).__name__}")
+        data = text.encode()
+        return self._serialized(lambda f: f.write(data), file_name, to, None, wait, fields)
+
+    def save_blob(self, data: bytes, file_name: str | None = None, *, to: str | None = None, wait: bool = True, **fields):
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(f"save_blob() takes bytes, not {type(data).__name__}")
+        return self._serialized(lambda f: f.write(data), file_name, to, None, wait, fields)
+
+    def save_pkl(self, obj: Any, file_name: str | None = None, *, to: str | None = None, wait: bool = True, **fields):
+        """``obj`` pickled (written straight into the store: no second copy)."""
+        import pickle
+
+        return self._serialized(lambda f: pickle.dump(obj, f), file_name, to, "application/octet-stream", wait, fields)
+
+    def save_torch(self, obj: Any, file_name: str | None = None, *, to: str | None = None, wait: bool = True, **fields):
+        """``torch.save(obj)`` straight into the store. torch is loaded here only (it
+        already is, when ``obj`` holds tensors)."""
+        torch = _module("torch", "save_torch")
+        return self._serialized(lambda f: torch.save(obj, f), file_name, to, "application/octet-stream", wait, fields)
+
+    def save_fig(self, fig: Any = None, file_name: str | None = None, *, to: str | None = None,
+                 wait: bool = True, **savefig_kwargs):
+        """A matplotlib figure (None: the current one) as ``file_name`` (default
+        figure.png; the extension picks the format), then closed, as ml-dash does.
+        Other keywords go to ``fig.savefig``."""
+        fields = {k: savefig_kwargs.pop(k) for k in ("description", "tags", "metadata") if k in savefig_kwargs}
+        name = to if to is not None else file_name if file_name is not None else "figure.png"
+        if fig is None:
+            fig = _module("matplotlib.pyplot", "save_fig").gcf()
+        fmt = os.path.splitext(name)[1][1:].lower() or "png"
+        savefig_kwargs.setdefault("format", fmt)
+
+        def write(f) -> None:
+            fig.savefig(f, **savefig_kwargs)
+
+        record = self._serialized(write, None, name, None, wait, fields)
+        pyplot = sys.modules.get("matplotlib.pyplot")
+        if pyplot is not None:
+            pyplot.close(fig)
+        return record
+
+    def _serialized(self, write, file_name, to, content_type, wait: bool, fields: dict):
+        fields = self._fields(fields.pop("description", None), fields.pop("tags", None), fields.pop("metadata", None),
+                              extra=fields)
+        prefix, name = self._target(_required(to if to is not None else file_name, "this helper"))
+        return self._store.save_written(write, prefix, name, fields, content_type, wait)
+
+    # ---- reading and deleting --------------------------------------------------------------
+    def list(self, pattern: str | None = None) -> list[dict]:
+        """The live files under this builder's folder (all of them with none), oldest
+        first, as ml-dash records; ``pattern`` is a glob on the name or the path, and
+        the builder's ``tags`` keep files with any of them."""
+        if pattern is not None and not isinstance(pattern, str):
+            raise TypeError(f"pattern must be a str, not {type(pattern).__name__}")
+        return select(self._store.files(), self._listing, self._tags or None, pattern)
+
+    def download(self, pattern: str | None = None, *, to: str | os.PathLike | None = None,
+                 dest_path: str | os.PathLike | None = None):
+        """Copy the file (``file_id``, else this builder's path) to ``dest_path`` (default:
+        its name in the working directory) and return where it went; the copy is
+        verified against the record's SHA-256. With a ``pattern``, every match goes into
+        the folder ``to`` and the paths come back as a list."""
+        dest = dest_path if dest_path is not None else to if to is not None else self._dest_path
+        dest = _fspath(dest, "dest_path") if dest is not None else None
+        if pattern is not None and self._file_id is None:
+            matches = self.list(pattern)
+            if not matches:
+                raise MissingFile(f"no file matches {pattern!r} in {self._store.prefix}")
+            folder = dest or "."
+            os.makedirs(folder, exist_ok=True)
+            return [self._store.download(f, os.path.join(folder, f["filename"])) for f in matches]
+        return self._store.download(self._one(), dest)
+
+    def delete(self, pattern: str | None = None):
+        """Delete the file (``file_id``, else this builder's path): its record is ended by a
+        tombstone and its bytes are freed once no other record holds them. Returns
+        ``{"id", "deletedAt"}`` (a list of those with a ``pattern``)."""
+        if pattern is not None and self._file_id is None:
+            matches = self.list(pattern)
+            if not matches:
+                raise MissingFile(f"no file matches {pattern!r} in {self._store.prefix}")
+            return [self._store.delete(f["id"]) for f in matches]
+        return self._store.delete(self._one()["id"])
+
+    def exists(self) -> bool:
+        """Whether the file (``file_id``, else this builder's path) is stored and not deleted."""
+        try:
+            self._one()
+        except MissingFile:
+            return False
+        return True
+
+    def _one(self) -> dict:
+        files = self._store.files()
+        if self._file_id is not None:
+            found = next((f for f in files if f["id"] == self._file_id), None)
+            if found is None:
+                raise MissingFile(f"no file with id {self._file_id!r} in {self._store.prefix}")
+            return found
+        if self._dir is None or self._dir == "/":
+            raise ValueError("which file? pass exp.files(file_id=...) or exp.files('folder/name.ext')")
+        found = find_by_path(files, self._dir)
+        if found is None:
+            raise MissingFile(f"no file {self._dir.strip('/')!r} in {self._store.prefix}")
+        return found
+
+    # ---- arguments ------------------------------------------------------------------------
+    def _fields(self, description, tags, metadata, extra: dict | None = None) -> dict:
+        if extra:
+            raise TypeError(f"unexpected keyword argument {next(iter(extra))!r}")
+        return {
+            "description": check_description(description) if description is not None else self._description,
+            "tags": check_labels(tags, "file tags") if tags is not None else self._tags,
+            "bindrs": self._bindrs,
+            "metadata": check_metadata(metadata) if metadata is not None else self._metadata,
+        }
+
+    def _target(self, name: Any) -> tuple[str, str]:
+        """(folder, file name) for ``name``, which may hold a sub-folder ("sub/best.pt")."""
+        if not isinstance(name, str):
+            raise TypeError(f"file name must be a str, not {type(name).__name__}")
+        folder, _, base = name.lstrip("/").rpartition("/") if "/" in name else ("", "", name)
+        prefix = self._prefix
+        if folder:
+            prefix = check_prefix(prefix.rstrip("/") + "/" + folder)
+        return prefix, check_filename(base)
+
+
+def _required(name: Any, what: str) -> str:
+    if name is None:
+        raise ValueError(f"a file name is required when saving {what}: pass to=... (or file_name)")
+    return name
+
+
+def _as_options(fields: dict) -> dict:
+    return {k: v for k, v in fields.items() if k != "bindrs" and v is not None}
+
+
+def _fspath(value: Any, what: str) -> str:
+    try:
+        path = os.fspath(value)
+    except TypeError:
+        raise TypeError(f"{what} must be a str or os.PathLike, not {type(value).__name__}") from None
+    if not isinstance(path, str):
+        raise TypeError(f"{what} must be a str path, not {type(path).__name__}")
+    if "\x00" in path:
+        raise ValueError(f"{what} contains a NUL character: {path[:80]!r}")
+    return path
+
+
+def _module(name: str, helper: str):
+    # The user's own framework, loaded on demand for the one helper that calls it
+    # (importlib: the core of mldash has no import of it).
+    module = sys.modules.get(name)
+    if module is None:
+        try:
+            module = importlib.import_module(name)
+        except ImportError as error:
+            raise ImportError(f"{helper}() needs {name.split('.')[0]}, which is not installed: {error}") from None
+    return module
+
+
+# ---- the store ---------------------------------------------------------------------------
+class RunFiles:
+    """The files of one run folder: saves, deletes, reads (the remote reader's when
+    the run has no local copy)."""
+
+    def __init__(self, path: str, prefix: str, hooks: RunHooks) -> None:
+        self.path = path
+        self.prefix = prefix
+        self._hooks = hooks
+        self.folder = files_folder(path)
+        self.index = index_path(path)
+
+    # ---- reading ------------------------------------------------------------------------
+    def _remote(self):
+        if os.path.exists(self.folder):
+            return None
+        return self._hooks.remote()
+
+    def files(self) -> list[dict]:
+        remote = self._remote()
+        if remote is not None:
+            return remote.list_files()
+        return fold(read_records(self.path))
+
+    def download(self, record: dict, dest: str | None) -> str:
+        if dest is None:
+            dest = record["filename"]
+        elif os.path.isdir(dest):
+            dest = os.path.join(dest, record["filename"])
+        remote = self._remote()
+        if remote is not None:
+            return remote.download_file(record, dest)
+        source = blob_path(self.path, record["checksum"])
+        try:
+            fd = os.open(source, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        except FileNotFoundError:
+            raise StorageError(f"the bytes of file {record['id']} ({record['filename']}) are missing from {source}") from None
+        try:
+            part = f"{dest}.mldash-{os.getpid()}-{os.urandom(4).hex()}.part"
+            checksum, _size = _copy_to(fd, part)
+        finally:
+            os.close(fd)
+        if checksum != record["checksum"]:
+            os.unlink(part)
+            raise StorageError(
+                f"the stored copy of {record['filename']} ({source}) is damaged: its SHA-256 is {checksum}, "
+                f"not {record['checksum']}"
+            )
+        os.replace(part, dest)
+        return dest
+
+    # ---- writing ------------------------------------------------------------------------
+    def _begin(self) -> str:
+        """Start (or resume) the run; the temp folder for a new copy."""
+        self._hooks.start()
+        tmp = os.path.join(self.folder, TMP_DIR)
+        try:
+            os.makedirs(tmp, exist_ok=True)
+        except OSError as error:
+            raise StorageError(f"mldash cannot save files in {self.folder}: {error}") from error
+        _sweep(tmp)
+        return os.path.join(tmp, f"{os.getpid()}-{os.urandom(6).hex()}.part")
+
+    def save_path(self, source: str, prefix: str, name: str, fields: dict, wait: bool):
+        try:
+            info = os.stat(source)
+        except FileNotFoundError:
+            raise MissingFile(errno.ENOENT, f"no such file to save: {source!r}", source) from None
+        if stat.S_ISDIR(info.st_mode):
+            raise NotAFile(errno.EISDIR, f"{source!r} is a directory; save the files in it one by one", source)
+        if not stat.S_ISREG(info.st_mode):
+            raise NotAFile(errno.EINVAL, f"{source!r} is not a regular file (a pipe, a device...)", source)
+        src = os.open(source, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))  # PermissionError: the caller's to fix
+        try:
+            tmp = self._begin()
+            work = _Copying(self, tmp, prefix, name, fields, _content_type(name), source)
+            copy = lambda out, on_progress: _copy_fd(src, out, on_progress, info.st_size)  # noqa: E731
+            # Waiting: hash while copying (the two run side by side). Not waiting: copy
+            # alone, at the disk's speed, and hash the copy afterwards in the background.
+            return work.run(copy, wait, stream=wait and info.st_size > _SMALL)
+        finally:
+            os.close(src)
+
+    def save_written(self, write, prefix: str, name: str, fields: dict, content_type: str | None, wait: bool):
+        """A helper's file: ``write(f)`` writes it straight into the temp folder."""
+        tmp = self._begin()
+        work = _Copying(self, tmp, prefix, name, fields, content_type or _content_type(name), name)
+
+        def produce(out: int, on_progress) -> int:
+            with os.fdopen(os.dup(out), "wb", buffering=1 << 20) as f:
+                write(f)
+                f.flush()
+                size = f.tell()
+            on_progress(size)
+            return size
+
+        return work.run(produce, wait, stream=False)
+
+    def commit(self, tmp: str, checksum: str, size: int, prefix: str, name: str, fields: dict, content_type: str) -> dict:
+        """Put the finished copy in place and append its record (superseding a live file
+        at the same path and name, as ml-dash does), all under the index's lock."""
+        blob = blob_path(self.path, checksum)
+        try:
+            with locked(self.index):
+                placed = _place(tmp, blob, size)
+                records = read_records(self.path)
+                live = fold(records)
+                ids = {r.get("id") for r in records}
+                now = time.time()
+                file_id = _new_id(now)
+                while file_id in ids:
+                    file_id = _new_id(now)
+                record = {
+                    "op": SAVE, "id": file_id, "experimentId": self.prefix, "path": prefix, "filename": name,
+                    "description": fields["description"], "tags": fields["tags"], "bindrs": fields["bindrs"],
+                    "contentType": content_type, "sizeBytes": size, "checksum": checksum,
+                    "metadata": fields["metadata"], "uploadedAt": _now_iso(now), "timestamp": now,
+                }
+                replaced = [f for f in live if f["path"] == prefix and f["filename"] == name]
+                lines = [_tombstone(f["id"], now, replaced_by=file_id) for f in replaced] + [encode_record(record)]
+                try:
+                    _append(self.index, lines)
+                except OSError:
+                    if placed:
+                        _unlink(blob)
+                    raise
+                _free(self.path, records + [_codec_line(line) for line in lines], [f["checksum"] for f in replaced])
+        except OSError as error:
+            _unlink(tmp)
+            raise StorageError(f"mldash could not store {name!r} in {self.folder}: {error}; nothing was recorded") from error
+        self._hooks.changed(f"{FILES_DIR}/{INDEX_FILE}")
+        return public(record)
+
+    def delete(self, file_id: str) -> dict:
+        self._hooks.start()
+        try:
+            with locked(self.index):
+                records = read_records(self.path)
+                found = next((f for f in fold(records) if f["id"] == file_id), None)
+                if found is None:
+                    raise MissingFile(errno.ENOENT, f"no file with id {file_id!r} in {self.prefix}")
+                now = time.time()
+                line = _tombstone(file_id, now)
+                _append(self.index, [line])
+                _free(self.path, records + [_codec_line(line)], [found["checksum"]])
+        except MissingFile:
+            raise
+        except OSError as error:
+            raise StorageError(f"mldash could not delete file {file_id} in {self.folder}: {error}") from error
+        self._hooks.changed(f"{FILES_DIR}/{INDEX_FILE}")
+        return {"id": file_id, "deletedAt": _now_iso(now)}
+
+
+class _Copying:
+    """One save in progress: the private copy, its hash, then the commit."""
+
+    def __init__(self, store: RunFiles, tmp: str, prefix: str, name: str, fields: dict, content_type: str,
+                 what: str) -> None:
+        self.store, self.tmp, self.prefix, self.name = store, tmp, prefix, name
+        self.fields, self.content_type, self.what = fields, content_type, what
+
+    def run(self, produce, wait: bool, stream: bool = True):
+        """``produce(fd, on_progress)`` fills the temp file and returns its size; with
+        ``stream`` a helper thread hashes it meanwhile, else it is hashed after."""
+        try:
+            out = os.open(self.tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o644)
+        except OSError as error:
+            raise StorageError(f"mldash cannot save files in {self.store.folder}: {error}") from error
+        hasher = _Hasher(out)
+        try:
+            if stream:
+                hasher.start()
+            size = produce(out, hasher.advance)
+        except BaseException as error:
+            hasher.stop()
+            os.close(out)
+            _unlink(self.tmp)
+            if isinstance(error, OSError) and not isinstance(error, (MissingFile, NotAFile)):
+                raise StorageError(
+                    f"mldash could not copy {self.what!r} into {self.store.folder}: {error}; nothing was recorded"
+                ) from error
+            raise
+        hasher.advance(size, final=True)
+        if wait:
+            try:
+                try:
+                    if stream:
+                        os.fsync(out)  # while the hasher finishes the tail
+                    else:
+                        hasher.run_here()
+                    checksum = hasher.result()
+                    if not stream:
+                        os.fsync(out)
+                finally:
+                    os.close(out)
+            except OSError as error:
+                _unlink(self.tmp)
+                raise StorageError(f"mldash could not store {self.what!r} in {self.store.folder}: {error}") from error
+            return self.store.commit(self.tmp, checksum, size, self.prefix, self.name, self.fields, self.content_type)
+        if not stream:
+            hasher.start()
+        future: concurrent.futures.Future = concurrent.futures.Future()
+        future.set_running_or_notify_cancel()
+        track(self.store.path, future)
+        # Not a daemon: an interpreter exiting waits for it before it finishes the run.
+        threading.Thread(target=self._finish, args=(hasher, out, size, future), name="mldash-file-save").start()
+        return future
+
+    def _finish(self, hasher: "_Hasher", out: int, size: int, future) -> None:
+        try:
+            try:
+                checksum = hasher.result()
+                os.fsync(out)
+            finally:
+                os.close(out)
+            record = self.store.commit(self.tmp, checksum, size, self.prefix, self.name, self.fields, self.content_type)
+        except BaseException as error:
+            _unlink(self.tmp)
+            if isinstance(error, OSError):
+                error = StorageError(f"mldash could not store {self.what!r} in {self.store.folder}: {error}")
+            print(f"mldash: saving {self.what!r} in {self.store.prefix} failed: {error}", file=sys.stderr)
+            future.set_exception(error)
+        else:
+            future.set_result(record)
+
+
+class _Hasher:
+    """Hashes a file as it grows, reading it back through its own descriptor
+    (from the page cache), on a thread of its own: the copy never waits for it."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.sha = hashlib.sha256()
+        self._copied = 0
+        self._final = False
+        self._stopped = False
+        self._error: BaseException | None = None
+        self._cond = threading.Condition()
+        self._thread = threading.Thread(target=self._run, name="mldash-file-hash", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def run_here(self) -> None:
+        """Hash on the caller's thread (a small file: no thread is worth starting)."""
+        self._run()
+
+    def advance(self, copied: int, final: bool = False) -> None:
+        with self._cond:
+            self._copied = copied
+            self._final = self._final or final
+            self._cond.notify()
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopped = True
+            self._cond.notify()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def result(self) -> str:
+        if self._thread.ident is not None:
+            self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self.sha.hexdigest()
+
+    def _run(self) -> None:
+        buf = bytearray(_READ)
+        view = memoryview(buf)
+        done = 0
+        try:
+            while True:
+                with self._cond:
+                    while done >= self._copied and not self._final and not self._stopped:
+                        self._cond.wait()
+                    if self._stopped:
+                        return
+                    limit, final = self._copied, self._final
+                while done < limit:
+                    n = os.preadv(self.fd, [view[: min(_READ, limit - done)]], done)
+                    if n <= 0:
+                        raise OSError(errno.EIO, f"the copy is shorter than the {limit:,} bytes written")
+                    self.sha.update(view[:n])
+                    done += n
+                if final and done >= limit:
+                    return
+        except BaseException as error:
+            self._error = error
+
+
+def _copy_fd(src: int, out: int, on_progress, size_hint: int) -> int:
+    """Copy ``src`` to ``out`` in the kernel (``sendfile``), telling ``on_progress`` how
+    far it got after each piece; a plain read/write loop where sendfile cannot."""
+    if size_hint <= _SMALL:
+        return _copy_plain(src, out, on_progress, size_hint)
+    offset = 0
+    while True:
+        try:
+            n = os.sendfile(out, src, offset, _PIECE)
+        except OSError as error:
+            if offset == 0 and error.errno in (errno.EINVAL, errno.ENOSYS, errno.ENOTSOCK, errno.EOPNOTSUPP, errno.EXDEV):
+                return _copy_plain(src, out, on_progress, size_hint)
+            raise
+        if n == 0:
+            return offset
+        offset += n
+        on_progress(offset)
+
+
+def _copy_plain(src: int, out: int, on_progress, size_hint: int) -> int:
+    buf = bytearray(max(1 << 16, min(_READ, size_hint + 1)))
+    view = memoryview(buf)
+    offset = 0
+    while True:
+        n = os.preadv(src, [view], offset)
+        if n == 0:
+            return offset
+        written = 0
+        while written < n:
+            written += os.write(out, view[written:n])
+        offset += n
+        on_progress(offset)
+
+
+def _copy_to(src: int, dest: str) -> tuple[str, int]:
+    """A verified copy out of the store: (SHA-256 of what was written, size)."""
+    out = os.open(dest, os.O_RDWR | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0), 0o644)
+    hasher = _Hasher(out)
+    try:
+        hasher.start()
+        size = _copy_fd(src, out, hasher.advance, os.fstat(src).st_size)
+        hasher.advance(size, final=True)
+        return hasher.result(), size
+    except BaseException:
+        hasher.stop()
+        _unlink(dest)
+        raise
+    finally:
+        os.close(out)
+
+
+def _place(tmp: str, blob: str, size: int) -> bool:
+    """Move the finished copy to its content address; True when it was not there yet."""
+    try:
+        if os.stat(blob).st_size == size:
+            _unlink(tmp)  # the same bytes are stored already
+            return False
+    except FileNotFoundError:
+        pass
+    folder = os.path.dirname(blob)
+    os.makedirs(folder, exist_ok=True)
+    os.replace(tmp, blob)
+    for path in (folder, os.path.dirname(folder)):
+        _fsync_dir(path)
+    return True
+
+
+def _append(index: str, lines: list[bytes]) -> None:
+    """Append whole lines to the index (under its lock), repairing a line a crashed
+    writer left without its newline, and fsync."""
+    fd = os.open(index, os.O_RDWR | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
+    try:
+        size = os.fstat(fd).st_size
+        if size and os.pread(fd, 1, size - 1) != b"\n":
+            # A record is at most 8 MiB: the last newline is within the last 16.
+            data = os.pread(fd, min(size, 16 << 20), max(0, size - (16 << 20)))
+            cut = size - len(data) + data.rfind(b"\n") + 1
+            os.ftruncate(fd, cut if b"\n" in data or size <= len(data) else size)
+            size = os.fstat(fd).st_size
+        payload = b"".join(line + b"\n" for line in lines)
+        written = 0
+        while written < len(payload):
+            written += os.write(fd, payload[written:])
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    if size == 0:
+        _fsync_dir(os.path.dirname(index))
+
+
+def _tombstone(file_id: str, now: float, replaced_by: str | None = None) -> bytes:
+    record = {"op": DELETE, "id": file_id, "deletedAt": _now_iso(now), "timestamp": now}
+    if replaced_by is not None:
+        record["replacedBy"] = replaced_by
+    return encode_record(record)
+
+
+def _codec_line(line: bytes) -> dict:
+    from . import _codec
+
+    return _codec.loads(line)
+
+
+def _free(run_path: str, records: list[dict], checksums: list[str]) -> None:
+    """Remove the bytes of ``checksums`` that no live record holds any more."""
+    if not checksums:
+        return
+    held = {f["checksum"] for f in fold(records)}
+    for checksum in set(checksums) - held:
+        blob = blob_path(run_path, checksum)
+        _unlink(blob)
+        try:
+            os.rmdir(os.path.dirname(blob))  # its two-letter folder, once empty
+        except OSError:
+            pass
+
+
+def _sweep(tmp: str) -> None:
+    """Remove copies left by processes of this host that died mid-save."""
+    try:
+        names = os.listdir(tmp)
+    except OSError:
+        return
+    for name in names:
+        pid = name.split("-", 1)[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid)):
+            _unlink(os.path.join(tmp, name))
+
+
+# What training runs save, which the system's tables get wrong (.pt is not a "page table").
+_BINARY = {".pt", ".pth", ".ckpt", ".bin", ".safetensors", ".npy", ".npz", ".pkl", ".pickle", ".h5", ".hdf5",
+           ".onnx", ".tflite", ".keras", ".msgpack", ".joblib", ".parquet", ".arrow", ".feather"}
+
+
+def _content_type(name: str) -> str:
+    if os.path.splitext(name)[1].lower() in _BINARY:
+        return "application/octet-stream"
+    return mimetypes.guess_type(name)[0] or "application/octet-stream"
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def _fsync_dir(path: str) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
