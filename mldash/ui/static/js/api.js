@@ -23,7 +23,8 @@ export async function get(path, params = {}) {
   const url = new URL("api/" + path, document.baseURI);
   for (const [key, value] of Object.entries(params)) {
     if (value === null || value === undefined || value === "") continue;
-    url.searchParams.set(key, String(value));
+    if (Array.isArray(value)) value.forEach((v) => url.searchParams.append(key, String(v))); // key=a&key=b
+    else url.searchParams.set(key, String(value));
   }
   const headers = { accept: "application/json" };
   const token = sessionStorage.getItem(KEY);
@@ -35,9 +36,12 @@ export async function get(path, params = {}) {
     throw new AuthError(message || "a read token is needed");
   }
   if (!response.ok) {
-    let message = response.statusText;
-    try { message = (await response.json()).error || message; } catch (_) { /* not JSON */ }
-    throw new Error(message);
+    let body = null;
+    try { body = await response.json(); } catch (_) { /* not JSON */ }
+    const error = new Error((body && body.error) || response.statusText);
+    error.status = response.status;
+    error.body = body; // e.g. filter_error: where a filter went wrong
+    throw error;
   }
   return response.json();
 }

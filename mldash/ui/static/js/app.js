@@ -1,4 +1,4 @@
-// Hash routing: #/ (experiments), #/exp/<prefix>, #/compare?run=a&run=b.
+// Hash routing: #/[?filter=...] (experiments), #/exp/<prefix>, #/compare?run=a&run=b[&group=...].
 
 import * as api from "./api.js";
 import { h, add, clear } from "./dom.js";
@@ -44,19 +44,25 @@ function showTokenForm(message) {
   input.focus();
 }
 
+let current = null; // the view's path, so the next one knows where it came from (ctx.previous)
+
 function route() {
   if (teardown) teardown();
   teardown = null;
   delete main.dataset.loaded;
+  delete main.dataset.filterError;
   const hash = location.hash.replace(/^#/, "") || "/";
-  const [path, search] = hash.split("?");
-  const query = new URLSearchParams(search || "");
+  const cut = hash.indexOf("?");
+  const path = cut < 0 ? hash : hash.slice(0, cut);
+  const query = new URLSearchParams(cut < 0 ? "" : hash.slice(cut + 1)); // a filter may hold "?"
+  ctx.previous = current;
+  current = path.startsWith("/exp/") ? "/exp/" : path;
   if (path.startsWith("/exp/")) {
     teardown = experimentView(main, ctx, decodeURIComponent(path.slice(5)));
   } else if (path === "/compare") {
     teardown = compareView(main, ctx, query);
   } else {
-    teardown = experimentsView(main, ctx);
+    teardown = experimentsView(main, ctx, query);
   }
   window.scrollTo(0, 0);
 }

@@ -1,9 +1,12 @@
 // The experiments view: a projects/folders tree, a filterable, sortable table,
-// and a selection to compare.
+// and a selection to compare. The search box's text goes to the server (api/experiments?q=:
+// the filter language, or plain words as a name search) and lives in the URL
+// (#/?filter=...), so a filtered list can be shared and the back button undoes a filter.
 
 import * as api from "./api.js";
 import { h, add, clear, debounce, select } from "./dom.js";
 import { num, when, duration, durationSeconds, headline, statusText, statusClass, expHref } from "./format.js";
+import { filterBox } from "./filterbox.js";
 
 const STATUSES = ["RUNNING", "COMPLETED", "FAILED", "CANCELLED"];
 const PAGE = 100; // rows drawn at a time
@@ -107,15 +110,45 @@ function compare(a, b) {
   return String(a).localeCompare(String(b), undefined, { numeric: true });
 }
 
-export function experimentsView(main, ctx) {
+/** The list's address for a search text: #/?filter=... (or #/ for none). */
+function listHash(text) {
+  return text.trim() ? "#/?" + new URLSearchParams({ filter: text }).toString() : "#/";
+}
+
+export function experimentsView(main, ctx, query = new URLSearchParams()) {
   let rows = [];
   let lastSignature = "";
   let timer = null;
   let stopped = false;
   let observer = null;
   let keep = 0;
+  let applied = null; // the search text whose result the table shows (null: none yet)
+  let mode = "all"; // how the server read it: "filter", "text" (name search) or "all"
+  let asked = 0; // requests made; an answer to an older one is dropped
+  let keysFor = null; // [text, promise of keys] for completion over the runs shown
+  let pushNext = true; // the first result after a commit gets a history entry of its own
 
-  const search = h("input", { type: "search", placeholder: "Filter by name, tag, description…", value: state.text, "aria-label": "filter text", id: "filter-text" });
+  // The URL is the filter's home: a shared link or the back button sets it. A bare "#/"
+  // coming from the list itself (back past the first filter) clears it; from a run's page
+  // (the "Experiments" link) the list comes back as it was left.
+  if (query.has("filter")) state.text = query.get("filter");
+  else if (ctx.previous === "/") state.text = "";
+  if (location.hash !== listHash(state.text) && (location.hash || state.text)) history.replaceState(null, "", listHash(state.text));
+
+  const box = filterBox({
+    value: state.text,
+    id: "filter-text",
+    placeholder: 'Filter: params.lr < 1e-3 and status = COMPLETED, or a name',
+    keys: () => {
+      const text = applied ?? "";
+      if (!keysFor || keysFor[0] !== text) keysFor = [text, api.get("keys", { q: text }).then((d) => d.keys).catch(() => [])];
+      return keysFor[1];
+    },
+    onInput: debounce((text) => { state.text = text; ask(); }, 250),
+    onCommit: () => { pushNext = true; },
+  });
+  const search = box.el;
+  const modeNote = h("span", { class: "muted small", id: "filter-mode" });
   const paramInput = h("input", { type: "search", placeholder: "Params: lr=0.1, epochs>=10, model~res", value: state.paramFilter, "aria-label": "filter parameters", id: "filter-params" });
   const statusSelect = select([["", "any status"], ...STATUSES.map((s) => [s, s])], state.status, (v) => { state.status = v; render(); }, { id: "filter-status", "aria-label": "filter status" });
   const compareButton = h("button", { id: "compare", type: "button", onclick: () => {
@@ -128,30 +161,26 @@ export function experimentsView(main, ctx) {
   const table = h("table", { class: "runs", id: "runs" });
   const count = h("span", { class: "muted", id: "count" });
 
-  search.addEventListener("input", debounce(() => { state.text = search.value; render(); }, 150));
   paramInput.addEventListener("input", debounce(() => { state.paramFilter = paramInput.value; render(); }, 250));
 
   add(clear(main), 
     h("div", { class: "layout" },
       tree,
       h("section", { class: "content" },
-        h("div", { class: "toolbar" }, search, statusSelect, paramInput, columnsBox, compareButton, count),
+        h("div", { class: "search-row" }, search, modeNote),
+        h("div", { class: "toolbar" }, statusSelect, paramInput, columnsBox, compareButton, count),
         h("div", { class: "table-wrap" }, table),
       ),
     ),
   );
   ctx.crumbs([["Experiments", "#/"]]);
 
+  // The search box was applied by the server; the tree, status and params boxes narrow here.
   function visibleRows() {
-    const text = state.text.trim().toLowerCase();
     const preds = parseParamFilter(state.paramFilter);
     return rows.filter((row) => {
       if (state.folder && !(folderOf(row) + "/").startsWith(state.folder + "/")) return false;
       if (state.status && row.status !== state.status) return false;
-      if (text) {
-        const hay = [row.prefix, row.description, ...(row.tags || [])].filter(Boolean).join(" ").toLowerCase();
-        if (!hay.includes(text)) return false;
-      }
       return preds.every((p) => p(row.params || {}));
     });
   }
@@ -263,6 +292,7 @@ export function experimentsView(main, ctx) {
     if (!shown.length) tbody.append(h("tr", {}, h("td", { colspan: 5 + params.length + metrics.length, class: "muted empty" },
       rows.length ? "No experiment matches these filters." : "No experiments yet: run a script that uses mldash.Experiment, then they appear here.")));
     count.textContent = `${shown.length} of ${rows.length} experiments`;
+    modeNote.textContent = mode === "filter" ? "filter" : mode === "text" ? "name search (not a filter)" : "";
     updateCompare();
   }
 
@@ -272,20 +302,68 @@ export function experimentsView(main, ctx) {
     compareButton.textContent = n ? `Compare ${n}` : "Compare";
   }
 
+  // One request for the box's text. A filter that does not parse keeps the last good
+  // result in the table and the error (with its caret) under the box; polling goes on
+  // with the last good text, so the table stays live meanwhile.
+  async function fetchRows(text, keepError = false) {
+    const ticket = ++asked;
+    let data;
+    try {
+      data = await api.get("experiments", { q: text });
+    } catch (error) {
+      if (ticket !== asked || stopped) return "stale";
+      if (error.body && error.body.filter_error) {
+        box.showError(error.message);
+        main.dataset.filterError = "1";
+        modeNote.textContent = applied === null ? "" : "the last result that worked";
+        return "bad";
+      }
+      throw error;
+    }
+    if (ticket !== asked || stopped) return "stale";
+    if (!keepError) {
+      box.showError(null);
+      delete main.dataset.filterError;
+      remember(text);
+    }
+    const signature = JSON.stringify([data.mode, data.experiments]);
+    const changed = signature !== lastSignature || applied !== text;
+    applied = text;
+    mode = data.mode;
+    if (changed) {
+      lastSignature = signature;
+      rows = data.experiments;
+      render();
+    } else if (rows.some((r) => r.status === "RUNNING")) {
+      render(); // durations tick
+    }
+    ctx.live(rows.some((r) => r.status === "RUNNING" && !r.stale));
+    main.dataset.loaded = "1";
+    return "ok";
+  }
+
+  // The URL holds the last text that worked (never a half-typed filter). Edits between
+  // two commits (Enter, leaving the box) share one history entry, so "back" undoes a
+  // whole edit rather than a keystroke.
+  function remember(text) {
+    const hash = listHash(text);
+    if (hash === location.hash || (hash === "#/" && !location.hash)) return;
+    if (pushNext) history.pushState(null, "", hash);
+    else history.replaceState(null, "", hash);
+    pushNext = false;
+  }
+
+  function ask() {
+    fetchRows(state.text).catch((error) => ctx.failed(error));
+  }
+
   async function refresh() {
     if (stopped) return;
     try {
-      const data = await api.get("experiments");
-      const signature = JSON.stringify(data.experiments);
-      if (signature !== lastSignature) {
-        lastSignature = signature;
-        rows = data.experiments;
-        render();
-      } else if (rows.some((r) => r.status === "RUNNING")) {
-        render(); // durations tick
-      }
-      ctx.live(rows.some((r) => r.status === "RUNNING" && !r.stale));
-      main.dataset.loaded = "1";
+      // While the box holds a bad filter, the table polls with the text it shows (every
+      // run on a first visit), keeping the error under the box.
+      const got = await fetchRows(state.text);
+      if (got === "bad") await fetchRows(applied ?? "", true);
     } catch (error) {
       if (!ctx.failed(error)) return;
     }
