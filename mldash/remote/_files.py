@@ -12,6 +12,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Iterator
 
+from .. import _codec
+from .._filestore import INDEX_STEM, SAVE, blob_path, files_folder
 from .._naming import metric_parts
 from .._runfolder import (
     CHECKPOINTS_STEM,
@@ -37,7 +39,7 @@ _CHUNK = 1 << 16
 class Source:
     """One append-only file of an experiment."""
 
-    kind: str  # "metric", "logs", "console" or "checkpoints"
+    kind: str  # "metric", "logs", "console", "checkpoints" or "files" (files/files.jsonl)
     name: str  # metric name; the kind otherwise
     folder: str
     stem: str
@@ -62,6 +64,8 @@ class Pending:
     logs: int = 0
     console: int = 0
     checkpoints: int = 0
+    files: int = 0  # file records (saves and deletes); the bytes of the saved ones are in ``bytes``
+    file_bytes: int = 0
     documents: list[str] = field(default_factory=list)
 
     def __bool__(self) -> bool:
@@ -70,9 +74,11 @@ class Pending:
     def describe(self) -> str:
         parts = []
         for count, what in ((self.points, "metric point"), (self.logs, "log"), (self.console, "console line"),
-                            (self.checkpoints, "checkpoint record")):
+                            (self.checkpoints, "checkpoint record"), (self.files, "file record")):
             if count:
                 parts.append(f"{count:,} {what}{'s' if count != 1 else ''}")
+        if self.file_bytes:
+            parts[-1] += f" ({_size(self.file_bytes)} of files)"
         if self.documents:
             parts.append("the run's " + "/".join(self.documents))
         if len(parts) > 1:
@@ -107,6 +113,7 @@ def sources(path: str) -> Iterator[Source]:
     yield Source("logs", "logs", os.path.join(path, LOGS_DIR), LOGS_STEM)
     yield Source("console", "console", os.path.join(path, CONSOLE_DIR), CONSOLE_STEM)
     yield Source("checkpoints", "checkpoints", checkpoint_records(path), CHECKPOINTS_STEM)
+    yield Source("files", "files", files_folder(path), INDEX_STEM)
 
 
 def digest(data: bytes) -> str:
@@ -227,6 +234,8 @@ def describe_problem(entry: dict) -> str:
         what = f"console line {index}"
     elif kind == "checkpoints":
         what = f"checkpoint {index}"
+    elif kind == "files":
+        what = f"file record {index}"
     elif kind == META_KIND:
         what = f"experiment.json field {name!r}"
     elif name is None:
@@ -255,6 +264,11 @@ def pending(path: str, url: str, namespace: str) -> Pending:
             out.logs += n
         elif source.kind == "console":
             out.console += n
+        elif source.kind == "files":
+            out.files += n
+            blobs = file_bytes(path, source.data_path, offset, end)
+            out.file_bytes += blobs
+            out.bytes += blobs
         else:
             out.checkpoints += n
     for rel in (*DOCUMENTS, META_FILE):
@@ -263,6 +277,37 @@ def pending(path: str, url: str, namespace: str) -> Pending:
             out.documents.append({META_FILE: "status"}.get(rel) or rel.split("/")[0].split(".")[0])
             out.bytes += len(data)
     return out
+
+
+def file_bytes(run_path: str, index: str, start: int, end: int) -> int:
+    """The bytes of the files saved by the records between two offsets of the index
+    (each distinct content once; those no longer on disk, deleted since, not at all)."""
+    with open(index, "rb") as f:
+        f.seek(start)
+        data = f.read(end - start)
+    sizes = {}
+    for line in data.split(b"\n"):
+        try:
+            record = _codec.loads(line) if line else None
+        except ValueError:
+            continue
+        if isinstance(record, dict) and record.get("op") == SAVE and isinstance(record.get("checksum"), str):
+            size = record.get("sizeBytes")
+            if size.__class__ is int and record["checksum"] not in sizes:
+                try:
+                    if os.path.exists(blob_path(run_path, record["checksum"])):
+                        sizes[record["checksum"]] = size
+                except ValueError:
+                    continue
+    return sum(sizes.values())
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n} B"
 
 
 def namespace_of(path: str, default: str | None = None) -> str:

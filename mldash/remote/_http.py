@@ -176,6 +176,39 @@ class Api:
         if status < 300:
             content = response.content
             return _codec.loads(content) if content else None
+        self._refuse(response, method, path)
+
+    def send_stream(self, method: str, path: str, body, *, params: dict | None = None,
+                    timeout: tuple[float, float] = (3.05, 300.0)) -> Any:
+        """Send ``body`` (an iterable of bytes with ``len()``: a file's bytes, never
+        gzipped, never read whole) and return the JSON answer; errors as ``request``'s."""
+        url = f"{self.url}{API}{path}"
+        headers = {"Content-Type": "application/octet-stream"}
+        try:
+            response = self.session.request(method, url, params=params, data=body, headers=headers, timeout=timeout)
+        except self._requests.RequestException as error:
+            raise Unavailable(f"{self.url} is unreachable ({_short(error)})") from None
+        if response.status_code < 300:
+            return _codec.loads(response.content) if response.content else None
+        self._refuse(response, method, path)
+
+    def open_stream(self, path: str, *, params: dict | None = None, headers: dict | None = None):
+        """A GET whose body is read in pieces (``iter_content``); the caller closes it."""
+        url = f"{self.url}{API}{path}"
+        try:
+            response = self.session.get(url, params=params, headers=headers, stream=True, timeout=self.timeout)
+        except self._requests.RequestException as error:
+            raise Unavailable(f"{self.url} is unreachable ({_short(error)})") from None
+        if response.status_code < 300:
+            return response
+        try:
+            self._refuse(response, "GET", path)
+        finally:
+            response.close()
+
+    def _refuse(self, response, method: str, path: str) -> None:
+        """Raise what a status >= 300 means (``Unavailable`` or a ``RemoteError``)."""
+        status = response.status_code
         detail, code = _detail(response)
         if status in (408, 425, 429) or status >= 500:
             raise Unavailable(
@@ -186,11 +219,15 @@ class Api:
         if status == 409 and code == "collision":
             kind = Collision
         hint = ""
+        error_code = code
         if status == 401:
             hint = " (pass token= or set MLDASH_TOKEN)"
         elif status == 403:
             hint = " (the token may not write/read this namespace)"
-        raise kind(f"{method} {path} -> {status}: {detail}{hint}", status=status, detail=detail)
+        error = kind(f"{method} {path} -> {status}: {detail}{hint}", status=status, detail=detail)
+        error.code = error_code
+        error.body = _body_json(response)
+        raise error
 
 
 def _detail(response) -> tuple[str, str | None]:
@@ -204,6 +241,13 @@ def _detail(response) -> tuple[str, str | None]:
         pass
     text = response.text.strip()
     return text[:200] or response.reason or "no detail", None
+
+
+def _body_json(response) -> Any:
+    try:
+        return orjson.loads(response.content)
+    except orjson.JSONDecodeError:
+        return None
 
 
 def _short(error: BaseException) -> str:

@@ -1,8 +1,9 @@
 """Replicate one local experiment directory to a server, from where it stopped.
 
 The local directory is the source of truth. Append-only files (metric series,
-logs, console, checkpoints) are read from each file's cursor and sent as their raw
-lines: the request body is assembled from the bytes on disk, so nothing is
+logs, console, checkpoints, the index of saved files) are read from each file's
+cursor and sent as their raw lines (a saved file's bytes go first, through
+``_upload_files``): the request body is assembled from the bytes on disk, so nothing is
 decoded and re-encoded on the way. Whole-file documents (parameters, summary,
 experiment.json) are sent again when their digest changes.
 
@@ -156,6 +157,9 @@ def stand_in(kind: str, line: bytes, index: int, reason: str) -> bytes:
     elif kind == "console":
         # As console/console.jsonl holds it (no index: the line number is the index).
         record = {"timestamp": ts, "stream": "stderr", "text": f"[mldash] console line {index} was {note}"}
+    elif kind == "files":
+        # A record of no file (op "skipped"): the server keeps the index, never lists it.
+        record = {"op": "skipped", "timestamp": ts, "note": f"file record {index} was {note}"}
     else:
         record = {"index": index, "timestamp": ts, "path": None, "step": None, "mldash_quarantined": note}
     return _codec.dumps(record)
@@ -481,6 +485,10 @@ class Replicator:
         """One request; on success the cursors move past ``entries``."""
         if entries[0].source.kind != "metric":
             (entry,) = entries
+            if entry.source.kind == "files":  # the bytes first: no record on the server without them
+                from ._upload_files import send_blobs
+
+                send_blobs(self.api, state, state.experiment_id, self.path, entry.lines, progress)
             self.api.request("POST", f"/experiments/{state.experiment_id}/{entry.source.kind}", body=body)
             state.set_cursor(entry.source.relpath(self.path), entry.end, entry.index + len(entry.lines))
         else:

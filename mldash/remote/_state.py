@@ -3,9 +3,10 @@
 One entry per target (server URL + namespace), so syncing a run to a second
 server starts that server from zero without forgetting the first. An entry
 holds the server's experiment id, a cursor per append-only file
-(``[byte offset, line index]`` of the first line not yet acknowledged) and a
+(``[byte offset, line index]`` of the first line not yet acknowledged), a
 digest per whole-file document (parameters, summary, experiment.json) as last
-sent.
+sent, and the id of each saved file's upload under way (``uploads``: SHA-256 ->
+upload id; the server says how many bytes of it it holds).
 
 The file is replaced atomically after every acknowledged batch, so a crash
 loses at most the cursor move of one batch; the server ignores the points it
@@ -65,6 +66,7 @@ class SyncState:
         self.entry = targets.setdefault(self.key, {})
         self.entry.setdefault("cursors", {})
         self.entry.setdefault("digests", {})
+        self.entry.setdefault("uploads", {})
 
     def save(self) -> None:
         self._document["version"] = 1
@@ -96,11 +98,22 @@ class SyncState:
         else:
             self.entry["digests"][relpath] = digest
 
+    def upload_id(self, sha256: str) -> str | None:
+        """The id of the upload of a saved file's bytes under way (to resume it)."""
+        return self.entry["uploads"].get(sha256)
+
+    def set_upload_id(self, sha256: str, upload_id: str | None) -> None:
+        if upload_id is None:
+            self.entry["uploads"].pop(sha256, None)
+        else:
+            self.entry["uploads"][sha256] = upload_id
+
     def forget_server(self) -> None:
         """The server lost this experiment (or is a new one): start again from /progress."""
         self.entry["id"] = None
         self.entry["cursors"] = {}
         self.entry["digests"] = {}
+        self.entry["uploads"] = {}
 
 
 def read_state(path: str, url: str, namespace: str) -> SyncState:

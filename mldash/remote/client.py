@@ -96,6 +96,51 @@ class RemoteReader:
                 return out
             start = reply["end_index"] + 1
 
+    def list_files(self) -> list[dict]:
+        """The run's live files, as ``exp.files(...).list()`` gives them locally."""
+        out: list[dict] = []
+        while True:
+            reply = self._get("/files", {"limit": 10_000, "offset": len(out)})
+            if not reply:
+                return out
+            out.extend(_untag(reply.get("files") or []))
+            if not reply.get("has_more") or not reply.get("files"):
+                return out
+
+    def download_file(self, record: dict, dest: str) -> str:
+        """The bytes of ``record`` into ``dest`` (through a temp file beside it, renamed
+        once their SHA-256 is the record's), streamed; returns ``dest``."""
+        import hashlib
+        import os
+
+        from ._http import NotFound
+
+        exp_id = self._experiment_id()
+        if exp_id is None:
+            raise FileNotFoundError(f"no experiment {self.prefix!r} on the server")
+        try:
+            response = self.api.open_stream(f"/experiments/{exp_id}/files/{record['id']}")
+        except NotFound as error:
+            raise FileNotFoundError(f"file {record['id']}: {error.detail}") from None
+        part = f"{dest}.mldash-{os.getpid()}-{os.urandom(4).hex()}.part"
+        digest = hashlib.sha256()
+        try:
+            with response, open(part, "wb") as f:
+                for data in response.iter_content(1 << 20):
+                    digest.update(data)
+                    f.write(data)
+            if digest.hexdigest() != record["checksum"]:
+                raise OSError(f"the download of {record['filename']} hashes to {digest.hexdigest()}, "
+                              f"not {record['checksum']}")
+            os.replace(part, dest)
+        except BaseException:
+            try:
+                os.unlink(part)
+            except OSError:
+                pass
+            raise
+        return dest
+
     def read_document(self, filename: str) -> dict:
         """``parameters/parameters.json`` or ``summary.json`` as a flat dict."""
         kind = _DOCUMENT_KINDS.get(filename)

@@ -94,6 +94,7 @@ class Uploader:
         catch up; True when it did. Otherwise print what is pending and how to sync."""
         timeout = sync_timeout(timeout)
         deadline = time.monotonic() + timeout
+        self._wait_for_saves(deadline)
         with self._cond:
             self._closing = True
             self._wake.set()
@@ -117,6 +118,17 @@ class Uploader:
                 file=sys.stderr,
             )
         return finished
+
+    def _wait_for_saves(self, deadline: float) -> None:
+        """Files still being saved in the background (``save(wait=False)``) are part of the
+        run: their records come before the last pass, within the same deadline."""
+        import concurrent.futures
+
+        from .._filestore import pending_saves
+
+        saves = pending_saves(self.path)
+        if saves:
+            concurrent.futures.wait(saves, timeout=max(0.0, deadline - time.monotonic()))
 
     def pending(self):
         """What the server has not acknowledged yet (from local files, no network)."""

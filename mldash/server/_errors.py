@@ -31,3 +31,9 @@ class Collision(Conflict):
 
 def no_experiment(exp_id: int) -> NotFound:
     return NotFound(f"no experiment with id {exp_id}")
+
+
+class Unavailable(StoreError):
+    """The store cannot take the request now (its disk or object store failed): try later."""
+
+    status = 503

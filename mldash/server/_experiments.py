@@ -15,6 +15,7 @@ from sqlalchemy import and_, func, select, update
 
 from .._naming import split_path
 from ._errors import Collision, NotFound, no_experiment
+from ._files import file_record_count
 from ._metrics import latest_points, series_totals
 from ._records import checkpoint_list, console_count
 from ._validation import check_namespace, checked, document, experiment_meta, finite
@@ -155,9 +156,10 @@ class Experiments:
                 raise no_experiment(exp_id)
             counts = series_totals(conn, exp_id)
             console_lines = console_count(conn, exp_id)
+            file_lines = file_record_count(conn, exp_id)
             local_id = conn.execute(select(experiments.c.meta).where(experiments.c.id == exp_id)).scalar().get("local_id")
         held = {"metrics": counts, "logs": row.logs_count, "console": console_lines,
-                "checkpoints": row.checkpoints_count}
+                "checkpoints": row.checkpoints_count, "files": file_lines}
         if local_id is not None:
             # The client's own id of the run (experiment.json "id"): a client resuming
             # from a cached server id can tell it still addresses its own run.

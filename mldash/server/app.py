@@ -128,7 +128,7 @@ def create_app(store: Store, *, auth: str = "auto", max_body: int = MAX_BODY, ui
     app = FastAPI(
         title="mldash server",
         version=__version__,
-        description="Experiment tracking team server: experiments, parameters, metrics, logs, console, checkpoints.",
+        description="Experiment tracking team server: experiments, parameters, metrics, logs, console, checkpoints, files.",
         default_response_class=JSONOut,
     )
     app.state.store = store
@@ -330,6 +330,10 @@ def create_app(store: Store, *, auth: str = "auto", max_body: int = MAX_BODY, ui
     def progress(exp_id: int = ExpId, scope: Scope = Depends(caller)):
         for_experiment(scope, exp_id, "read")
         return store.progress(exp_id)
+
+    from ._file_routes import add_file_routes
+
+    add_file_routes(app, store, caller=caller, for_experiment=for_experiment, read_json=_json, records_body=RECORDS_BODY)
 
     @app.get(f"{API}/projects")
     def projects(namespace: Optional[str] = None, scope: Scope = Depends(caller)):

@@ -1,7 +1,10 @@
-"""Object storage for cold chunks: a local folder or an S3-compatible bucket.
+"""Object storage for cold chunks and saved files: a local folder or an S3-compatible bucket.
 
 Both offer ``put(key, data)`` (atomic: a reader sees the whole object or none)
 and ``read(key, start, end)`` (a byte range), which is all the chunk format needs.
+Files also need ``stream(key, start, end)`` (a range, in pieces) and an upload
+that arrives in pieces over several requests and resumes after a crash
+(``upload(...)``): a temp file renamed into place, or an S3 multipart upload.
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from __future__ import annotations
 import os
 import threading
 import uuid
+from typing import Iterator
 from urllib.parse import urlparse
 
 
@@ -42,6 +46,104 @@ class LocalBlobs:
             return os.pread(fd, end - start, start)
         finally:
             os.close(fd)
+
+    def stream(self, key: str, start: int, end: int, piece: int = 1 << 20) -> Iterator[bytes]:
+        """Bytes ``start..end`` of ``key`` in pieces (a file may be larger than memory)."""
+        with open(self._path(key), "rb", buffering=0) as f:
+            f.seek(start)
+            left = end - start
+            while left > 0:
+                data = f.read(min(piece, left))
+                if not data:
+                    raise OSError(f"{key} ends before byte {end}")
+                left -= len(data)
+                yield data
+
+    def delete(self, key: str) -> None:
+        try:
+            os.unlink(self._path(key))
+        except FileNotFoundError:
+            pass
+
+    def upload(self, key: str, upload_id: str, state: dict) -> "LocalUpload":
+        return LocalUpload(self, key, upload_id)
+
+
+class LocalUpload:
+    """A blob arriving in pieces into ``.uploads/<id>`` beside the store; ``durable()``
+    fsyncs what came, ``complete()`` renames it to its key (after the caller checked
+    its hash). The bytes received so far can be read back (``readback``)."""
+
+    part_size = 0  # no parts: every byte written is kept
+    can_readback = True
+
+    def __init__(self, blobs: LocalBlobs, key: str, upload_id: str) -> None:
+        self.blobs, self.key = blobs, key
+        folder = os.path.join(blobs.root, ".uploads")
+        os.makedirs(folder, exist_ok=True)
+        self.path = os.path.join(folder, upload_id)
+        self.fd: int | None = None
+        self.state: dict = {}
+
+    def open(self, received: int) -> None:
+        """Continue after ``received`` durable bytes (dropping anything beyond them)."""
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        os.ftruncate(self.fd, received)
+        os.lseek(self.fd, received, os.SEEK_SET)
+        self.received = received
+
+    def readback(self, end: int, piece: int = 1 << 20) -> Iterator[bytes]:
+        offset = 0
+        while offset < end:
+            data = os.pread(self.fd, min(piece, end - offset), offset)
+            if not data:
+                raise OSError(f"upload {self.path} holds fewer than {end} bytes")
+            offset += len(data)
+            yield data
+
+    def write(self, data) -> list:
+        """Keep ``data``; returns the pieces now durable-to-be (to hash: all of it here)."""
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self.fd, view):]
+        self.received += len(data)
+        return [data]
+
+    def durable(self, final: bool = False) -> list:
+        """fsync: ``received`` bytes survive a crash from now on. Returns the pieces that
+        only now became durable (none here: ``write`` already handed them out)."""
+        os.fsync(self.fd)
+        return []
+
+    def complete(self) -> str:
+        os.fsync(self.fd)
+        os.close(self.fd)
+        self.fd = None
+        path = self.blobs._path(self.key)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        os.replace(self.path, path)
+        _fsync_dir(os.path.dirname(path))
+        return self.key
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+    def abort(self) -> None:
+        self.close()
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 class S3Blobs:
@@ -88,6 +190,113 @@ class S3Blobs:
     def read(self, key: str, start: int, end: int) -> bytes:
         response = self.client.get_object(Bucket=self.bucket, Key=self._key(key), Range=f"bytes={start}-{end - 1}")
         return response["Body"].read()
+
+    def stream(self, key: str, start: int, end: int, piece: int = 1 << 20) -> Iterator[bytes]:
+        if end <= start:
+            return
+        response = self.client.get_object(Bucket=self.bucket, Key=self._key(key), Range=f"bytes={start}-{end - 1}")
+        body = response["Body"]
+        try:
+            yield from body.iter_chunks(piece)
+        finally:
+            body.close()
+
+    def delete(self, key: str) -> None:
+        self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
+
+    def upload(self, key: str, upload_id: str, state: dict) -> "S3Upload":
+        return S3Upload(self, key, upload_id, state)
+
+
+def s3_part_size(size: int) -> int:
+    """Parts of $MLDASH_S3_PART_SIZE (default 64 MiB, at least S3's 5 MiB), larger when
+    a file would need more than S3's 10,000 parts."""
+    base = max(5 << 20, int(os.environ.get("MLDASH_S3_PART_SIZE") or 64 << 20))
+    return max(base, -(-size // 9_000))
+
+
+class S3Upload:
+    """A blob arriving in pieces as an S3 multipart upload. Bytes are durable once a
+    whole part is uploaded (``state["parts"]``); a piece of a part that a request
+    leaves unfinished is dropped, and the client sends it again. Parts cannot be
+    read back before the upload completes (``can_readback`` False)."""
+
+    can_readback = False
+
+    def __init__(self, blobs: S3Blobs, key: str, upload_id: str, state: dict) -> None:
+        self.blobs = blobs
+        self.key = f"{key}.{upload_id}"  # its own object: a bad upload never replaces a good one
+        self.state = state
+        self.part_size = s3_part_size(int(state.get("size") or 0))
+        self.buffer = bytearray()
+
+    def open(self, received: int) -> None:
+        parts = self.state.setdefault("parts", [])
+        if sum(p[2] for p in parts) != received:
+            raise OSError(f"upload {self.key}: the parts hold {sum(p[2] for p in parts)} bytes, not {received}")
+        self.received = received
+        if "upload" not in self.state and self.state.get("size", 0) > self.part_size:
+            made = self.blobs.client.create_multipart_upload(Bucket=self.blobs.bucket, Key=self.blobs._key(self.key))
+            self.state["upload"] = made["UploadId"]
+
+    def write(self, data) -> list:
+        """Buffer ``data``; returns the pieces that became durable (whole parts uploaded)."""
+        self.buffer += data
+        done = []
+        while len(self.buffer) >= self.part_size and "upload" in self.state:
+            part = bytes(self.buffer[: self.part_size])
+            del self.buffer[: self.part_size]
+            self._put_part(part)
+            done.append(part)
+        return done
+
+    def _put_part(self, part: bytes) -> None:
+        number = len(self.state["parts"]) + 1
+        answer = self.blobs.client.upload_part(
+            Bucket=self.blobs.bucket, Key=self.blobs._key(self.key), UploadId=self.state["upload"],
+            PartNumber=number, Body=part,
+        )
+        self.state["parts"].append([number, answer["ETag"], len(part)])
+        self.received += len(part)
+
+    def durable(self, final: bool = False) -> list:
+        """Upload what is buffered if it may be a part (>= 5 MiB, or the last): then
+        ``received`` bytes survive. Returns the pieces that just became durable (for a
+        small file, ``final``: the whole of it, kept for ``complete``)."""
+        if "upload" not in self.state:
+            if final:
+                self.received = len(self.buffer)
+                return [bytes(self.buffer)]
+            return []
+        if self.buffer and (final or len(self.buffer) >= 5 << 20):
+            part = bytes(self.buffer)
+            self.buffer.clear()
+            self._put_part(part)
+            return [part]
+        return []
+
+    def complete(self) -> str:
+        if "upload" not in self.state:  # small: one object
+            self.blobs.put(self.key, bytes(self.buffer))
+            return self.key
+        parts = [{"PartNumber": n, "ETag": etag} for n, etag, _size in self.state["parts"]]
+        self.blobs.client.complete_multipart_upload(
+            Bucket=self.blobs.bucket, Key=self.blobs._key(self.key), UploadId=self.state["upload"],
+            MultipartUpload={"Parts": parts},
+        )
+        return self.key
+
+    def close(self) -> None:
+        self.buffer = bytearray()
+
+    def abort(self) -> None:
+        if "upload" in self.state:
+            try:
+                self.blobs.client.abort_multipart_upload(
+                    Bucket=self.blobs.bucket, Key=self.blobs._key(self.key), UploadId=self.state["upload"]
+                )
+            except Exception:
+                pass
 
 
 def open_blobs(url: str, endpoint_url: str | None = None):

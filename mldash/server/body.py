@@ -3,16 +3,20 @@
 Runs before routing, so every endpoint sees a plain body no larger than
 ``max_bytes`` (32 MiB by default) after decompression; larger bodies get 413,
 bad gzip gets 400 (so does anything after the first gzip member: trailing
-bytes or a second member), an unknown Content-Encoding gets 415.
+bytes or a second member), an unknown Content-Encoding gets 415. A saved file's
+bytes (``PUT .../blobs/{sha256}``) pass through unbuffered: that endpoint streams them.
 """
 
 from __future__ import annotations
 
+import re
 import zlib
 
 import orjson
 
 MAX_BODY = 32 * 1024 * 1024
+# The one body that is not buffered: a saved file's bytes (PUT .../blobs/{sha256}).
+_STREAMED = re.compile(r"^/api/v1/experiments/\d+/blobs/[0-9a-f]{64}$")
 
 
 async def _reply(send, status: int, detail: str) -> None:
@@ -35,6 +39,8 @@ class BodyMiddleware:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
             return await self.app(scope, receive, send)
+        if scope["method"] == "PUT" and _STREAMED.match(scope["path"]):
+            return await self.app(scope, receive, send)  # a file's bytes: streamed, any size (see _file_routes)
         limit = self.max_bytes
         headers = [(k, v) for k, v in scope["headers"] if k not in (b"content-encoding", b"content-length")]
         encoding = b""

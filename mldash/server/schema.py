@@ -129,6 +129,61 @@ checkpoints = Table(
     PrimaryKeyConstraint("experiment_id", "idx", name="pk_checkpoints"),
 )
 
+# Saved files (issue 15): the run's files/files.jsonl lines as they came (append-only,
+# indexed like the logs), the state of each file they describe, and the blobs: each
+# distinct content once per namespace, present only once complete and verified.
+file_records = Table(
+    "file_records",
+    metadata,
+    Column("experiment_id", Integer, nullable=False),
+    Column("idx", BigInteger, nullable=False),
+    Column("record", LargeBinary, nullable=False),
+    PrimaryKeyConstraint("experiment_id", "idx", name="pk_file_records"),
+    sqlite_with_rowid=False,
+)
+
+files = Table(
+    "files",
+    metadata,
+    Column("experiment_id", Integer, nullable=False),
+    Column("file_id", String(64), nullable=False),
+    Column("idx", BigInteger, nullable=False),  # the index of its save record
+    Column("path", String(1000), nullable=False),
+    Column("filename", String(255), nullable=False),
+    Column("sha256", String(64), nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("deleted_at", String(40)),  # as the tombstone says (ISO 8601), None while live
+    Column("record", LargeBinary, nullable=False),  # the save record, as sent
+    PrimaryKeyConstraint("experiment_id", "file_id", name="pk_files"),
+    Index("ix_files_order", "experiment_id", "idx"),
+)
+
+file_blobs = Table(
+    "file_blobs",
+    metadata,
+    Column("namespace", String(100), nullable=False),
+    Column("sha256", String(64), nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("key", String(1200), nullable=False),  # its object in the blob store
+    Column("created_at", Float, nullable=False),
+    PrimaryKeyConstraint("namespace", "sha256", name="pk_file_blobs"),
+)
+
+# Uploads in progress, resumable: how many bytes are durable, and the store's own
+# state (an S3 multipart upload's id and parts).
+file_uploads = Table(
+    "file_uploads",
+    metadata,
+    Column("upload_id", String(64), primary_key=True),
+    Column("namespace", String(100), nullable=False),
+    Column("sha256", String(64), nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("received", BigInteger, nullable=False),
+    Column("state", Document, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+)
+
 tokens = Table(
     "tokens",
     metadata,
@@ -141,4 +196,7 @@ tokens = Table(
     Column("revoked_at", Float),
 )
 
-__all__ = ["metadata", "experiments", "series", "metric_batches", "metric_chunks", "logs", "console", "checkpoints", "tokens", "Text"]
+__all__ = [
+    "metadata", "experiments", "series", "metric_batches", "metric_chunks", "logs", "console", "checkpoints",
+    "file_records", "files", "file_blobs", "file_uploads", "tokens", "Text",
+]

@@ -14,6 +14,7 @@ use; the work is done by one module per resource:
 - ``_metrics``: ingest of hot batch rows, reads across hot rows and cold chunks;
 - ``_compaction``: hot points cut into chunk objects, on a background thread;
 - ``_records``: logs, console and checkpoints;
+- ``_files``: saved files, their blobs and resumable uploads (``store.files``);
 - ``_validation``: request values checked by the local API's rules (400s);
 - ``_errors``: what the store refuses, as HTTP statuses.
 
@@ -30,6 +31,7 @@ from ._compaction import HOT_LIMIT, MAX_CHUNKS_PER_PASS, MAX_HOT, Compaction
 from ._database import Database, normalize_db_url
 from ._errors import Collision, Conflict, NotFound, StoreError
 from ._experiments import DOCUMENT_KINDS, Experiments
+from ._files import Files
 from ._metrics import Metrics, points_json
 from ._records import Records
 from ._validation import MAX_INDEX, check_namespace
@@ -52,6 +54,7 @@ class Store:
         self._experiments = Experiments(self._db)
         self._metrics = Metrics(self._db, self.blobs, on_append=self._compaction.after_append)
         self._records = Records(self._db)
+        self.files = Files(self._db, self.blobs)
         if create:
             self.create_tables()
 
