@@ -29,6 +29,7 @@ from argparse import Namespace
 from typing import Any, Iterable, Mapping
 
 from mldash import CANCELLED, FAILED, Experiment
+from mldash._checkpoints import keep_final
 from mldash._import_hooks import when_imported
 from mldash._naming import safe_metric_name
 from mldash.params import flatten, to_json_value, to_mapping
@@ -78,6 +79,10 @@ class MLDashLogger(_LoggerBase):
             separator of mldash metric names). Default "/".
         log_model_summary: record the model's class and parameter counts in the
             experiment's summary when Lightning calls ``log_graph`` (default True).
+        log_model: keep checkpoint files in the run's files, as WandbLogger's ``log_model``:
+            False (default) records checkpoints' paths only; True keeps the best and the
+            last checkpoint at the end of a successful fit (``/checkpoints/best``,
+            ``/checkpoints/last``); ``"all"`` keeps every checkpoint as it is saved.
 
     Example:
         >>> logger = MLDashLogger("mnist/baseline", root="/tmp/mldash-doc")  # doctest: +SKIP
@@ -96,6 +101,7 @@ class MLDashLogger(_LoggerBase):
         metric_prefix: str = "",
         group_separator: str = "/",
         log_model_summary: bool = True,
+        log_model: bool | str = False,
         project: str | None = None,
         name: str | None = None,
         folder: str | None = None,
@@ -114,6 +120,8 @@ class MLDashLogger(_LoggerBase):
             raise ValueError("group_separator must be a non-empty string, e.g. '/'")
         if not isinstance(metric_prefix, str):
             raise TypeError(f"metric_prefix must be a str, not {type(metric_prefix).__name__}")
+        if log_model not in (False, True, "all"):
+            raise ValueError(f"log_model must be False, True or 'all', got {log_model!r}")
         given = dict(project=project, name=name, folder=folder, namespace=namespace, root=root,
                      remote=remote, token=token, description=description, tags=tags,
                      flush_interval=flush_interval, system_metrics=system_metrics,
@@ -138,6 +146,8 @@ class MLDashLogger(_LoggerBase):
         self._metric_prefix = metric_prefix
         self._group_separator = group_separator
         self._log_model_summary = log_model_summary
+        self._log_model = log_model
+        self._checkpointers: list = []  # the ModelCheckpoints seen (proxies), for log_model=True
         # Rank zero creates its own Experiment lazily from the settings; keep the
         # user's object (if any) to hand it back from `experiment`.
         self._given: Experiment | None = None if self._owns_experiment else experiment
@@ -331,7 +341,9 @@ class MLDashLogger(_LoggerBase):
         last_path = getattr(cb, "last_model_path", None)
         if last_path and os.path.abspath(last_path) == os.path.abspath(path):
             info["last"] = True
-        self.experiment.checkpoint(os.path.abspath(path), step=step, **info)
+        if not any(seen == cb for seen in self._checkpointers):  # Lightning passes a weakref.proxy
+            self._checkpointers.append(cb)
+        self.experiment.checkpoint(os.path.abspath(path), step=step, upload=self._log_model == "all", **info)
 
     # ---- end of a stage ------------------------------------------------------
     def save(self) -> None:
@@ -365,6 +377,14 @@ class MLDashLogger(_LoggerBase):
         exp = self._experiment
         if exp is None or not exp.started:
             return  # nothing was logged in this process
+        if status in ("success", "finished") and self._log_model is True:
+            for cb in self._checkpointers:
+                try:
+                    paths = getattr(cb, "best_model_path", None), getattr(cb, "last_model_path", None)
+                    info = {"monitor": getattr(cb, "monitor", None), "best_score": _number(getattr(cb, "best_model_score", None))}
+                except ReferenceError:  # the callback is gone with its Trainer
+                    continue
+                keep_final(exp.files, *paths, info)
         if status not in ("success", "finished"):  # e.g. "aborted"
             exp.log(f"Lightning ended the run with status {status!r}", level="warn")
             exp.finish(CANCELLED)
@@ -400,6 +420,7 @@ class MLDashLogger(_LoggerBase):
         state["_series"] = {}
         state["_trainer_ref"] = None
         state["_rank_exp"] = None
+        state["_checkpointers"] = []
         return state
 
     def __setstate__(self, state: dict) -> None:

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import functools
 import os
-import re
 import sys
 import weakref
 from typing import Any, Iterable
@@ -40,10 +39,12 @@ except ImportError:  # transformers < 4.41 keeps no callback state in checkpoint
         pass
 
 from mldash import Experiment
+from mldash._checkpoints import keep_final
 from mldash._hf_hook import TARGET, install_finder
 from mldash._naming import safe_metric_name
 
 from ._guard import RecordFailures, call_quietly, record_failure
+from ._hf_args import hyperparameters, monitor_key, safe_part, split_run_name
 
 __all__ = ["MLDashCallback", "MLDashReportToCallback", "register"]
 
@@ -68,6 +69,17 @@ def metric_name(key: str) -> str:
     return "train/" + key
 
 
+def _log_model_setting(value: bool | str | None) -> bool | str:
+    """``log_model``: False, True (the best and the last checkpoint at the end) or "all";
+    None reads $MLDASH_LOG_MODEL (for ``report_to="mldash"``, which passes no arguments)."""
+    if value is None:
+        text = os.environ.get("MLDASH_LOG_MODEL", "").strip().lower()
+        value = {"": False, "false": False, "0": False, "true": True, "1": True, "end": True, "all": "all"}.get(text, text)
+    if value not in (False, True, "all"):
+        raise ValueError(f"log_model (or $MLDASH_LOG_MODEL) must be False, True or 'all', got {value!r}")
+    return value
+
+
 class MLDashCallback(TrainerCallback, ExportableState):
     """Record a ``transformers.Trainer`` run in an mldash experiment.
 
@@ -76,7 +88,9 @@ class MLDashCallback(TrainerCallback, ExportableState):
     ``tags``) or ``experiment=`` an Experiment that exists. Unset, the name comes from
     ``$MLDASH_PREFIX``/``$MLDASH_NAME``, then ``args.run_name``, then a generated one; the
     project, root, server URL and token from ``$MLDASH_PROJECT``, ``$MLDASH_ROOT``,
-    ``$MLDASH_URL`` and ``$MLDASH_TOKEN``.
+    ``$MLDASH_URL`` and ``$MLDASH_TOKEN``. ``log_model`` keeps checkpoint files with the
+    run: True the best and the last at the end of training, ``"all"`` each as it is saved
+    (unset: ``$MLDASH_LOG_MODEL``, else False).
 
     >>> trainer = Trainer(..., callbacks=[MLDashCallback(project="nlp", name="run-1")])  # doctest: +SKIP
     """
@@ -97,6 +111,7 @@ class MLDashCallback(TrainerCallback, ExportableState):
         system_metrics: float | bool | None = None,
         capture_console: bool | str | None = None,
         experiment: Experiment | None = None,
+        log_model: bool | str | None = None,
     ) -> None:
         given = dict(
             prefix=prefix, project=project, name=name, folder=folder, namespace=namespace,
@@ -115,6 +130,8 @@ class MLDashCallback(TrainerCallback, ExportableState):
         else:
             Experiment(**self._settings)  # bad names fail here, at the call (no I/O)
         self._given = experiment
+        self._log_model = _log_model_setting(log_model)
+        self._last_saved: str | None = None
         self._exp: Experiment | None = None
         self._rank_exp: Experiment | None = None  # another rank's machine (attach_rank)
         self._trial_exp = False
@@ -154,7 +171,7 @@ class MLDashCallback(TrainerCallback, ExportableState):
                 if "root" not in settings and not os.environ.get("MLDASH_ROOT") and saved.get("root"):
                     settings["root"] = saved["root"]
             elif args.run_name:
-                folder, name = _split_run_name(args.run_name)
+                folder, name = split_run_name(args.run_name)
                 settings["name"] = name
                 if folder and "folder" not in settings:
                     settings["folder"] = folder
@@ -175,7 +192,7 @@ class MLDashCallback(TrainerCallback, ExportableState):
         if self._given is not None:
             settings.update(remote=self._given.remote, token=self._given.token, namespace=self._given.namespace)
             settings = {k: v for k, v in settings.items() if v is not None}
-        return Experiment(project=project, folder="/".join(folder), name=_safe_part(name), root=root, **settings)
+        return Experiment(project=project, folder="/".join(folder), name=safe_part(name), root=root, **settings)
 
     def _setup(self, args, state, model) -> Experiment:
         if state.is_hyper_param_search and not self._trial_exp:
@@ -187,7 +204,7 @@ class MLDashCallback(TrainerCallback, ExportableState):
             self._exp = exp
             self._series = {}
         exp.start()
-        exp.params.set(_hyperparameters(args, state, model))
+        exp.params.set(hyperparameters(args, state, model))
         return exp
 
     def _attach_rank(self, args, state) -> None:
@@ -277,7 +294,7 @@ class MLDashCallback(TrainerCallback, ExportableState):
 
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):
         # Logged by on_log already; remembered here to score the next checkpoint.
-        monitor = _monitor_key(args)
+        monitor = monitor_key(args)
         if monitor is not None and metrics:
             self._last_eval = (state.global_step, metrics.get(monitor))
 
@@ -287,7 +304,7 @@ class MLDashCallback(TrainerCallback, ExportableState):
             return
         step = state.global_step
         info: dict[str, Any] = {"epoch": state.epoch}
-        monitor = _monitor_key(args)
+        monitor = monitor_key(args)
         if monitor is not None:
             info["monitor"] = metric_name(monitor)
             info["mode"] = "max" if args.greater_is_better else "min"
@@ -301,7 +318,8 @@ class MLDashCallback(TrainerCallback, ExportableState):
             )
             if info["is_best"]:
                 info["score"] = state.best_metric
-        exp.checkpoint(self._checkpoint_path(args, state), step=step, **info)
+        self._last_saved = self._checkpoint_path(args, state)
+        exp.checkpoint(self._last_saved, step=step, upload=self._log_model == "all", **info)
 
     def on_train_end(self, args, state, control, **kwargs):
         self._training = False
@@ -318,6 +336,9 @@ class MLDashCallback(TrainerCallback, ExportableState):
         if state.best_model_checkpoint:
             summary["best_model_checkpoint"] = os.path.abspath(state.best_model_checkpoint)
         exp.summary.set(summary)
+        if self._log_model is True:
+            keep_final(exp.files, state.best_model_checkpoint, self._last_saved,
+                       {"global_step": state.global_step, "best_metric": state.best_metric})
         if self._trial_exp:
             exp.flush()  # a search evaluates the trial's objective next; closed after that
         else:
@@ -545,65 +566,6 @@ def _saved_settings(state) -> dict:
             if isinstance(entry, dict) and isinstance(entry.get("args"), dict) and entry["args"].get("prefix"):
                 return entry["args"]
     return {}
-
-
-def _monitor_key(args) -> str | None:
-    monitor = getattr(args, "metric_for_best_model", None)
-    if not monitor:
-        return None
-    return monitor if monitor.startswith("eval_") else f"eval_{monitor}"
-
-
-_UNSAFE = re.compile(r"[^\w.@+=,-]+")
-
-
-def _safe_part(text: str) -> str:
-    part = _UNSAFE.sub("-", str(text)).strip("-. ")[:200]
-    return part or "run"
-
-
-def _split_run_name(run_name: str) -> tuple[str | None, str]:
-    """``"sweep/lr-1e-4"`` -> folder "sweep", name "lr-1e-4"; odd characters become "-"."""
-    parts = [p for p in str(run_name).split("/") if p.strip() not in ("", ".", "..")]
-    parts = [_safe_part(p) for p in parts] or ["run"]
-    return ("/".join(parts[:-1]) or None), parts[-1]
-
-
-def _hyperparameters(args, state, model) -> dict:
-    """Every TrainingArguments field, the model (and PEFT) config and parameter counts."""
-    values: dict[str, Any] = {"args": args.to_dict()}
-    if model is not None:
-        info: dict[str, Any] = {"class": f"{type(model).__module__}.{type(model).__qualname__}"}
-        config = getattr(model, "config", None)
-        if config is not None:
-            info["config"] = config if isinstance(config, dict) else config.to_dict()
-        total, trainable = _count_parameters(model)
-        if total is not None:
-            info["num_parameters"] = total
-            info["num_trainable_parameters"] = trainable
-        values["model"] = info
-        peft = getattr(model, "peft_config", None)
-        if peft:
-            values["peft"] = {
-                adapter: cfg.to_dict() if hasattr(cfg, "to_dict") else cfg
-                for adapter, cfg in (peft.items() if isinstance(peft, dict) else [("default", peft)])
-            }
-    if state.is_hyper_param_search and state.trial_params:
-        values["trial"] = dict(state.trial_params)
-    return values
-
-
-def _count_parameters(model) -> tuple[int | None, int | None]:
-    parameters = getattr(model, "parameters", None)
-    if not callable(parameters):
-        return None, None
-    total = trainable = 0
-    for p in parameters():
-        n = getattr(p, "ds_numel", None) or p.numel()  # DeepSpeed ZeRO-3 keeps shards
-        total += n
-        if p.requires_grad:
-            trainable += n
-    return total, trainable
 
 
 _register_now_or_later()

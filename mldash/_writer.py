@@ -446,3 +446,23 @@ def _remove_tree(path: str) -> None:
     import shutil
 
     shutil.rmtree(path, ignore_errors=True)
+
+
+def save_elsewhere(writer: "Writer", path: str) -> tuple[str, str | None]:
+    """Rescue what the disk of the run at ``path`` refused: (the message that says where it
+    went, the folder; None: nowhere could hold it, the writer keeps it in memory)."""
+    count, error = writer.pending(), writer.error
+    try:
+        saved = writer.rescue()
+    except Exception as rescue_error:  # never lose the data to a bug in the rescue
+        saved, error = None, f"{error}; the rescue failed too: {rescue_error}"
+    if saved is not None:
+        return (
+            f"mldash could not write {count} accepted records to {path}: {error}. "
+            f"They were saved to {saved} instead (see RESCUE.json there)."
+        ), saved
+    return (
+        f"mldash could not write {count} accepted records to {path}: {error}, and no rescue "
+        f"folder could hold them either (tried {', '.join(rescue_folders())}; set ${RESCUE_ENV} "
+        "to another disk). They are kept in memory: free some space and call finish() again."
+    ), None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 import threading
 import time
@@ -11,9 +12,10 @@ from typing import Any, Iterable
 
 import orjson
 
-from . import _codec, _lifecycle, _record, _settings
+from . import _checkpoints, _lifecycle, _record, _settings
 from ._checks import check_level, check_status, check_text
 from ._environment import git_info, process_info
+from ._filestore import pending_saves
 from ._hooks import RunHooks
 from ._naming import check_namespace
 from ._system import SystemSampler, default_labels, interval_setting, rank_share
@@ -36,7 +38,7 @@ from ._runfolder import (
     read_log_records,
     update_document,
 )
-from ._writer import RESCUE_ENV, StorageError, Writer, rescue_folders
+from ._writer import StorageError, Writer, save_elsewhere
 from .metrics import Metric
 from .params import Params, encode_record
 
@@ -290,6 +292,7 @@ class Experiment:
         """
         if status is not None:
             check_status(status)
+        concurrent.futures.wait(pending_saves(self.path))  # files saved in the background, first
         # Before the lock: the sampler's last sample may create a series (which takes it).
         sampler, self._sampler = self._sampler, None
         if sampler is not None:
@@ -318,7 +321,9 @@ class Experiment:
             self._stranded = None
             lost = saved = None
             if writer.error is not None:
-                lost, saved = self._save_elsewhere(writer)
+                lost, saved = save_elsewhere(writer, self.path)
+                if saved is None:
+                    self._stranded = writer  # kept in memory for another finish()
             meta_error = self._record_end(final)
             uploader, self._uploader = self._uploader, None
             if uploader is not None:
@@ -330,25 +335,6 @@ class Experiment:
                     f"mldash wrote all data of {self.prefix} but could not record its status "
                     f"{final} in {os.path.join(self.path, META_FILE)}: {meta_error}"
                 ) from meta_error
-
-    def _save_elsewhere(self, writer: Writer) -> tuple[str, str | None]:
-        """Rescue what the run's disk refused: (the message that says where it went, the folder)."""
-        count, error = writer.pending(), writer.error
-        try:
-            saved = writer.rescue()
-        except Exception as rescue_error:  # never lose the data to a bug in the rescue
-            saved, error = None, f"{error}; the rescue failed too: {rescue_error}"
-        if saved is not None:
-            return (
-                f"mldash could not write {count} accepted records to {self.path}: {error}. "
-                f"They were saved to {saved} instead (see RESCUE.json there)."
-            ), saved
-        self._stranded = writer
-        return (
-            f"mldash could not write {count} accepted records to {self.path}: {error}, and no rescue "
-            f"folder could hold them either (tried {', '.join(rescue_folders())}; set ${RESCUE_ENV} "
-            "to another disk). They are kept in memory: free some space and call finish() again."
-        ), None
 
     def _record_end(self, final: str) -> OSError | None:
         now = time.time()
@@ -527,31 +513,31 @@ class Experiment:
             return self._remote_reader().read_logs(start_index, limit, level)
         return read_log_records(folder, start_index, limit, level)
 
-    def checkpoint(self, path: str | os.PathLike, *, step: int | None = None, **info: Any) -> None:
-        """Record a saved checkpoint; ``is_best=True`` also marks it as the best.
+    def checkpoint(self, path: str | os.PathLike, *, step: int | None = None, upload: bool = False,
+                   **info: Any) -> None:
+        """Record a saved checkpoint; ``is_best=True`` also marks it as the best. ``upload``
+        also keeps the file (or folder) in the run's files under /checkpoints, copied in the
+        background; its record, with ``files``, follows once the copy is complete.
 
         >>> exp.checkpoint("ckpt/epoch=3.ckpt", step=300, score=0.41, is_best=True)  # doctest: +SKIP
         """
-        path = os.fspath(path)
-        if not isinstance(path, str):
-            raise TypeError(f"checkpoint path must be a str or os.PathLike of str, not {type(path).__name__}")
-        check_text(path, "checkpoint path", nul=False)
-        if step is not None and (step.__class__ is bool or not isinstance(step, int) or step < 0):
-            raise TypeError(f"checkpoint step must be an int >= 0 or None, got {step!r}")
-        record = {"timestamp": _now(), "path": path, "step": step}
-        record.update(info)
-        # Parsed back so the record stored is plain JSON (it is kept in experiment.json too).
-        record = _codec.loads(encode_record(record, "checkpoint record", nul=False))
+        record = _checkpoints.make_record(path, step, info, _now())
         if self._status != RUNNING:
             self._ensure_started()
+        if upload:
+            _checkpoints.upload(self.files, self.path, record, self._record_checkpoint)
+        else:
+            self._record_checkpoint(record)
+
+    def _record_checkpoint(self, record: dict) -> None:
         self._writer.extra.append(((checkpoint_records(self.path), CHECKPOINTS_STEM), record))
         self._writer.wake()
-        if info.get("is_best"):
+        if record.get("is_best"):
             try:
                 self._update_meta(best_checkpoint=record)
             except OSError as error:  # not raised as is: a retry would record it twice
                 raise StorageError(
-                    f"mldash recorded the checkpoint {path!r} but could not mark it as the best in "
+                    f"mldash recorded the checkpoint {record['path']!r} but could not mark it as the best in "
                     f"{os.path.join(self.path, META_FILE)}: {error}. Do not record it again."
                 ) from error
 

@@ -362,6 +362,57 @@ def test_two_nodes_record_both_machines_in_the_one_experiment(root):
     assert steps(exp, "train_loss_step") == [0, 1]  # the metrics: rank zero's only, once
 
 
+# ---- checkpoint files (log_model) -------------------------------------------------
+def _sha256(path: str) -> str:
+    import hashlib
+
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def test_log_model_all_keeps_every_checkpoint_file_as_it_is_saved(root):
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    TinyModule, TinyData = classes()
+    logger = MLDashLogger("files/all", root=root, log_model="all")
+    checkpoint = ModelCheckpoint(monitor="val_loss", save_top_k=1)  # top-1: older files are deleted
+    trainer(logger=logger, callbacks=[checkpoint], max_epochs=3).fit(TinyModule(), TinyData())
+    exp = logger.experiment
+    records = exp.checkpoints()
+    assert [r["epoch"] for r in records] == [0, 1, 2]
+    assert all(len(r["files"]) == 1 and r["files"][0]["path"] == "/checkpoints" for r in records)
+    best = next(r for r in records if r["path"] == checkpoint.best_model_path)
+    assert best["files"][0]["checksum"] == _sha256(checkpoint.best_model_path)
+    # Lightning deleted the other two files; the run kept their bytes.
+    assert len({r["files"][0]["checksum"] for r in records}) == 3 and len(os.listdir(os.path.dirname(best["path"]))) == 1
+
+
+def test_log_model_true_keeps_the_best_and_the_last_at_the_end(root):
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    TinyModule, TinyData = classes()
+    logger = MLDashLogger("files/end", root=root, log_model=True)
+    checkpoint = ModelCheckpoint(monitor="val_loss", save_top_k=2, save_last=True)
+    trainer(logger=logger, callbacks=[checkpoint], max_epochs=3).fit(TinyModule(), TinyData())
+    exp = logger.experiment
+    assert all("files" not in r for r in exp.checkpoints())
+    files = {f["path"]: f for f in exp.files.list()}
+    assert set(files) == {"/checkpoints/best", "/checkpoints/last"}
+    assert files["/checkpoints/best"]["checksum"] == _sha256(checkpoint.best_model_path)
+    assert files["/checkpoints/last"]["checksum"] == _sha256(checkpoint.last_model_path)
+    assert files["/checkpoints/best"]["metadata"]["monitor"] == "val_loss"
+    assert files["/checkpoints/best"]["metadata"]["best_score"] == pytest.approx(float(checkpoint.best_model_score))
+
+
+def test_log_model_off_keeps_no_files_and_bad_values_fail_at_construction(root):
+    TinyModule, TinyData = classes()
+    logger = MLDashLogger("files/off", root=root)
+    trainer(logger=logger, max_epochs=1).fit(TinyModule(), TinyData())
+    assert logger.experiment.checkpoints() and logger.experiment.files.list() == []
+    with pytest.raises(ValueError, match="log_model must be False, True or 'all'"):
+        MLDashLogger("files/bad", root=root, log_model="best")
+
+
 # ---- 7. resume -------------------------------------------------------------------
 def test_resuming_from_a_checkpoint_continues_the_same_experiment(root):
     from lightning.pytorch.callbacks import ModelCheckpoint

@@ -210,6 +210,42 @@ def test_saved_checkpoints_are_recorded_with_the_best_one(tmp_path, root):
     assert exp.summary.get()["best_metric"] == trainer.state.best_metric
 
 
+def _folder_checksums(folder) -> dict[str, str]:
+    import hashlib
+
+    return {os.path.relpath(os.path.join(d, f), folder): hashlib.sha256(open(os.path.join(d, f), "rb").read()).hexdigest()
+            for d, _, names in os.walk(folder) for f in names}
+
+
+def test_log_model_all_keeps_each_checkpoint_folder_as_it_is_saved(tmp_path, root):
+    train(tmp_path, [MLDashCallback(project="p", name="all", log_model="all")], max_steps=4,
+          save_strategy="steps", save_steps=2, save_total_limit=1)  # the Trainer deletes checkpoint-2
+    exp = mldash.Experiment("p/all", root=root)
+    records = exp.checkpoints()
+    assert [r["step"] for r in records] == [2, 4]
+    kept = {f"{f['path']}/{f['filename']}": f["checksum"] for f in exp.files.list()}
+    assert {"/checkpoints/checkpoint-2/model.safetensors", "/checkpoints/checkpoint-4/model.safetensors"} <= set(kept)
+    assert not (tmp_path / "out" / "checkpoint-2").exists()  # gone from disk, kept with the run
+    last = _folder_checksums(tmp_path / "out" / "checkpoint-4")
+    assert {k: v for k, v in kept.items() if k.startswith("/checkpoints/checkpoint-4/")} == {
+        f"/checkpoints/checkpoint-4/{rel}": sha for rel, sha in last.items()}
+    assert all(f["id"] for r in records for f in r["files"]) and "upload_error" not in records[-1]
+
+
+def test_log_model_true_from_the_environment_keeps_best_and_last_at_the_end(tmp_path, root, monkeypatch):
+    monkeypatch.setenv("MLDASH_LOG_MODEL", "true")
+    trainer = train(tmp_path, [MLDashCallback(project="p", name="end")], max_steps=6, eval_strategy="steps",
+                    eval_steps=2, save_strategy="steps", save_steps=2, metric_for_best_model="loss")
+    exp = mldash.Experiment("p/end", root=root)
+    assert all("files" not in r for r in exp.checkpoints())
+    best = os.path.basename(trainer.state.best_model_checkpoint)
+    paths = {f["path"] for f in exp.files.list()}
+    assert f"/checkpoints/best/{best}" in paths and "/checkpoints/last/checkpoint-6" in paths
+    monkeypatch.setenv("MLDASH_LOG_MODEL", "sometimes")
+    with pytest.raises(ValueError, match="MLDASH_LOG_MODEL"):
+        MLDashCallback(project="p", name="bad")
+
+
 # ---- lifecycle -----------------------------------------------------------------------------
 def test_resume_from_checkpoint_continues_the_same_experiment(tmp_path, root):
     train(tmp_path, [MLDashCallback(project="p")], max_steps=4, save_strategy="steps", save_steps=2)
