@@ -20,7 +20,8 @@ from sqlalchemy import create_engine, event, inspect, text
 from sqlalchemy.exc import DBAPIError
 
 from .. import _codec
-from .schema import metadata, metric_batches
+from ._filter_sql import register_sqlite
+from .schema import metadata, metric_batches, series
 
 log = logging.getLogger(__package__)
 CREATE_TABLES_LOCK = 7237001  # a PostgreSQL advisory lock key
@@ -108,10 +109,12 @@ class Database:
                         except DBAPIError:
                             conn.exec_driver_sql("ALTER TABLE metric_batches ALTER COLUMN lines SET STORAGE EXTERNAL")
                     _migrate_point_rows(conn)
+                    _add_missing_columns(conn)
             else:
                 with conn.execution_options(sqlite_write=True).begin():
                     metadata.create_all(conn)
                     _migrate_point_rows(conn)
+                    _add_missing_columns(conn)
 
     def close(self) -> None:
         while self._raw_free:
@@ -201,11 +204,23 @@ def _sqlite_setup(engine) -> None:
         cursor.execute("PRAGMA secure_delete=FAST")
         cursor.execute("PRAGMA busy_timeout=60000")
         cursor.close()
+        register_sqlite(dbapi_conn)  # what compiled filters call: Python's glob and regex
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn):
         # A writer takes the write lock up front; a reader's deferred BEGIN gives a snapshot.
         conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("sqlite_write") else "BEGIN")
+
+
+def _add_missing_columns(conn) -> None:
+    """Columns added since a database was created: ``series.stats`` and
+    ``series.headline`` (filled by ``Metrics.backfill_stats``)."""
+    have = {c["name"] for c in inspect(conn).get_columns("series")}
+    for column in series.c:
+        if column.name not in have:
+            kind = column.type.dialect_impl(conn.dialect).compile(dialect=conn.dialect)
+            conn.exec_driver_sql(f'ALTER TABLE series ADD COLUMN "{column.name}" {kind}')
+            log.warning("added the column series.%s", column.name)
 
 
 def _migrate_point_rows(conn) -> None:

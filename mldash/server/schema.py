@@ -61,6 +61,9 @@ series = Table(
     Column("total", BigInteger, nullable=False, default=0),  # points stored, hot + cold
     Column("cold_count", BigInteger, nullable=False, default=0),  # leading points in chunks
     Column("last_line", LargeBinary),  # the newest point, for listings
+    # Headline statistics for filters (``_headline``): added to older databases on open.
+    Column("stats", Document),  # {"n": points folded, "lows": {field: min}, "highs": {field: max}}
+    Column("headline", Document),  # {"key": field, "last": v, "min": v, "max": v}
     UniqueConstraint("experiment_id", "name", name="uq_series_name"),
 )
 
