@@ -186,7 +186,7 @@ def test_failed_run_shows_its_error_and_traceback_on_top(page, server):
     screenshot(page, "ui-failed.png")
 
 
-def test_compare_overlays_one_metric_and_lists_the_params_that_differ(page, server):
+def test_compare_charts_every_metric_and_lists_the_params_that_differ(page, server):
     open_list(page, server)
     assert page.locator("#compare").is_disabled()
     page.check("#runs tr[data-prefix='vision/resnet/lr-0.1'] td.pick input")
@@ -194,15 +194,16 @@ def test_compare_overlays_one_metric_and_lists_the_params_that_differ(page, serv
     page.click("#compare")
     page.wait_for_selector("#main[data-loaded] #diff-table")
     assert "#/compare?" in page.url
-    page.wait_for_selector("#compare-chart canvas")
-    page.wait_for_selector("#compare-chart .chart-note:text-matches('2 runs')")
-    assert canvas_ink(page, "#compare-chart canvas")[0] > 500
-    labels = page.eval_on_selector_all("#compare-chart .u-legend th", "ths => ths.map(t => t.textContent)")
-    assert any("lr-0.1" in t for t in labels) and any("lr-0.01" in t for t in labels)
+    cards = page.eval_on_selector_all("#compare-charts .chart-card", "cs => cs.map(c => c.dataset.metric)")
+    assert cards == ["train/loss", "val/accuracy"]  # every metric at once, no menu
+    for name in cards:
+        card = f"#compare-charts .chart-card[data-metric='{name}']"
+        page.wait_for_selector(f"{card} .chart-note:text-matches('2 runs')")
+        assert canvas_ink(page, f"{card} canvas")[0] > 300
+        labels = page.eval_on_selector_all(f"{card} .u-legend th", "ths => ths.map(t => t.textContent)")
+        assert any("lr-0.1" in t for t in labels) and any("lr-0.01" in t for t in labels)
     rows = page.locator("#diff-table tbody tr").all_inner_texts()
     assert rows == ["lr\t0.1\t0.01"]
-    page.select_option("#compare-metric", "val/accuracy")
-    page.wait_for_selector("#compare-chart h3:text('val/accuracy')")
     screenshot(page, "ui-compare.png")
 
 

@@ -45,3 +45,14 @@ export async function get(path, params = {}) {
   }
   return response.json();
 }
+
+/** Each run's value for each filter key (api/values), asking for at most 100 runs at a
+ * time so no URL gets long: {ref: [value per key]} (null where a run has none). */
+export async function values(keys, refs) {
+  const out = new Map();
+  const chunks = [];
+  for (let i = 0; i < refs.length; i += 100) chunks.push(refs.slice(i, i + 100));
+  const answers = await Promise.all(chunks.map((run) => get("values", { key: keys, run })));
+  for (const answer of answers) for (const row of answer.runs) out.set(row.ref, row.values);
+  return out;
+}

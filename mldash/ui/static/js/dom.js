@@ -49,3 +49,19 @@ export function select(options, value, onchange, props = {}) {
     options.map(([v, label]) => h("option", { value: v, selected: String(v) === String(value) }, label)),
   );
 }
+
+const SVG_NS = "http://www.w3.org/2000/svg";
+
+/** svg("circle", {cx: 1, r: 2, onclick: fn}, children): h() for SVG (attributes, text as text). */
+export function svg(tag, props, ...children) {
+  const el = document.createElementNS(SVG_NS, tag);
+  for (const [key, value] of Object.entries(props || {})) {
+    if (value === null || value === undefined || value === false) continue;
+    if (key === "class") el.setAttribute("class", value);
+    else if (key === "dataset") Object.assign(el.dataset, value);
+    else if (key.startsWith("on") && typeof value === "function") el.addEventListener(key.slice(2), value);
+    else el.setAttribute(key, String(value));
+  }
+  add(el, children);
+  return el;
+}

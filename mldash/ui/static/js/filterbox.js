@@ -13,6 +13,15 @@ const WORD_AFTER = /^[^\s()[\],=<>!~]*/;
 // Text ending so marks a value's place (status = |, lr in [1, |): keys make no sense there.
 const VALUE_PLACE = /(=|<|>|~|\[|,|\bcontains|\bin)\s*$/i;
 
+const BARE = /^[^\s()[\],=<>!~"']+$/;
+
+/** A key as the filter language spells it: params.lr, metrics.val/loss.min,
+ * params."learning rate" (as mldash._filter.Key.text). */
+export function keyText(scope, name, agg = null) {
+  const shown = BARE.test(name) ? name : '"' + name.replace(/\\/g, "\\\\").replace(/"/g, '\\"') + '"';
+  return `${scope}.${shown}` + (agg ? "." + agg : "");
+}
+
 /** Keys for ``word``: those starting with it first, then those containing it (case-blind). */
 export function suggest(keys, word) {
   const w = word.toLowerCase();
