@@ -13,10 +13,13 @@ exact scenarios follow, then the dashboard's own caches in process.
 
 from __future__ import annotations
 
+import hashlib
 import os
+import time
 from dataclasses import dataclass
 
 import httpx
+import orjson
 import pytest
 from starlette.testclient import TestClient
 
@@ -51,6 +54,7 @@ BARE = {
     "secret/model": {"a": "A", "a_read": "A", "b": None, "ab": "A", "admin": "A", "c": None},
 }
 T0 = 1_700_000_000_000
+EMPTY_OBJECT_SHA = hashlib.sha256(b"{}").hexdigest()  # the bytes httpx sends for json={}
 
 
 @dataclass
@@ -136,6 +140,15 @@ def seed(admin: Caller, exp: Exp) -> Exp:
     assert admin("POST", f"/api/v1/experiments/{exp.id}/logs", json={"start_index": 0, "records": records}).status_code == 200
     for kind in ("parameters", "summary"):
         assert admin("PUT", f"/api/v1/experiments/{exp.id}/documents/{kind}", json={"owner": ref}).status_code == 200
+    content = orjson.dumps({"owner": ref})  # the file's bytes name their experiment, so a leak shows
+    checksum = hashlib.sha256(content).hexdigest()
+    put = admin("PUT", f"/api/v1/experiments/{exp.id}/blobs/{checksum}",
+                params={"upload": f"seed-{exp.id}-upload", "offset": 0, "size": len(content)}, content=content)
+    assert put.status_code == 200 and put.json()["present"], put.text
+    record = {"op": "save", "id": "f1", "experimentId": ref, "path": "/", "filename": "owner.json", "tags": [],
+              "bindrs": [], "contentType": "application/json", "sizeBytes": len(content), "checksum": checksum,
+              "uploadedAt": "2026-01-01T00:00:00Z", "timestamp": time.time()}
+    assert admin("POST", f"/api/v1/experiments/{exp.id}/files", json={"start_index": 0, "records": [record]}).status_code == 200
     return exp
 
 
@@ -182,6 +195,18 @@ JSON_ROUTES = [
     ("append checkpoints", "write", "POST", "/experiments/{id}/checkpoints", {"start_index": 0, "records": []},
      lambda r, e: r["accepted"] == 0),
     ("upsert", "ns-write", "POST", "/experiments", "upsert", lambda r, e: r["id"] == e.id),
+    # Saved files (issue 15): the listing, a record, the bytes; and the upload's steps.
+    ("list files", "read", "GET", "/experiments/{id}/files", None,
+     lambda r, e: [f["experimentId"] for f in r["files"]] == [e.ref] and r["total"] == 1),
+    ("file record", "read", "GET", "/experiments/{id}/files/f1/record", None, lambda r, e: r["experimentId"] == e.ref),
+    ("file bytes", "read", "GET", "/experiments/{id}/files/f1", None, lambda r, e: r == {"owner": e.ref}),
+    ("file bytes inline", "read", "GET", "/experiments/{id}/files/f1?inline=true", None, lambda r, e: r == {"owner": e.ref}),
+    ("append files", "write", "POST", "/experiments/{id}/files", {"start_index": 0, "records": []},
+     lambda r, e: r["accepted"] == 0),
+    ("missing blobs", "write", "POST", "/experiments/{id}/blobs/missing", {"sha256": []}, lambda r, e: r == {"missing": []}),
+    ("blob status", "write", "GET", "/experiments/{id}/blobs/" + EMPTY_OBJECT_SHA, None, lambda r, e: "present" in r),
+    ("upload blob", "write", "PUT", "/experiments/{id}/blobs/" + EMPTY_OBJECT_SHA + "?upload=isolation-test&offset=0&size=2",
+     {}, lambda r, e: r["present"] is True),
 ]
 
 
