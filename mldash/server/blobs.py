@@ -209,9 +209,10 @@ class S3Blobs:
 
 
 def s3_part_size(size: int) -> int:
-    """Parts of $MLDASH_S3_PART_SIZE (default 64 MiB, at least S3's 5 MiB), larger when
-    a file would need more than S3's 10,000 parts."""
-    base = max(5 << 20, int(os.environ.get("MLDASH_S3_PART_SIZE") or 64 << 20))
+    """Parts of $MLDASH_S3_PART_SIZE (default 16 MiB, at least S3's 5 MiB), larger when
+    a file would need more than S3's 10,000 parts. A part is held in memory until it
+    is sent, and is what a broken upload may have to send again."""
+    base = max(5 << 20, int(os.environ.get("MLDASH_S3_PART_SIZE") or 16 << 20))
     return max(base, -(-size // 9_000))
 
 
