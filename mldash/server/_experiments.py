@@ -8,20 +8,25 @@ Collision, never merged into the first.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import Any
 
-from sqlalchemy import and_, func, select, update
+from sqlalchemy import and_, func, literal, select, update
+from sqlalchemy.exc import DBAPIError
 
+from .. import _filter
 from .._naming import split_path
 from ._errors import Collision, NotFound, no_experiment
 from ._files import file_record_count
-from ._metrics import latest_points, series_totals
+from ._filter_sql import BadFilter, compile_filter, parse
+from ._metrics import headlines, latest_points, series_totals
 from ._records import checkpoint_list, console_count
 from ._validation import check_namespace, checked, document, experiment_meta, finite
-from .schema import experiments
+from .schema import experiments, series
 
 DOCUMENT_KINDS = {"parameters": "params", "summary": "summary"}  # URL word -> column
+MAX_KEYS = 10_000  # per kind, in a filter-keys answer
 
 
 class Experiments:
@@ -94,6 +99,7 @@ class Experiments:
             record["params"] = row.params
             record["summary"] = row.summary
             record["metrics"] = latest_points(conn, [exp_id]).get(exp_id, {})
+            record["metric_stats"] = headlines(conn, [exp_id]).get(exp_id, {})
             record["checkpoints"] = checkpoint_list(conn, exp_id)
         return record
 
@@ -105,21 +111,25 @@ class Experiments:
         q: str | None = None,
         limit: int = 100,
         offset: int = 0,
+        filter: str | _filter.Node | None = None,
     ) -> dict:
-        where = []
-        if namespaces is not None:
-            if not namespaces:
-                return {"experiments": [], "total": 0}
-            where.append(experiments.c.namespace.in_(namespaces))
-        if project:
-            where.append(experiments.c.project == project)
+        """A page of experiments, newest first, and how many match. ``filter``: the
+        filter language (text or parsed), run as SQL (``_filter_sql``); a bad one
+        is a 400 (``BadFilter``) whose message shows the caret."""
+        node = parse(filter) if isinstance(filter, str) or filter is None else filter
+        cond = _scope(namespaces, project)
+        if cond is None:
+            return {"experiments": [], "total": 0}
+        where = [cond]
         if status:
             where.append(experiments.c.status == status)
         if q:
             escaped = q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
             where.append(experiments.c.prefix.like(f"%{escaped}%", escape="\\"))
-        cond = and_(*where) if where else True
-        with self.db.reading() as conn:
+        if node is not None:
+            where.append(compile_filter(node, self.db.engine.dialect.name, time.time()))
+        cond = and_(*where)
+        with self.db.reading() as conn, _filter_errors():
             total = conn.execute(select(func.count()).select_from(experiments).where(cond)).scalar()
             rows = conn.execute(
                 select(experiments)
@@ -128,14 +138,51 @@ class Experiments:
                 .limit(limit)
                 .offset(offset)
             ).all()
-            latest = latest_points(conn, [r.id for r in rows])
+            ids = [r.id for r in rows]
+            latest, stats = latest_points(conn, ids), headlines(conn, ids)
         out = []
         for row in rows:
             record = _record(row._mapping)
             record["params"] = row.params
+            record["summary"] = row.summary
             record["metrics"] = latest.get(row.id, {})
+            record["metric_stats"] = stats.get(row.id, {})
             out.append(record)
         return {"experiments": out, "total": total}
+
+    def filter_keys(self, namespaces: list[str] | None = None, project: str | None = None, limit: int = MAX_KEYS) -> dict:
+        """The keys a filter can use over the experiments in scope (for completion):
+        parameter and summary keys and metric names, sorted, at most ``limit`` of
+        each (``truncated`` says whether some were left out), and ``keys``: all of
+        them spelled as a filter writes them (``_filter.keys_of``)."""
+        cond = _scope(namespaces, project)
+        out: dict = {"params": [], "summary": [], "metrics": []}
+        truncated = False
+        if cond is not None:
+            with self.db.reading() as conn:
+                for kind in ("params", "summary"):
+                    column = experiments.c[kind]
+                    if self.db.is_sqlite:
+                        members = func.json_each(column).table_valued("key").alias("member")
+                        key = members.c.key
+                        stmt = select(key).select_from(experiments).join(members, literal(True))
+                    else:
+                        members = func.jsonb_object_keys(column).table_valued("k").render_derived(name="member")
+                        key = members.c.k
+                        stmt = select(key).select_from(experiments).join(members, literal(True))
+                    found = [r[0] for r in conn.execute(stmt.where(cond).distinct().order_by(key).limit(limit + 1))]
+                    truncated |= len(found) > limit
+                    out[kind] = found[:limit]
+                stmt = (
+                    select(series.c.name).join(experiments, experiments.c.id == series.c.experiment_id)
+                    .where(cond).distinct().order_by(series.c.name).limit(limit + 1)
+                )
+                found = [r[0] for r in conn.execute(stmt)]
+                truncated |= len(found) > limit
+                out["metrics"] = found[:limit]
+        out["keys"] = _filter.keys_of(out["params"], out["summary"], out["metrics"])
+        out["truncated"] = truncated
+        return out
 
     def projects(self, namespaces: list[str] | None = None) -> list[dict]:
         stmt = select(experiments.c.namespace, experiments.c.project, func.count()).group_by(
@@ -186,6 +233,30 @@ class Experiments:
         if row is None:
             raise no_experiment(exp_id)
         return row[0]
+
+
+def _scope(namespaces: list[str] | None, project: str | None):
+    """The experiments a listing covers (namespaces None: all); None when none."""
+    where = [literal(True)]
+    if namespaces is not None:
+        if not namespaces:
+            return None
+        where.append(experiments.c.namespace.in_(namespaces))
+    if project:
+        where.append(experiments.c.project == project)
+    return and_(*where)
+
+
+@contextlib.contextmanager
+def _filter_errors():
+    """A pattern PostgreSQL refuses when it runs (a regular expression too large for
+    it) is the filter's fault: a 400, not a 500."""
+    try:
+        yield
+    except DBAPIError as error:
+        if getattr(getattr(error, "orig", None), "sqlstate", None) in ("2201B", "54001"):
+            raise BadFilter(f"the server cannot run this filter's pattern: {str(error.orig).splitlines()[0]}") from None
+        raise
 
 
 def _merge_meta(conn, row, meta: dict, now: float) -> dict:

@@ -13,7 +13,8 @@ Two columns of ``series`` hold them (JSON, NaN/inf and big ints tagged as stored
 - ``stats``: ``{"n": points folded in, "lows": {field: min}, "highs": {field: max}}``,
   what a batch is folded into;
 - ``headline``: ``{"key": field, "last": v, "min": v, "max": v}`` (keys without a
-  value left out), what the filter's SQL reads.
+  value left out, and a ``last`` holding NUL, which JSONB cannot), what the
+  filter's SQL reads.
 
 A batch costs one pass over its points in Python (C-speed ``min``/``max`` per field
 when every value is a plain number) and no extra rows. ``n`` says how many points
@@ -80,7 +81,10 @@ class Stats:
         key = headline_key(self.last)
         if key is None:
             return {}
-        out = {"key": key, "last": self.last.get(key)}
+        out = {"key": key}
+        last = self.last.get(key)
+        if not _holds_nul(last):  # JSONB cannot hold NUL: such a value reads as missing
+            out["last"] = last
         if key in self.lows:
             out["min"] = self.lows[key]
             out["max"] = self.highs[key]
@@ -129,6 +133,16 @@ class Stats:
         rows = orjson.loads(b"[" + b",".join(bytes(line) for line in lines) + b"]")
         tagged = any(_codec._TAG_BYTES in line for line in lines)
         return self.fold([row[1] for row in rows], tagged)
+
+
+def _holds_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_holds_nul(k) or _holds_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(map(_holds_nul, value))
+    return False
 
 
 def _stored(fields: dict) -> dict:

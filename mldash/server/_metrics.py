@@ -9,6 +9,7 @@ server processes may ingest into one store.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections import OrderedDict
 from typing import Any, Callable
@@ -16,21 +17,28 @@ from typing import Any, Callable
 import orjson
 from sqlalchemy import select
 
+from .. import _codec
 from .._runfolder import decode_points, page
 from . import chunks
 from ._errors import Conflict, no_experiment
+from ._headline import Stats
 from ._validation import SeriesEntry, json_array, lines_blob, series_entry
 from .schema import experiments, series
+
+log = logging.getLogger(__package__)
+BACKFILL_PAGE = 100_000  # points read at a time when statistics catch up
 
 INSERT_BATCH = (
     "INSERT INTO metric_batches (series_id, start_idx, n_points, first_ts, last_ts, lines) VALUES (%s, %s, %s, %s, %s, %b)"
 )
-_SET_TOTAL = "UPDATE series SET total = %s, last_line = %b WHERE id = %s"
+# %j: a JSON document (PostgreSQL: cast to jsonb); the series' headline statistics move with its total.
+_SET_TOTAL = "UPDATE series SET total = %s, last_line = %b, stats = %j, headline = %j WHERE id = %s"
 HEADER_CACHE = 256  # chunk headers kept for cold reads: ~10 MB at most
+STATS_CACHE = 4096  # series whose statistics this process wrote last, for the one-statement append
 
 # The hot path's statements, written for psycopg (Database.statements adapts them).
 _SQL = {
-    "series_for_update": "SELECT id, total, cold_count FROM series WHERE experiment_id = %s AND name = %s FOR UPDATE",
+    "series_for_update": "SELECT id, total, cold_count, stats FROM series WHERE experiment_id = %s AND name = %s FOR UPDATE",
     "series_lookup": "SELECT id, total, cold_count FROM series WHERE experiment_id = %s AND name = %s",
     "insert_series": "INSERT INTO series (experiment_id, name, total, cold_count) VALUES (%s, %s, 0, 0) ON CONFLICT DO NOTHING",
     "experiment_exists": "SELECT id FROM experiments WHERE id = %s",
@@ -38,15 +46,18 @@ _SQL = {
     "set_total": _SET_TOTAL,
     "insert_batch_set_total": f"WITH b AS ({INSERT_BATCH}) {_SET_TOTAL}",  # PostgreSQL: both in one round trip
     # PostgreSQL only: lock the series row, and when the batch starts at its total,
-    # insert the batch row and move the total, all in one statement; it returns
+    # insert the batch row and move the total (and the statistics, computed from
+    # those this process stored at that total), all in one statement; it returns
     # the series as it was, so the caller sees whether anything was stored.
     "append_where_it_ends": (
         "WITH s AS (SELECT id, total, cold_count FROM series WHERE experiment_id = %s AND name = %s FOR UPDATE), "
         "b AS (INSERT INTO metric_batches (series_id, start_idx, n_points, first_ts, last_ts, lines) "
         "SELECT id, total, %s, %s, %s, %b FROM s WHERE total = %s), "
-        "u AS (UPDATE series SET total = s.total + %s, last_line = %b FROM s WHERE series.id = s.id AND s.total = %s) "
+        "u AS (UPDATE series SET total = s.total + %s, last_line = %b, stats = %j, headline = %j "
+        "FROM s WHERE series.id = s.id AND s.total = %s) "
         "SELECT id, total, cold_count FROM s"
     ),
+    "set_stats": "UPDATE series SET stats = %j, headline = %j WHERE id = %s AND total = %s",
     # The row holding hot_from (the last one starting at or before it) and those after, up to end.
     "batches_overlapping": (
         "SELECT start_idx, lines FROM metric_batches WHERE series_id = %s AND start_idx >= "
@@ -64,9 +75,13 @@ class Metrics:
         self.db = db
         self.blobs = blobs
         self.on_append = on_append
-        self._sql = db.statements(_SQL)
+        self._sql = db.statements(_with_documents(_SQL, db.is_sqlite))
         self._headers: OrderedDict[str, Any] = OrderedDict()
         self._headers_lock = threading.Lock()
+        # (experiment id, name) -> (total, Stats) as this process last stored them: a
+        # batch that starts at that total (nobody wrote since) extends them in one statement.
+        self._stats: OrderedDict[tuple, tuple] = OrderedDict()
+        self._stats_lock = threading.Lock()
 
     # -- ingest -----------------------------------------------------------------
 
@@ -90,6 +105,7 @@ class Metrics:
         accepted = 0
         counts: dict[str, int] = {}
         hot: dict[int, int] = {}
+        stored: list[tuple] = []
         sql = self._sql
         with self.db.ingesting() as cursor:
             if not prepared:
@@ -103,7 +119,7 @@ class Metrics:
                     cursor.execute(sql["insert_series"], (exp_id, name))
                     cursor.execute(sql["series_for_update"], (exp_id, name))
                     row = cursor.fetchone()
-                series_id, total, cold = row
+                series_id, total, cold, stats_column = row
                 if start > total:
                     raise Conflict(
                         f"metric {name!r}: start_index {start} would leave a gap; the server holds "
@@ -119,18 +135,24 @@ class Metrics:
                     last_line = blob[blob.rfind(b"\n") + 1 :]
                     first_ts, last_ts = int(points[0][0]), int(points[-1][0])
                     new_total = total + len(points)
+                    stats = self._caught_up(exp_id, name, Stats.load(stats_column), total)
+                    stats = stats.fold([p[1] for p in points], _codec._TAG_BYTES in blob)
+                    documents = (stats.dumps(), stats.headline_json())
                     if is_sqlite:
                         cursor.execute(sql["insert_batch"], (series_id, total, len(points), first_ts, last_ts, blob))
-                        cursor.execute(sql["set_total"], (new_total, last_line, series_id))
+                        cursor.execute(sql["set_total"], (new_total, last_line, *documents, series_id))
                     else:  # one round trip for both
                         cursor.execute(
                             sql["insert_batch_set_total"],
-                            (series_id, total, len(points), first_ts, last_ts, blob, new_total, last_line, series_id),
+                            (series_id, total, len(points), first_ts, last_ts, blob, new_total, last_line, *documents, series_id),
                         )
                     accepted += len(points)
                     total = new_total
+                    stored.append((name, total, stats))
                 counts[name] = total
                 hot[series_id] = total - cold
+        for name, total, stats in stored:  # committed: what the next batch may start from
+            self._remember(exp_id, name, total, stats)
         self.on_append(hot)
         return {"accepted": accepted, "counts": counts}
 
@@ -142,18 +164,73 @@ class Metrics:
         statement then changed nothing, and the general path takes over."""
         points, blob = batch.points, batch.blob
         n = len(points)
+        known = self._remembered(exp_id, batch.name, batch.start)
+        if known is None:  # statistics this process did not store: the general path reads them
+            return None
+        stats = known.fold([p[1] for p in points], _codec._TAG_BYTES in blob)
         with self.db.ingesting(autocommit=True) as cursor:
             cursor.execute(
                 self._sql["append_where_it_ends"],
                 (exp_id, batch.name, n, int(points[0][0]), int(points[-1][0]), blob, batch.start,
-                 n, blob[blob.rfind(b"\n") + 1 :], batch.start),
+                 n, blob[blob.rfind(b"\n") + 1 :], stats.dumps(), stats.headline_json(), batch.start),
             )
             row = cursor.fetchone()
         if row is None or row[1] != batch.start:
             return None
         series_id, before, cold = row
+        self._remember(exp_id, batch.name, before + n, stats)
         self.on_append({series_id: before + n - cold})
         return {"accepted": n, "counts": {batch.name: before + n}}
+
+    # -- headline statistics ------------------------------------------------------
+
+    def _remembered(self, exp_id: int, name: str, total: int) -> Stats | None:
+        with self._stats_lock:
+            hit = self._stats.get((exp_id, name))
+        return hit[1] if hit is not None and hit[0] == total else None
+
+    def _remember(self, exp_id: int, name: str, total: int, stats: Stats) -> None:
+        with self._stats_lock:
+            self._stats[(exp_id, name)] = (total, stats)
+            self._stats.move_to_end((exp_id, name))
+            while len(self._stats) > STATS_CACHE:
+                self._stats.popitem(last=False)
+
+    def _caught_up(self, exp_id: int, name: str, stats: Stats | None, total: int, need_last: bool = False) -> Stats:
+        """``stats`` covering all ``total`` stored points: the ones they miss (a database
+        from before the statistics, or points an older server stored) folded in.
+        ``need_last``: also the newest point (for the headline when no batch follows)."""
+        if stats is None or stats.n > total:
+            stats = Stats()
+        while stats.n < total:
+            lines, _ = self.lines(exp_id, name, stats.n, min(total - stats.n, BACKFILL_PAGE))
+            if not lines:
+                break
+            stats = stats.fold_lines(lines)
+        if need_last and stats.last is None and total:
+            lines, _ = self.lines(exp_id, name, total - 1, 1)
+            if lines:
+                stats.last = Stats().fold_lines(lines).last
+        return stats
+
+    def backfill_stats(self) -> int:
+        """Fill the statistics of every series that lacks them or misses points (a
+        database from before them); returns how many. Each series is read outside any
+        lock and written only if its total did not move meanwhile (a batch that arrives
+        first catches it up itself)."""
+        n_expr = "(stats->>'n')::bigint" if not self.db.is_sqlite else "json_extract(stats, '$.n')"
+        with self.db.reading() as conn:
+            rows = conn.exec_driver_sql(
+                f"SELECT id, experiment_id, name, total, {n_expr} FROM series WHERE total > 0"
+            ).all()
+        todo = [r for r in rows if r[4] != r[3]]
+        for series_id, exp_id, name, total, _n in todo:
+            stats = self._caught_up(exp_id, name, None, total, need_last=True)
+            with self.db.ingesting() as cursor:
+                cursor.execute(self._sql["set_stats"], (stats.dumps(), stats.headline_json(), series_id, total))
+        if todo:
+            log.warning("filled the headline statistics of %d series", len(todo))
+        return len(todo)
 
     def _require_experiment_raw(self, cursor, exp_id: int) -> None:
         cursor.execute(self._sql["experiment_exists"], (exp_id,))
@@ -166,11 +243,14 @@ class Metrics:
         with self.db.reading() as conn:
             _require_experiment(conn, exp_id)
             rows = conn.execute(
-                select(series.c.name, series.c.total, series.c.last_line)
+                select(series.c.name, series.c.total, series.c.last_line, series.c.headline)
                 .where(series.c.experiment_id == exp_id)
                 .order_by(series.c.name)
             ).all()
-        return {name: {"total": total, "last": _last_point(line, total)} for name, total, line in rows}
+        return {
+            name: {"total": total, "last": _last_point(line, total), **({"headline": head} if head is not None else {})}
+            for name, total, line, head in rows
+        }
 
     def names(self, exp_id: int) -> list[str]:
         with self.db.reading() as conn:
@@ -242,6 +322,10 @@ class Metrics:
         return offsets
 
 
+def _with_documents(sql: dict[str, str], is_sqlite: bool) -> dict[str, str]:
+    return {k: v.replace("%j", "%s" if is_sqlite else "%s::jsonb") for k, v in sql.items()}
+
+
 def latest_points(conn, exp_ids: list[int]) -> dict[int, dict]:
     """Each experiment's newest point of every series (for listings), in ``conn``'s snapshot."""
     out: dict[int, dict] = {}
@@ -256,6 +340,22 @@ def latest_points(conn, exp_ids: list[int]) -> dict[int, dict]:
         point = _last_point(line, total)
         if point is not None:
             out.setdefault(exp_id, {})[name] = point
+    return out
+
+
+def headlines(conn, exp_ids: list[int]) -> dict[int, dict]:
+    """Each experiment's series' headline statistics ``{name: {"key", "last", "min",
+    "max"}}`` (``_headline``; as stored, NaN/inf tagged), in ``conn``'s snapshot."""
+    out: dict[int, dict] = {}
+    if not exp_ids:
+        return out
+    rows = conn.execute(
+        select(series.c.experiment_id, series.c.name, series.c.headline)
+        .where(series.c.experiment_id.in_(exp_ids), series.c.headline.is_not(None))
+        .order_by(series.c.name)
+    )
+    for exp_id, name, headline in rows:
+        out.setdefault(exp_id, {})[name] = headline
     return out
 
 

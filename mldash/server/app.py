@@ -138,7 +138,8 @@ def create_app(store: Store, *, auth: str = "auto", max_body: int = MAX_BODY, ui
     @app.exception_handler(StoreError)
     async def _store_error(_request, error: StoreError):
         if error.code:  # e.g. "collision": a 409 the client must not answer by resyncing
-            return JSONOut({"detail": str(error), "code": error.code}, status_code=error.status)
+            extra = getattr(error, "extra", None) or {}  # e.g. where a bad filter went wrong
+            return JSONOut({"detail": str(error), "code": error.code, **extra}, status_code=error.status)
         return _error(error.status, str(error))
 
     @app.exception_handler(Unauthorized)
@@ -206,13 +207,23 @@ def create_app(store: Store, *, auth: str = "auto", max_body: int = MAX_BODY, ui
         q: Optional[str] = Query(None, max_length=1000, description="substring of the prefix"),
         limit: int = Query(100, ge=0, le=10_000),
         offset: int = Query(0, ge=0, le=MAX_INDEX),
+        filter: Optional[str] = Query(
+            None, max_length=100_000,
+            description="the filter language (docs/analysis.md), e.g. params.lr < 1e-3 and status = COMPLETED; "
+            "a bad one is a 400 with code bad_filter, the caret in detail, and position/line/column",
+        ),
         scope: Scope = Depends(caller),
     ):
         if status is not None and status not in STATUSES:
             raise StoreError(f"status must be one of {', '.join(STATUSES)}, got {status!r}")
         return store.list_experiments(
-            readable(scope, namespace), _text(project, "project"), status, _text(q, "q"), limit, offset
+            readable(scope, namespace), _text(project, "project"), status, _text(q, "q"), limit, offset, filter
         )
+
+    @app.get(f"{API}/experiments/keys")
+    def filter_keys(namespace: Optional[str] = None, project: Optional[str] = Query(None, max_length=200), scope: Scope = Depends(caller)):
+        """The keys a filter can use over the experiments the caller may read (completion)."""
+        return store.filter_keys(readable(scope, namespace), _text(project, "project"))
 
     @app.get(f"{API}/experiments/lookup")
     def lookup(namespace: Optional[str] = None, prefix: str = Query(..., max_length=1000), scope: Scope = Depends(caller)):

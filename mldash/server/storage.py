@@ -61,7 +61,10 @@ class Store:
     # -- plumbing -------------------------------------------------------------
 
     def create_tables(self) -> None:
+        """Create what is missing (tables, columns added since), then fill the headline
+        statistics of series stored before them (``Metrics.backfill_stats``)."""
         self._db.create_tables()
+        self._metrics.backfill_stats()
 
     def close(self) -> None:
         """Finish pending compactions, then release the database connections."""
@@ -107,9 +110,16 @@ class Store:
         q: str | None = None,
         limit: int = 100,
         offset: int = 0,
+        filter: str | None = None,
     ) -> dict:
-        """Experiments, newest first; ``namespaces=None`` means every namespace."""
-        return self._experiments.page(namespaces, project, status, q, limit, offset)
+        """Experiments, newest first; ``namespaces=None`` means every namespace.
+        ``filter``: the filter language, run as SQL (a bad one is a 400 with the caret)."""
+        return self._experiments.page(namespaces, project, status, q, limit, offset, filter)
+
+    def filter_keys(self, namespaces: list[str] | None = None, project: str | None = None) -> dict:
+        """The params and summary keys and metric names a filter can use over these
+        experiments, and ``keys``: all of them as a filter spells them."""
+        return self._experiments.filter_keys(namespaces, project)
 
     def projects(self, namespaces: list[str] | None = None) -> list[dict]:
         return self._experiments.projects(namespaces)
