@@ -80,3 +80,47 @@ def test_big_ints_and_non_finite_floats_read_on_every_route(client, route):
     assert response.status_code == 200, response.text[:300]
     if route == "/api/experiment":
         assert str(2**70) in response.text
+
+
+# ---- the filter routes (issue 16 item 5) ----------------------------------------------
+HOSTILE_FILTERS = [
+    "\x00", "name = \x00", "\ud800", "name = '\ud800'", "(" * 500 + "status = RUNNING" + ")" * 500,
+    "not " * 300 + "status = RUNNING", "x" * 60_000, "name = '" + "y" * 60_000 + "'", "name =~ '('", "name =~ '(a+)+$' or", "params.\"", "metrics..min < 1",
+    "params.x in [" + "1, " * 5000 + "1]", '"\\u0000" in tags', "status = 'x' or " * 200 + "name = y",
+    f'description ~ "*{SECRET}*"', "prefix ~ '../*'",
+] + BAD
+
+
+@pytest.mark.parametrize("route", ("/api/experiments", "/api/keys"))
+@pytest.mark.parametrize("param", ("q", "filter"))
+@pytest.mark.parametrize("text", HOSTILE_FILTERS, ids=lambda v: repr(v)[:30])
+def test_a_hostile_filter_is_answered_never_a_500_and_never_beyond_the_root(client, route, param, text):
+    response = get(client, route, **{param: text})
+    assert response.status_code in (200, 400), (response.status_code, response.text[:300])
+    assert SECRET not in response.text or response.status_code == 400  # a 400 may echo the filter, not the run
+    if response.status_code == 200:
+        assert "outside/run" not in response.text and "666" not in response.text
+    else:
+        assert response.json()["error"]
+
+
+@pytest.mark.parametrize("ref", BAD, ids=lambda v: repr(v)[:30])
+def test_values_of_a_bad_run_are_missing_and_read_nothing_outside(client, ref):
+    response = get(client, "/api/values", key="description", run=ref)
+    assert response.status_code in (200, 400), response.text[:300]
+    assert SECRET not in response.text and "666" not in response.text
+    if response.status_code == 200:
+        assert response.json()["runs"] == []
+
+
+@pytest.mark.parametrize("key", ["metrics.loss", "\x00", "params.a = 1 or params.b", "(params.a)", "x" * 60_000])
+def test_values_refuse_a_hostile_key(client, key):
+    response = get(client, "/api/values", key=key, run="p/run")
+    assert response.status_code == 400, response.text[:300]
+
+
+def test_values_and_filters_read_big_ints_and_nan(client):
+    body = get(client, "/api/values", key="params.seed", run="p/big").json()
+    assert body["runs"][0]["values"] == [{"$int": str(2**70)}]
+    for text in (f"params.seed = {2**70}", "metrics.loss.min = 1180591620717411303424", "metrics.loss.last > 1e300"):
+        assert [r["prefix"] for r in get(client, "/api/experiments", q=text).json()["experiments"]] == ["p/big"], text

@@ -201,12 +201,13 @@ export class CompareChart extends BaseChart {
     this.prefixes = prefixes;
     this.name = name;
     this.field = field;
+    this.lacking = new Set(); // runs known not to have this metric: not asked (a 404 each)
   }
 
   views() {
     const [lo, hi] = this.range || [null, null];
     return Promise.all(
-      this.prefixes.map((prefix) =>
+      this.prefixes.map((prefix) => this.lacking.has(prefix) ? null :
         api.get("series", { prefix, name: this.name, x: this.options.x, lo, hi, width: this.width() }).catch(() => null),
       ),
     );

@@ -117,6 +117,7 @@ export function compareView(main, ctx, query) {
       const chart = list
         ? new GroupChart(card, list, name, options, view.band, 260)
         : new CompareChart(card, prefixes, name, options, null, 260);
+      chart.lacking = new Set(found.filter(([, r]) => !(r.metric_names || []).includes(name)).map(([ref]) => ref));
       chart.load().catch((e) => ctx.failed(e));
       return chart;
     };

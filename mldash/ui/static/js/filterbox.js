@@ -34,9 +34,14 @@ export function suggest(keys, word) {
   return [...starts, ...inside].slice(0, MAX_SHOWN);
 }
 
+// A quoted key being typed (params."learning rate, params."<b>): operators inside are text.
+const QUOTED_BEFORE = /(params|summary|metrics)\.("([^"\\]|\\.)*|'([^'\\]|\\.)*)$/;
+
 /** The word under ``cursor`` in ``text``: [start, end, what comes before it]. */
 export function wordAt(text, cursor) {
   const before = text.slice(0, cursor);
+  const quoted = before.match(QUOTED_BEFORE);
+  if (quoted) return [cursor - quoted[0].length, cursor, text.slice(0, cursor - quoted[0].length)];
   const start = cursor - before.match(WORD_BEFORE)[0].length;
   const end = cursor + text.slice(cursor).match(WORD_AFTER)[0].length;
   return [start, end, text.slice(0, start)];
