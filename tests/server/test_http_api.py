@@ -186,7 +186,7 @@ def test_documents_merge_and_the_experiment_view_has_everything(api):
     assert [c["path"] for c in view["checkpoints"]] == ["a.ckpt", "b.ckpt"]
     assert view["best_checkpoint"]["path"] == "b.ckpt"
     assert view["metrics"]["val/acc"]["index"] == 2
-    assert api.get(f"/experiments/{exp_id}/progress").json() == {"metrics": {"val/acc": 3}, "logs": 0, "console": 0, "checkpoints": 2}
+    assert api.get(f"/experiments/{exp_id}/progress").json() == {"metrics": {"val/acc": 3}, "logs": 0, "console": 0, "checkpoints": 2, "files": 0}
 
 
 def test_experiments_and_projects_are_listed_with_filters(api):
