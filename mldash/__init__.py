@@ -19,5 +19,15 @@ __all__ = [
     "CANCELLED",
     "STATUSES",
     "LEVELS",
+    "runs",
     "__version__",
 ]
+
+
+def __getattr__(name: str):
+    # mldash.runs loads its module (and the filter parser) on first use only.
+    if name == "runs":
+        from ._runs import runs
+
+        return runs
+    raise AttributeError(f"module 'mldash' has no attribute {name!r}")

@@ -170,6 +170,15 @@ class Metric(MetricQueue):
             return remote.read_metric(self.name, start_index, limit)
         return read_series(self._folder, start_index, limit)
 
+    def to_pandas(self):
+        """Every point at full resolution as a pandas DataFrame: the ``index``, the
+        write ``timestamp`` (UTC) and one column per field (docs/analysis.md). Needs
+        the ``analysis`` extra."""
+        from ._frames import series_frame
+
+        self._hooks.before_read()
+        return series_frame(self._folder)
+
     def __len__(self) -> int:
         self._hooks.before_read()
         return SeriesReader(self._folder).count()

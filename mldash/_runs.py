@@ -1,0 +1,630 @@
+"""``mldash.runs(filter)``: the experiments matching a filter, as read-only runs.
+
+>>> runs = mldash.runs("params.lr < 1e-3 and status = COMPLETED")  # doctest: +SKIP
+>>> runs[0].params["lr"], runs[0].metrics("val/loss").read()["total"]  # doctest: +SKIP
+(0.0001, 120)
+>>> runs.to_pandas()  # doctest: +SKIP
+
+A reader: it never imports the write side (experiment.py, _writer.py) and never
+writes inside the root. What it reads it keeps in memory, keyed by each file's
+identity (device, inode, size, times), so a second ``runs()`` over 10,000 runs
+costs a few ``stat`` calls a run; a series' min and max are kept with the offset
+they were computed up to, and only lines appended since are read. A file whose
+identity changed is read again, so nothing stale is returned; a file changed in
+the last two seconds is always read again (a change within one tick of the
+file system's clock keeps its time).
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import socket
+import threading
+import time
+from typing import Any, Iterable, Iterator, Sequence
+
+import orjson
+
+from . import _codec, _filter, _settings
+from ._naming import check_part, metric_parts
+from ._runfolder import (
+    DATA_FILE,
+    LOGS_DIR,
+    META_FILE,
+    METRICS_DIR,
+    PARAMS_FILE,
+    RUNNING,
+    SUMMARY_FILE,
+    check_range,
+    find_experiments,
+    metric_folder,
+    pid_alive,
+    read_checkpoints,
+    read_document,
+    read_log_records,
+    read_series,
+)
+from ._series import SeriesReader
+
+_RECENT_NS = 2_000_000_000  # files changed this recently are read again
+_BLOCK = 16 << 20
+_TAIL = 64
+_HOST = socket.gethostname()
+
+
+# ---- what is kept between calls -----------------------------------------------------
+def _identity(st: os.stat_result) -> tuple:
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def _recent(st: os.stat_result) -> bool:
+    return st.st_mtime_ns > time.time_ns() - _RECENT_NS
+
+
+class _Cache:
+    """Parsed documents, series statistics and metric names, by path."""
+
+    def __init__(self) -> None:
+        self.documents: dict[str, tuple[tuple, dict]] = {}
+        self.series: dict[str, "SeriesStats"] = {}
+        self.names: dict[str, tuple[tuple, list[str]]] = {}
+        self.known: set[str] = set()  # run folders seen by the last listings
+        self.lock = threading.Lock()
+
+    def clear(self) -> None:
+        with self.lock:
+            self.documents.clear()
+            self.series.clear()
+            self.names.clear()
+            self.known.clear()
+
+    def forget_under(self, base: str, seen: set[str]) -> None:
+        """Drop what was kept for runs under ``base`` that are gone."""
+        base = base.rstrip(os.sep) + os.sep
+        with self.lock:
+            gone = {run for run in self.known if run.startswith(base) and run not in seen}
+            self.known.difference_update(gone)
+            self.known.update(seen)
+            if not gone:
+                return
+            for table in (self.documents, self.series, self.names):
+                for path in [p for p in table if _owner(p, gone)]:
+                    del table[path]
+
+
+_cache = _Cache()
+
+
+def _owner(path: str, runs: set[str]) -> bool:
+    """Whether ``path`` lies in one of the run folders ``runs``."""
+    parent = os.path.dirname(path)
+    while parent and parent != os.path.dirname(parent):
+        if parent in runs:
+            return True
+        parent = os.path.dirname(parent)
+    return False
+
+
+def clear_cache() -> None:
+    """Forget everything kept between calls (tests; a long-lived process that wants memory back)."""
+    _cache.clear()
+
+
+def _document(path: str) -> dict:
+    """A JSON document, from memory while the file is the one read; {} when absent."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        _cache.documents.pop(path, None)
+        return {}
+    hit = _cache.documents.get(path)
+    if hit is not None and hit[0] == _identity(st) and not _recent(st):
+        return hit[1]
+    try:
+        with open(path, "rb") as f:
+            st = os.fstat(f.fileno())
+            data = f.read()
+    except FileNotFoundError:
+        return {}
+    document = _codec.loads(data) if data else {}
+    if not isinstance(document, dict):
+        raise ValueError(f"{path} does not hold a JSON object")
+    _cache.documents[path] = (_identity(st), document)
+    return document
+
+
+class SeriesStats:
+    """What a filter and the runs table need of one series, without keeping its points:
+    how many there are, the last one, and each numeric field's min and max (NaN left out)."""
+
+    __slots__ = ("dev", "ino", "size", "mtime_ns", "offset", "tail", "count", "last", "lows", "highs")
+
+    def __init__(self) -> None:
+        self.dev = self.ino = self.size = self.mtime_ns = self.offset = self.count = 0
+        self.tail = b""
+        self.last: dict | None = None
+        self.lows: dict[str, Any] = {}
+        self.highs: dict[str, Any] = {}
+
+    def headline_key(self) -> str | None:
+        """The field shown for the series: ``headline`` in _runfolder, by name."""
+        return headline_key(self.last["data"]) if self.last else None
+
+    def value(self, agg: str) -> Any:
+        key = self.headline_key()
+        if key is None:
+            return _filter.MISSING
+        if agg == "last":
+            return self.last["data"].get(key, _filter.MISSING)
+        table = self.lows if agg == "min" else self.highs
+        return table.get(key, _filter.MISSING)
+
+
+def headline_key(data: dict) -> str | None:
+    """The field ``_runfolder.headline`` shows: ``value``, else the first number that is
+    not step, epoch or timestamp, else the first field."""
+    if "value" in data:
+        return "value"
+    for key, value in data.items():
+        if key not in ("step", "epoch", "timestamp") and isinstance(value, (int, float)):
+            return key
+    return next(iter(data), None)
+
+
+def series_stats(folder: str) -> SeriesStats | None:
+    """The statistics of the series in ``folder`` (None when it has no data file),
+    reading only what was appended since the last call."""
+    path = os.path.join(folder, DATA_FILE)
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        _cache.series.pop(path, None)
+        return None
+    stats = _cache.series.get(path)
+    if stats is not None and (stats.dev, stats.ino) == (st.st_dev, st.st_ino):
+        if st.st_size == stats.size and st.st_mtime_ns == stats.mtime_ns and (stats.offset == st.st_size or not _recent(st)):
+            return stats
+    else:
+        stats = None
+    try:
+        f = open(path, "rb")
+    except FileNotFoundError:
+        return None
+    with f:
+        st = os.fstat(f.fileno())
+        if stats is not None and st.st_size >= stats.offset and stats.offset >= len(stats.tail):
+            f.seek(stats.offset - len(stats.tail))
+            if f.read(len(stats.tail)) != stats.tail:
+                stats = None  # not the lines we read: a rewritten file
+        if stats is None:
+            stats = SeriesStats()
+            stats.dev, stats.ino = st.st_dev, st.st_ino
+        else:
+            stats = _copy_stats(stats)  # a reader in another thread may hold the old one
+        _scan(f, stats, st.st_size)
+        stats.size, stats.mtime_ns = st.st_size, st.st_mtime_ns
+    _cache.series[path] = stats
+    return stats
+
+
+def _copy_stats(old: SeriesStats) -> SeriesStats:
+    new = SeriesStats()
+    for name in SeriesStats.__slots__:
+        setattr(new, name, getattr(old, name))
+    new.lows, new.highs = dict(old.lows), dict(old.highs)
+    return new
+
+
+def _scan(f, stats: SeriesStats, size: int) -> None:
+    """Fold the complete lines from ``stats.offset`` to ``size`` into ``stats``."""
+    f.seek(stats.offset)
+    pos = stats.offset
+    rest = b""
+    lows, highs = stats.lows, stats.highs
+    while pos < size:
+        block = f.read(min(_BLOCK, size - pos))
+        if not block:
+            break
+        pos += len(block)
+        block = rest + block
+        cut = block.rfind(b"\n") + 1
+        rest = block[cut:]
+        if not cut:
+            continue
+        complete = block[:cut]
+        lines = complete[:-1].split(b"\n")
+        rows = _rows(lines, _codec._TAG_BYTES in complete)
+        first = stats.count
+        stats.count += len(lines)
+        for row in rows:
+            if row is None:
+                continue
+            for key, value in row[1].items():
+                cls = value.__class__
+                if (cls is float or cls is int) and value == value:
+                    low = lows.get(key)
+                    if low is None or value < low:
+                        lows[key] = value
+                    high = highs.get(key)
+                    if high is None or value > high:
+                        highs[key] = value
+        for i in range(len(rows) - 1, -1, -1):
+            if rows[i] is not None:
+                t, data = rows[i]
+                stats.last = {"index": first + i, "timestamp": t / 1000, "data": data}
+                break
+        stats.offset += cut
+        stats.tail = complete[-_TAIL:] if len(complete) >= _TAIL else (stats.tail + complete)[-_TAIL:]
+
+
+def _rows(lines: list[bytes], tagged: bool) -> list:
+    """Stored lines as [ms, fields] rows; a damaged line is None (as read() skips it)."""
+    try:
+        rows = orjson.loads(b"[" + b",".join(lines) + b"]")
+    except orjson.JSONDecodeError:
+        rows = []
+        for line in lines:
+            try:
+                rows.append(orjson.loads(line))
+            except orjson.JSONDecodeError:
+                rows.append(None)
+    out = []
+    for row in rows:
+        if not (isinstance(row, list) and len(row) == 2 and isinstance(row[1], dict)):
+            out.append(None)
+            continue
+        if tagged:
+            row[1] = _codec.untag(row[1])
+        out.append(row)
+    return out
+
+
+def _metric_names(path: str) -> list[str]:
+    """Every series in the run at ``path``, sorted; the folders' times say when to look again."""
+    base = os.path.join(path, METRICS_DIR)
+    hit = _cache.names.get(base)
+    if hit is not None:
+        stamps, names = hit
+        try:
+            if all(os.stat(folder).st_mtime_ns == mtime for folder, mtime in stamps):
+                return names
+        except FileNotFoundError:
+            pass
+    stamps_list: list[tuple[str, int]] = []
+    names = []
+    trusted = True
+    limit = time.time_ns() - _RECENT_NS
+    todo = [base]
+    while todo:
+        folder = todo.pop()
+        try:
+            mtime = os.stat(folder).st_mtime_ns
+            entries = list(os.scandir(folder))
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        trusted = trusted and mtime < limit
+        stamps_list.append((folder, mtime))
+        for entry in entries:
+            if entry.name == DATA_FILE and folder != base:
+                names.append(os.path.relpath(folder, base).replace(os.sep, "/"))
+            elif not entry.name.startswith(".") and entry.is_dir(follow_symlinks=False):
+                todo.append(entry.path)
+    names.sort()
+    if trusted:
+        _cache.names[base] = (tuple(stamps_list), names)
+    else:
+        _cache.names.pop(base, None)
+    return names
+
+
+# ---- one run --------------------------------------------------------------------------
+class Run:
+    """One experiment, read-only: what ``mldash.runs()`` returns a sequence of.
+
+    ``params``, ``summary`` and ``info()`` are copies; ``metrics(name)`` has
+    ``read()`` (as ``Metric.read``), ``to_pandas()`` and ``len()``.
+    """
+
+    __slots__ = ("path", "root", "_meta")
+
+    def __init__(self, path: str, root: str | None = None) -> None:
+        self.path = os.path.abspath(path)
+        self.root = os.path.abspath(root) if root is not None else None
+        self._meta: dict | None = None
+
+    # ---- identity and status ------------------------------------------------------
+    def _info(self) -> dict:
+        if self._meta is None:
+            meta = _document(os.path.join(self.path, META_FILE))
+            if not meta:
+                raise FileNotFoundError(f"no experiment in {self.path}")
+            self._meta = meta
+        return self._meta
+
+    @property
+    def prefix(self) -> str:
+        meta = self._info()
+        prefix = meta.get("prefix")
+        if isinstance(prefix, str):
+            return prefix
+        if self.root is not None:
+            return os.path.relpath(self.path, self.root).replace(os.sep, "/")
+        return os.path.basename(self.path)
+
+    @property
+    def project(self) -> str | None:
+        return self._info().get("project")
+
+    @property
+    def folder(self) -> str | None:
+        return self._info().get("folder")
+
+    @property
+    def name(self) -> str:
+        return self._info().get("name") or os.path.basename(self.path)
+
+    @property
+    def status(self) -> str | None:
+        return self._info().get("status")
+
+    @property
+    def stale(self) -> bool:
+        """True for a RUNNING run whose process (on this host) is gone."""
+        meta = self._info()
+        return bool(
+            meta.get("status") == RUNNING and meta.get("host") == _HOST
+            and isinstance(meta.get("pid"), int) and not pid_alive(meta["pid"])
+        )
+
+    @property
+    def tags(self) -> list[str]:
+        return list(self._info().get("tags") or [])
+
+    @property
+    def description(self) -> str | None:
+        return self._info().get("description")
+
+    @property
+    def created(self) -> float | None:
+        """Epoch seconds (as in experiment.json's created_at)."""
+        return self._info().get("created_at")
+
+    @property
+    def started(self) -> float | None:
+        return self._info().get("started_at")
+
+    @property
+    def ended(self) -> float | None:
+        """When the run last finished (None while it runs)."""
+        return self._info().get("finished_at")
+
+    @property
+    def duration(self) -> float | None:
+        """Seconds run, over every session; a run still running counts up to now."""
+        meta = self._info()
+        stored = meta.get("duration")
+        if meta.get("status") == RUNNING and not self.stale:
+            since = meta.get("resumed_at") or meta.get("started_at")
+            if isinstance(since, (int, float)):
+                return (stored or 0.0) + max(0.0, time.time() - since)
+        return stored
+
+    def info(self) -> dict:
+        """experiment.json, with ``path`` and ``stale`` (as ``mldash ls`` reads it)."""
+        meta = copy.deepcopy(self._info())
+        meta["path"] = self.path
+        meta["stale"] = self.stale
+        return meta
+
+    # ---- documents and series ---------------------------------------------------------
+    @property
+    def params(self) -> dict:
+        """The flat parameters (a copy)."""
+        return copy.deepcopy(_document(os.path.join(self.path, PARAMS_FILE)))
+
+    @property
+    def summary(self) -> dict:
+        return copy.deepcopy(_document(os.path.join(self.path, SUMMARY_FILE)))
+
+    def metric_names(self) -> list[str]:
+        return list(_metric_names(self.path))
+
+    def metrics(self, name: str) -> "RunMetric":
+        metric_parts(name)
+        return RunMetric(self.path, name)
+
+    def history(self, names: Iterable[str] | None = None, x: str = "step"):
+        """The run's series joined on ``x`` (see ``mldash._frames.history``)."""
+        from ._frames import history
+
+        return history(self.path, names, x)
+
+    def read_logs(self, start_index: int = 0, limit: int = 1000, level: str | None = None) -> dict:
+        from ._checks import check_level
+
+        check_range(start_index, limit)
+        if level is not None:
+            check_level(level)
+        return read_log_records(os.path.join(self.path, LOGS_DIR), start_index, limit, level)
+
+    def read_console(self, start_index: int = 0, limit: int = 1000) -> dict:
+        from ._console import read_console
+
+        check_range(start_index, limit)
+        return read_console(self.path, start_index, limit)
+
+    def checkpoints(self) -> list[dict]:
+        return read_checkpoints(self.path)
+
+    # ---- as the filter sees it --------------------------------------------------------
+    def value(self, key: str | _filter.Key) -> Any:
+        """A filter key's value for this run (``"params.lr"``, ``"metrics.loss.min"``,
+        ``"duration"``); None when the run has none."""
+        if isinstance(key, str):
+            node = _filter.parse(f"{key} = null")
+            if not isinstance(node, _filter.Compare):
+                raise ValueError(f"not one key: {key!r}")
+            key = node.key
+        value = self._lookup(key)
+        return None if value is _filter.MISSING else copy.deepcopy(value)
+
+    def keys(self) -> list[str]:
+        """The keys this run offers a filter, spelled as a filter writes them."""
+        return _filter.keys_of(
+            _document(os.path.join(self.path, PARAMS_FILE)),
+            _document(os.path.join(self.path, SUMMARY_FILE)),
+            _metric_names(self.path),
+        )
+
+    def _lookup(self, key: _filter.Key) -> Any:
+        scope = key.scope
+        if scope == "params" or scope == "summary":
+            document = _document(os.path.join(self.path, PARAMS_FILE if scope == "params" else SUMMARY_FILE))
+            return document.get(key.name, _filter.MISSING)
+        if scope == "metrics":
+            try:
+                folder = metric_folder(self.path, key.name)
+            except ValueError:
+                return _filter.MISSING
+            stats = series_stats(folder)
+            return _filter.MISSING if stats is None else stats.value(key.agg)
+        value = getattr(self, key.name)
+        return _filter.MISSING if value is None and key.name != "tags" else value
+
+    def metric_stats(self) -> dict[str, SeriesStats]:
+        """Every series' statistics: ``{name: SeriesStats}``."""
+        out = {}
+        for name in _metric_names(self.path):
+            stats = series_stats(metric_folder(self.path, name))
+            if stats is not None:
+                out[name] = stats
+        return out
+
+    def __repr__(self) -> str:
+        try:
+            return f"Run({self.prefix!r}, status={self.status!r})"
+        except (OSError, ValueError):
+            return f"Run({self.path!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Run) and other.path == self.path
+
+    def __hash__(self) -> int:
+        return hash(self.path)
+
+
+class RunMetric:
+    """One series of a run, read-only: ``read()``, ``to_pandas()``, ``len()``."""
+
+    __slots__ = ("path", "name", "folder")
+
+    def __init__(self, path: str, name: str) -> None:
+        self.path, self.name = path, name
+        self.folder = metric_folder(path, name)
+
+    def read(self, start_index: int = 0, limit: int = 1000) -> dict:
+        check_range(start_index, limit)
+        return read_series(self.folder, start_index, limit)
+
+    def to_pandas(self):
+        """Every point at full resolution: see ``mldash._frames.series_frame``."""
+        from ._frames import series_frame
+
+        return series_frame(self.folder)
+
+    def to_polars(self):
+        from ._frames import series_polars
+
+        return series_polars(self.folder)
+
+    def __len__(self) -> int:
+        return SeriesReader(self.folder).count()
+
+    def __repr__(self) -> str:
+        return f"RunMetric({self.name!r})"
+
+
+# ---- many runs --------------------------------------------------------------------------
+class Runs(Sequence):
+    """The runs a filter matched, in prefix order; ``to_pandas()`` makes the runs table."""
+
+    def __init__(self, runs: list, filter: str | None = None) -> None:
+        self._runs = list(runs)
+        self.filter = filter
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return Runs(self._runs[index], self.filter)
+        if isinstance(index, str):  # by prefix
+            for run in self._runs:
+                if run.prefix == index:
+                    return run
+            raise KeyError(index)
+        return self._runs[index]
+
+    def __len__(self) -> int:
+        return len(self._runs)
+
+    def __iter__(self) -> Iterator:
+        return iter(self._runs)
+
+    @property
+    def prefixes(self) -> list[str]:
+        return [run.prefix for run in self._runs]
+
+    def to_pandas(self):
+        """One row per run: see ``mldash._frames.runs_frame``."""
+        from ._frames import runs_frame
+
+        return runs_frame(self._runs)
+
+    def to_polars(self):
+        from ._frames import runs_polars
+
+        return runs_polars(self._runs)
+
+    def __repr__(self) -> str:
+        shown = ", ".join(repr(p) for p in self.prefixes[:5])
+        more = f", ... ({len(self)} runs)" if len(self) > 5 else ""
+        return f"Runs([{shown}{more}])"
+
+
+def runs(
+    filter: str | None = None,
+    *,
+    project: str | None = None,
+    root: str | os.PathLike | None = None,
+    remote: str | None = None,
+    token: str | None = None,
+) -> Runs:
+    """The experiments that match ``filter`` (all of them without one), read-only.
+
+    ``project`` keeps one project's runs; ``root`` is where the runs are (default
+    ``$MLDASH_ROOT``, else ``.mldash``, as for the Experiment); ``remote`` a server's
+    URL to read from instead (``token`` default ``$MLDASH_TOKEN``). A filter that
+    does not parse is a ValueError with a caret under the place (docs/analysis.md).
+    """
+    node = _filter.parse(filter)
+    if project is not None:
+        check_part(project, "project")
+    if remote is not None:
+        from ._remote_runs import remote_runs
+
+        return Runs(remote_runs(node, _settings.remote(remote), _settings.token(token), project), filter)
+    root_path = _settings.root(root)
+    if not os.path.isdir(root_path):
+        raise FileNotFoundError(f"no runs under {root_path}: the folder does not exist (root= or $MLDASH_ROOT)")
+    base = os.path.join(root_path, project) if project is not None else root_path
+    found, seen = [], set()
+    for path in find_experiments(base) if os.path.isdir(base) else ():
+        seen.add(path)
+        run = Run(path, root_path)
+        try:
+            run._info()  # a run without a readable experiment.json is not listed
+            if _filter.matches(node, run._lookup):
+                found.append(run)
+        except (OSError, ValueError):
+            continue  # half-written, or removed while we looked
+    _cache.forget_under(base, seen)
+    return Runs(found, filter)
