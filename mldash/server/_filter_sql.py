@@ -19,6 +19,8 @@ semantics of ``_filter.matches`` exactly (its module docstring lists them):
 * Keys are bound parameters (``params -> :key``; a SQLite path ``$."key"`` built as
   a parameter, or ``json_each ... WHERE key = :key`` for a key a path cannot
   spell); no value of the filter is ever part of the SQL text.
+* SQLite compares the rare integers past 64 bits through a registered function
+  (``mldash_int_cmp``: Python's exact ``int`` comparison), only on those rows.
 * ``~`` (glob) and ``=~`` (regex): SQLite calls Python's own ``fnmatch``/``re``
   through functions registered on each connection (``register_sqlite``);
   PostgreSQL gets the pattern translated to its ``~`` (ARE) syntax from Python's
@@ -36,7 +38,6 @@ from __future__ import annotations
 import decimal
 import fnmatch
 import functools
-import math
 import re
 import time
 from typing import Any, Callable
@@ -135,39 +136,6 @@ def _float_cmp(expr, op: str, x: Any):
 
 def _exact(x: Any) -> decimal.Decimal:
     return decimal.Decimal(x)  # exact for ints and floats alike
-
-
-def _digits_cmp(digits, op: str, x: Any):
-    """A decimal integer held as text (``-?[0-9]+``, leading zeros allowed) against
-    a Python number, exactly (SQLite: integers beyond 64 bits)."""
-    if isinstance(x, float):
-        if x == math.floor(x):
-            return _digits_cmp(digits, op, int(x))
-        low = math.floor(x)  # the integer just below x: n < x <=> n <= low, n > x <=> n > low
-        if op == "=":
-            return false()
-        if op == "!=":
-            return true()
-        return _digits_cmp(digits, {"<": "<=", "<=": "<=", ">": ">", ">=": ">"}[op], low)
-    negative = digits.op("GLOB")(literal("-*"))
-    magnitude = func.ltrim(case((negative, func.substr(digits, 2)), else_=digits), literal("0"))
-    k_neg, k_mag = x < 0, str(abs(x)).lstrip("0")
-    n_len, k_len = func.length(magnitude), len(k_mag)
-    # sign of (|n| - |x|), by length then by digits (same length: text order is numeric order)
-    mag_cmp = case(
-        (n_len > k_len, 1), (n_len < k_len, -1), (magnitude > literal(k_mag), 1), (magnitude < literal(k_mag), -1), else_=0
-    )
-    is_zero = magnitude == literal("")
-    n_sign = case((is_zero, 0), (negative, -1), else_=1)
-    k_sign = 0 if x == 0 else -1 if k_neg else 1
-    # sign of (n - x)
-    diff = case(
-        (n_sign != k_sign, case((n_sign > k_sign, 1), else_=-1)),
-        (n_sign == 0, 0),
-        (n_sign == 1, mag_cmp),
-        else_=-mag_cmp,
-    )
-    return _sign_holds(diff, op)
 
 
 def _sign_holds(sign_expr, op: str):
@@ -318,7 +286,7 @@ class _PgJson(_Value):
 
     def list_any(self, fn):
         items = func.jsonb_array_elements(self.j).table_valued("value").alias("item")
-        found = select(literal(1)).select_from(items).where(_never_null(fn(_PgJson(items.c.value)))).exists()
+        found = select(literal(1)).select_from(items).where(_never_null(fn(_PgJson(items.c.value)))).correlate(experiments).exists()
         return case((self.kind == "array", found), else_=false())
 
 
@@ -354,20 +322,22 @@ class _SqliteJson(_Value):
         else:
             native = _static(_holds(op, -1 if x > 0 else 1))  # a 64-bit integer against a bigger one
             real = _float_cmp(atom, op, x)
-        integer = case((func.typeof(atom) == "integer", native), else_=_digits_cmp(self.raw(), op, x))
+        # Integers past 64 bits (json_extract rounds them to floats; the codec tags
+        # bigger ones) are compared in Python, exactly: rare, and only those rows.
+        if isinstance(x, float) or INT64_MIN <= x <= INT64_MAX:
+            bound = literal(x, Float(53) if isinstance(x, float) else Integer)
+        else:
+            bound = literal(str(x), Text)
+
+        def big(digits):
+            return func.coalesce(_sign_holds(func.mldash_int_cmp(digits, bound, type_=Integer), op), false())
+
+        integer = case((func.typeof(atom) == "integer", native), else_=big(self.raw()))
         head, tail = len(_INT_TAG_HEAD), len(_INT_TAG_TAIL)
         digits = func.substr(atom, head + 1, func.length(atom) - head - tail)
-        is_int_tag = and_(
-            atom.op("GLOB")(literal(_INT_TAG_HEAD + "*" + _INT_TAG_TAIL)),
-            digits.op("GLOB")(literal("*[0-9]")),  # at least one digit
-            or_(
-                not_(digits.op("GLOB")(literal("*[^0-9]*"))),
-                and_(digits.op("GLOB")(literal("-*")), not_(func.substr(digits, 2).op("GLOB")(literal("*[^0-9]*")))),
-            ),
-        )
         tagged = case(
             *((atom == literal(_SQLITE_TAGS[name]), _static(_special(name, op))) for name in _SPECIALS),
-            (is_int_tag, _digits_cmp(digits, op, x)),
+            (atom.op("GLOB")(literal(_INT_TAG_HEAD + "*" + _INT_TAG_TAIL)), big(digits)),
             else_=false(),
         )
         return case((self.kind == "integer", integer), (self.kind == "real", real), (self.kind == "object", tagged), else_=false())
@@ -376,7 +346,7 @@ class _SqliteJson(_Value):
         array = self.atom
         items = func.json_each(array).table_valued("type", "value", "fullkey").alias("item")
         item = _SqliteJson(items.c.type, items.c.value, lambda: array.op("->")(items.c.fullkey))
-        found = select(literal(1)).select_from(items).where(_never_null(fn(item))).exists()
+        found = select(literal(1)).select_from(items).where(_never_null(fn(item))).correlate(experiments).exists()
         return case((self.kind == "array", found), else_=false())
 
 
@@ -417,6 +387,7 @@ class _Compiler:
             headline = (
                 select(series.c.headline)
                 .where(series.c.experiment_id == c.id, series.c.name == literal(key.name, Text))
+                .correlate(experiments)
                 .limit(1)
                 .scalar_subquery()
             )
@@ -556,6 +527,22 @@ def _sqlite_matcher(regex: bool):
     return matches
 
 
+_INTEGER = re.compile(r"-?[0-9]+")
+
+
+def _int_cmp(digits, x):
+    """The sign of (integer ``digits`` - ``x``), exactly; x an int, a float or an
+    integer's digits (past 64 bits). NULL when ``digits`` is no integer."""
+    if not isinstance(digits, str) or _INTEGER.fullmatch(digits) is None:
+        return None
+    if isinstance(x, str):
+        x = int(x)
+    elif not isinstance(x, (int, float)):
+        return None
+    n = int(digits)
+    return (n > x) - (n < x)
+
+
 def _json_member(doc, key):
     """The raw JSON text of ``doc[key]`` (SQLite, for a key no JSON path can spell)."""
     if doc is None or not isinstance(key, str):
@@ -574,6 +561,7 @@ def register_sqlite(dbapi_connection) -> None:
     dbapi_connection.create_function("mldash_glob", 2, _sqlite_matcher(False), deterministic=True)
     dbapi_connection.create_function("mldash_regexp", 2, _sqlite_matcher(True), deterministic=True)
     dbapi_connection.create_function("mldash_json_member", 2, _json_member, deterministic=True)
+    dbapi_connection.create_function("mldash_int_cmp", 2, _int_cmp, deterministic=True)
 
 
 # ---- PostgreSQL: Python's regular expressions in ARE syntax ---------------------------
@@ -584,6 +572,9 @@ _CATEGORY_TEXT = {
     "CATEGORY_DIGIT": r"\d", "CATEGORY_NOT_DIGIT": r"\D", "CATEGORY_SPACE": r"\s",
     "CATEGORY_NOT_SPACE": r"\S", "CATEGORY_WORD": r"\w", "CATEGORY_NOT_WORD": r"\W",
 }
+
+
+_B_MATCHES_EMPTY = re.search(r"\B", "") is not None
 
 
 class _Unsupported(Exception):
@@ -723,7 +714,9 @@ def _anchor(code: str, flags: int) -> str:
         word = _ranges_text(_code_points(r"[\w]", flags & _FLAG_A))
         if code == "AT_BOUNDARY":
             return f"(?:(?<={word})(?!{word})|(?<!{word})(?={word}))"
-        return f"(?:(?<={word})(?={word})|(?<!{word})(?!{word}))"
+        # Python before 3.14: \B never matches in an empty string
+        nonempty = "" if _B_MATCHES_EMPTY else "(?:(?<=.)|(?=.))"
+        return f"{nonempty}(?:(?<={word})(?={word})|(?<!{word})(?!{word}))"
     raise _Unsupported(f"the anchor {code}")
 
 
