@@ -333,6 +333,7 @@ export function experimentsView(main, ctx, query = new URLSearchParams()) {
     if (changed) {
       lastSignature = signature;
       rows = data.experiments;
+      keysFor = null; // new runs may bring new keys to complete
       render();
     } else if (rows.some((r) => r.status === "RUNNING")) {
       render(); // durations tick
