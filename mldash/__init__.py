@@ -5,6 +5,7 @@
 >>> exp.metrics("loss").append(value=0.5, step=1)  # doctest: +SKIP
 """
 
+from ._media import Histogram, Image
 from ._runfolder import CANCELLED, COMPLETED, FAILED, LEVELS, RUNNING, STATUSES
 from ._writer import StorageError
 from .experiment import Experiment
@@ -12,6 +13,8 @@ from .experiment import Experiment
 __version__ = "0.1.0"
 __all__ = [
     "Experiment",
+    "Image",
+    "Histogram",
     "StorageError",
     "RUNNING",
     "COMPLETED",

@@ -6,6 +6,12 @@ as usual and only such values are re-encoded tagged:
 ``{"$float": "NaN" | "Infinity" | "-Infinity"}`` and ``{"$int": "<digits>"}``.
 Decoding un-tags only lines whose bytes contain a tag (raw ``{"$`` occurs in
 JSON only where an object's first key starts with "$").
+
+Media field values (``mldash.Image``, ``mldash.Histogram``: ``_media``) are
+stored tagged too, ``{"$image": {"file", "sha256", "width", "height", ...}}`` and
+``{"$histogram": {"bins", "counts", "min", "max", "mean", "count"}}``, and read
+back as ``{"type": "image", ...}`` / ``{"type": "histogram", ...}``. Every tag's
+key is in ``TAGS``: a user's own dict may not use one (``_naming.check_not_tag``).
 """
 
 from __future__ import annotations
@@ -18,6 +24,11 @@ import orjson
 OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
 TAG = "$float"
 INT_TAG = "$int"
+IMAGE_TAG = "$image"
+HISTOGRAM_TAG = "$histogram"
+MEDIA_TAGS = {IMAGE_TAG: "image", HISTOGRAM_TAG: "histogram"}  # tag: the "type" it reads back as
+TAGS = (TAG, INT_TAG, IMAGE_TAG, HISTOGRAM_TAG)
+MAX_BINS = 512  # a histogram's bins
 _TAG_BYTES = b'{"$'
 _NAMES = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 _INT_MIN, _INT_MAX = -(2**63), 2**64 - 1  # what orjson writes as a number
@@ -89,19 +100,63 @@ def dumps_line(obj: Any, default=scalar_default) -> bytes:
 
 
 def is_tag(obj: dict) -> bool:
-    """True for exactly what ``tag_special`` writes (user dicts never use these keys)."""
+    """True for exactly what ``tag_special`` and the media writer write (user dicts
+    never use these keys)."""
     if len(obj) != 1:
         return False
     if TAG in obj:
         return obj[TAG] in _NAMES
-    value = obj.get(INT_TAG)
-    return isinstance(value, str) and value.lstrip("-").isdigit() and value.isascii()
+    if INT_TAG in obj:
+        value = obj[INT_TAG]
+        return isinstance(value, str) and value.lstrip("-").isdigit() and value.isascii()
+    if IMAGE_TAG in obj:
+        return _is_image(obj[IMAGE_TAG])
+    if HISTOGRAM_TAG in obj:
+        return _is_histogram(obj[HISTOGRAM_TAG])
+    return False
+
+
+def _is_count(value: Any, least: int = 0) -> bool:
+    return value.__class__ is int and value >= least
+
+
+def _is_number(value: Any) -> bool:
+    return value.__class__ in (int, float) and math.isfinite(value)
+
+
+def _is_image(value: Any) -> bool:
+    if not isinstance(value, dict):
+        return False
+    sha = value.get("sha256")
+    return (
+        isinstance(value.get("file"), str)
+        and isinstance(sha, str) and len(sha) == 64 and all(c in "0123456789abcdef" for c in sha)
+        and _is_count(value.get("width"), 1) and _is_count(value.get("height"), 1)
+        and isinstance(value.get("format"), str)
+        and all(isinstance(value.get(k), str) for k in ("caption", "path", "filename") if k in value)
+        and (_is_count(value["size"]) if "size" in value else True)
+    )
+
+
+def _is_histogram(value: Any) -> bool:
+    if not isinstance(value, dict):
+        return False
+    bins, counts = value.get("bins"), value.get("counts")
+    return (
+        isinstance(bins, list) and isinstance(counts, list) and 1 <= len(counts) <= MAX_BINS
+        and len(bins) == len(counts) + 1 and all(map(_is_number, bins)) and all(map(_is_count, counts))
+        and all(_is_number(value.get(k)) for k in ("min", "max", "mean")) and _is_count(value.get("count"))
+    )
 
 
 def untag(obj: Any) -> Any:
     if isinstance(obj, dict):
         if is_tag(obj):
-            return _NAMES[obj[TAG]] if TAG in obj else int(obj[INT_TAG])
+            if TAG in obj:
+                return _NAMES[obj[TAG]]
+            if INT_TAG in obj:
+                return int(obj[INT_TAG])
+            return _read_media(obj)
         return {k: untag(v) for k, v in obj.items()}
     if isinstance(obj, list):
         return [untag(v) for v in obj]
@@ -113,3 +168,13 @@ def loads(data: bytes | str) -> Any:
     if (_TAG_BYTES in data) if isinstance(data, bytes) else (TAG in data):
         return untag(obj)
     return obj
+
+
+def _read_media(obj: dict) -> dict:
+    """A media tag as ``read()`` returns it: ``{"type": "image", ...}`` (caption None
+    when there is none) or ``{"type": "histogram", ...}``."""
+    (tag, value), = obj.items()
+    out = {"type": MEDIA_TAGS[tag], **value}
+    if tag == IMAGE_TAG:
+        out.setdefault("caption", None)
+    return out

@@ -16,15 +16,16 @@ import re
 import time
 from typing import Any
 
-from ._codec import INT_TAG, TAG
+from ._codec import TAGS
 
 MAX_PART = 200
 MAX_NAME = 1000
 # Files that live beside the folders a metric name creates.
 RESERVED = {"data.jsonl", "data.idx", "data.lock"}
 DEFAULT_NAMESPACE = "default"
-# The keys of the codec's tags: a user's own {"$float": ...} would read back as a float.
-TAG_KEYS = frozenset((TAG, INT_TAG))
+# The keys of the codec's tags: a user's own {"$float": ...} would read back as a float,
+# and {"$image": ...} as an image.
+TAG_KEYS = frozenset(TAGS)
 MAX_PART_BYTES = 255  # a file name, on every common file system
 _NAMESPACE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,99}")
 # C0 and C1 control characters, and the bidirectional overrides that make a name read
@@ -132,7 +133,10 @@ def check_field_name(name: Any) -> str:
 
 def check_not_tag(key: str, what: str) -> None:
     if key in TAG_KEYS:
-        raise ValueError(f"{what} {key!r} is reserved: mldash stores NaN and big ints as {{{key!r}: ...}}")
+        raise ValueError(
+            f"{what} {key!r} is reserved: mldash stores NaN, big ints and media (images, histograms) "
+            f"as {{{key!r}: ...}}"
+        )
 
 
 def check_namespace(namespace: Any) -> str:

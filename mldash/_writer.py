@@ -10,11 +10,14 @@ caller's next call; nothing accepted is dropped. When the disk still fails at
 ``finish()``, ``rescue()`` writes everything kept to a folder elsewhere. A
 point that cannot be encoded at all (a bug, never user input: that is checked
 at the call) is set aside and reported in the run's log; the rest is written.
+Images and histograms (``_media``) are made here too: PNG encoded and stored in
+the run's files, or reduced to bins, before their points are encoded.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 import threading
 import time
@@ -25,7 +28,7 @@ import orjson
 
 from . import _codec
 from ._lines import Lines, count_points, encode_entries, split_points
-from ._runfolder import LOGS_DIR, LOGS_STEM
+from ._runfolder import LOGS_DIR, LOGS_STEM, METRICS_DIR
 from ._series import SeriesFile
 
 if TYPE_CHECKING:
@@ -119,6 +122,7 @@ class Writer:
         self._sync_seq = 0
         self._closing = False
         self._on_start = on_start
+        self._media = None  # the run's media store (_media.RunMedia), made for the first image
         self._thread = threading.Thread(target=self._run, name="mldash-writer", daemon=True)
         self._thread.start()
 
@@ -262,6 +266,13 @@ class Writer:
 
         for folder, entries in self._retry.items():
             rel = os.path.relpath(folder, self.path)
+            if _has_media(entries):  # images not stored yet: their PNGs go into the rescue's files
+                from ._media import RescueMedia, resolve
+
+                name = os.path.relpath(folder, os.path.join(self.path, METRICS_DIR)).replace(os.sep, "/")
+                entries, bad = resolve(list(entries), name, RescueMedia(add, self.prefix))
+                for point, error in bad:
+                    self._set_aside(name, point, error, self._retry_logs)
             add(os.path.join(rel, "data.jsonl"), b"".join(encode_entries(entries, 0).chunks))
         for t, level, message, metadata in self._retry_logs:
             add(os.path.join(LOGS_DIR, LOGS_STEM + ".jsonl"), _encode_record(
@@ -351,6 +362,10 @@ class Writer:
             entries = retry + entries
         if not entries:
             return
+        if getattr(metric, "has_media", False):
+            entries = self._make_media(metric, entries)
+            if not entries:
+                return
         try:
             # Encoded under the file lock: where the STRIDE marks fall depends on
             # the first index, which another process may have moved.
@@ -366,6 +381,30 @@ class Writer:
             if kept:
                 self._drain_metric(metric)
 
+    def _make_media(self, metric: "Metric", entries: list) -> list:
+        """The entries with each image and histogram made (``_media.resolve``); a point
+        whose media cannot be made is set aside as in ``_salvage``. A failing disk keeps
+        them all for the next try (the PNGs made so far are kept with them)."""
+        from ._media import RunMedia, resolve
+
+        if self._media is None:
+            self._media = RunMedia(self.path, self.prefix)
+        try:
+            kept, bad = resolve(entries, metric.name, self._media)
+        except OSError:
+            self._retry[metric.folder] = entries
+            raise
+        for point, error in bad:
+            self._set_aside(metric.name, point, error)
+        return kept
+
+    def _set_aside(self, name: str, point: list, error: Exception, logs=None) -> None:
+        """Report a point that cannot be stored as a warning in the run's log, with its repr."""
+        metadata = _codec.dumps({"series": name, "point": repr(point)[:10_000]}, default=repr)
+        record = (time.time(), "warn", f"mldash could not store a point of series {name!r}: {error}",
+                  orjson.Fragment(metadata))
+        (self.logs if logs is None else logs).append(record)
+
     def _salvage(self, name: str, entries: list, error: Exception) -> tuple[list, list]:
         """(the entries that encode, the points that do not); each of those is
         reported as a warning in the run's log, with its repr."""
@@ -379,9 +418,7 @@ class Writer:
             else:
                 kept += point
         for point in bad:
-            metadata = _codec.dumps({"series": name, "point": repr(point)[:10_000]}, default=repr)
-            self.logs.append((time.time(), "warn", f"mldash could not store a point of series {name!r}: {error}",
-                              orjson.Fragment(metadata)))
+            self._set_aside(name, point, error)
         return kept, bad
 
     def _drain_logs(self) -> None:
@@ -440,6 +477,13 @@ class Writer:
                 records = records[done:]
         if failed is not None:
             raise failed
+
+
+def _has_media(entries: list) -> bool:
+    """Whether queued entries hold an image or histogram not made yet (their classes
+    are ``_media``'s; looked up by name, so no point needs that module loaded)."""
+    media = sys.modules.get("mldash._media")
+    return media is not None and any(v.__class__ in media.MEDIA_TYPES for v in entries)
 
 
 def _remove_tree(path: str) -> None:

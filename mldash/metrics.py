@@ -8,6 +8,7 @@ from typing import Any, Iterable
 from ._checks import MAX_TEXT, check_text
 from ._hooks import RunHooks
 from ._lines import count_points
+from ._media import MEDIA_TYPES, load as media_load
 from ._naming import check_field_name, metric_parts
 from ._native import speedups
 from ._queue import PLAIN
@@ -35,6 +36,8 @@ def coerce_value(key: Any, value: Any) -> Any:
         return check_text(value, f"field {key!r}")
     if cls in PLAIN:
         return value
+    if cls in MEDIA_TYPES:  # mldash.Image / Histogram: checked and copied when made
+        return value
     if isinstance(value, (bool, int, float, str)):  # subclasses such as np.float64
         return value.item() if hasattr(value, "item") else value
     module = cls.__module__
@@ -56,7 +59,7 @@ def coerce_value(key: Any, value: Any) -> Any:
         return float(value)  # Decimal, Fraction, jax and tensorflow scalars
     raise TypeError(
         f"field {key!r} has a value of type {cls.__name__}; metric values must be numbers, "
-        "bools, strings, None, or numpy/torch scalars"
+        "bools, strings, None, numpy/torch scalars, or mldash.Image / mldash.Histogram"
     )
 
 
@@ -90,7 +93,7 @@ class Metric(MetricQueue):
     ``append`` comes from ``MetricQueue``: in C where it was built.
     """
 
-    __slots__ = ("name", "_hooks", "_folder")
+    __slots__ = ("name", "_hooks", "_folder", "has_media", "_media_load")
 
     def __init__(self, path: str, name: str, hooks: RunHooks) -> None:
         metric_parts(name)
@@ -98,6 +101,8 @@ class Metric(MetricQueue):
         self.name = name
         self._hooks = hooks
         self._folder = metric_folder(path, name)
+        self.has_media = False  # an Image or Histogram was queued: the writer makes them
+        self._media_load = 0  # what the media queued weigh, in queue entries (see queued())
         # _trigger is 0: the first append takes the slow path, which starts the experiment.
 
     def _append_fields(self, fields: dict) -> None:
@@ -105,9 +110,17 @@ class Metric(MetricQueue):
         names not seen before, bad input."""
         if not fields:
             raise ValueError("append() needs at least one field, e.g. append(value=0.5, step=1)")
-        self._push(_coerce_fields(fields))
-        if len(self._pending) >= self._trigger:
+        checked = _coerce_fields(fields)
+        media = media_load(checked)
+        if media:
+            self._note_media(media)
+        self._push(checked)
+        if self.queued() >= self._trigger:
             self._on_trigger()
+
+    def _note_media(self, load: int) -> None:
+        self.has_media = True  # before the point is queued: the writer must see it
+        self._media_load += load
 
     def _on_trigger(self) -> None:
         self._hooks.pressure(self)
@@ -128,14 +141,17 @@ class Metric(MetricQueue):
         self._trigger = value
 
     def queued(self) -> int:
-        """Queue entries not taken by the writer yet (a point is several)."""
-        return len(self._pending)
+        """Queue entries not taken by the writer yet (a point is several), and what the
+        images and histograms among them weigh (their bytes / ``_media.LOAD_BYTES``):
+        the writer's trigger and backpressure measure this."""
+        return len(self._pending) + self._media_load
 
     def queued_points(self) -> int:
         return count_points(list(self._pending))
 
     def take(self) -> list:
         """Everything queued, removed from the queue (the writer's side)."""
+        self._media_load = 0
         return self._take()
 
     def append_batch(self, points: Iterable[dict]) -> None:
@@ -151,9 +167,13 @@ class Metric(MetricQueue):
             return
         at = stamp()
         if not self._push_batch(points, at):
-            for fields in _check_batch(points):  # raises at the first bad point: nothing queued
+            checked = _check_batch(points)  # raises at the first bad point: nothing queued
+            media = sum(map(media_load, checked))
+            if media:
+                self._note_media(media)
+            for fields in checked:
                 self._push(fields, at)
-        if len(self._pending) >= self._trigger:
+        if self.queued() >= self._trigger:
             self._on_trigger()
 
     def read(self, start_index: int = 0, limit: int = 1000) -> dict:
