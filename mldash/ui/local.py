@@ -10,9 +10,10 @@ caches keep it fast on big roots and long series:
   dropped least-recently-used past ``max_points``.
 
 A filter (``list_experiments(filter=...)``, the dashboard's search box) reads each
-run's documents from the row cache; ``metrics.<name>.min|max`` come from a third
-cache, each series' field minima and maxima, kept per data file with its size and
-mtime and extended by the lines appended since (never a rescan per request).
+run's documents from the row cache; ``metrics.<name>.min|max`` come from
+``mldash._runs.series_stats`` (what ``mldash.runs`` uses: each series' minima and
+maxima kept by the data file's identity and extended by the lines appended since, so
+never a rescan per request, and the same values as ``mldash.runs(filter)``).
 
 Big series are also kept on disk (``mldash.ui.colcache``, outside ROOT), so a
 restarted dashboard reads their columns back instead of parsing again, and a
@@ -32,9 +33,7 @@ from collections import OrderedDict
 from contextlib import contextmanager
 from typing import Any, Callable
 
-import orjson
-
-from .. import _codec, _filter
+from .. import _filter
 from .._checks import check_level
 from .._naming import metric_parts
 from .._runfolder import (
@@ -55,6 +54,7 @@ from .._runfolder import (
     resolve,
 )
 from .._runfolder import metric_names as _metric_names
+from .._runs import series_stats
 from .colcache import ColumnCache
 from .loading import (
     CACHE_MIN_BYTES,
@@ -67,7 +67,7 @@ from .loading import (
     stamp,
 )
 from .series import view
-from .source import headline_key, row_lookup
+from .source import row_lookup
 from .warmer import Warmer
 
 
@@ -107,7 +107,6 @@ class LocalSource:
             cache = ColumnCache(cache)
         self.cache: ColumnCache | None = cache
         self._rows: dict[str, tuple[tuple, dict]] = {}
-        self._stats: dict[str, SeriesStats] = {}  # data.jsonl path -> its fields' min and max
         self._series: OrderedDict[str, SeriesEntry] = OrderedDict()
         self._lock = threading.Lock()
         self._busy = 0  # requests being served; the warmer waits for 0
@@ -135,11 +134,8 @@ class LocalSource:
             except (OSError, ValueError):
                 continue  # half-written or removed while we looked
             rows.append(row)
-        gone = set(self._rows) - seen
-        for path in gone:
+        for path in set(self._rows) - seen:
             self._rows.pop(path, None)
-        if gone:
-            self._forget_stats(gone)
         return rows
 
     def get_experiment(self, prefix: str) -> dict:
@@ -308,41 +304,14 @@ class LocalSource:
 
     # ---- what a filter reads --------------------------------------------------------------
     def _lookup(self, path: str, row: dict) -> Callable[[_filter.Key], Any]:
-        def metric_stat(name: str, agg: str) -> Any:
-            data = (row["metrics"][name] or {}).get("data") or {}
-            field = headline_key(data)
+        def metric_stat(name: str, agg: str) -> Any:  # asked only for series the row lists
             try:
-                stats = self.series_stats(os.path.join(metric_folder(path, name), DATA_FILE))
+                stats = series_stats(metric_folder(path, name))
             except (OSError, ValueError):
                 return _filter.MISSING
-            if stats is None or field is None:
-                return _filter.MISSING
-            return (stats.lows if agg == "min" else stats.highs).get(field, _filter.MISSING)
+            return _filter.MISSING if stats is None else stats.value(agg)
 
         return row_lookup(row, metric_stat)
-
-    def series_stats(self, data_path: str) -> "SeriesStats | None":
-        """The min and max of every numeric field of the series in ``data_path``,
-        from the cache while the file keeps its size and mtime, else extended by
-        the lines appended since (all lines for a new or rewritten file)."""
-        try:
-            st = os.stat(data_path)
-        except FileNotFoundError:
-            self._stats.pop(data_path, None)
-            return None
-        old = self._stats.get(data_path)
-        if old is not None and (old.ino, old.size, old.mtime_ns) == (st.st_ino, st.st_size, st.st_mtime_ns):
-            return old
-        stats = SeriesStats.read(data_path, old)
-        if stats is not None:
-            self._stats[data_path] = stats
-        return stats
-
-    def _forget_stats(self, runs: set[str]) -> None:
-        """Drop the statistics of series under run folders that are gone."""
-        bases = tuple(path.rstrip(os.sep) + os.sep for path in runs)
-        for data_path in [p for p in list(self._stats) if p.startswith(bases)]:
-            self._stats.pop(data_path, None)
 
     def entry(self, folder: str) -> SeriesEntry:
         with self._lock:
@@ -422,85 +391,3 @@ class LocalSource:
                 _, old = self._series.popitem(last=False)
                 total -= old.cols.n
 
-
-class SeriesStats:
-    """Each numeric field's min and max over a series' complete lines (NaN left out,
-    as ``mldash.runs`` does), and where the reading stopped, so that a grown file is
-    read only from there. A new object per change: a reader elsewhere may hold the old."""
-
-    __slots__ = ("ino", "size", "mtime_ns", "offset", "tail", "lows", "highs")
-    BLOCK = 4 << 20
-    TAIL = 64  # bytes before ``offset`` that must still be there for the file to be the one read
-
-    def __init__(self, ino: int) -> None:
-        self.ino, self.size, self.mtime_ns, self.offset = ino, 0, 0, 0
-        self.tail = b""
-        self.lows: dict[str, Any] = {}
-        self.highs: dict[str, Any] = {}
-
-    @classmethod
-    def read(cls, data_path: str, old: "SeriesStats | None") -> "SeriesStats | None":
-        try:
-            f = open(data_path, "rb")
-        except FileNotFoundError:
-            return None
-        with f:
-            st = os.fstat(f.fileno())
-            stats = None
-            if old is not None and old.ino == st.st_ino and st.st_size >= old.offset:
-                f.seek(old.offset - len(old.tail))
-                if f.read(len(old.tail)) == old.tail:  # the same lines: go on from there
-                    stats = cls(old.ino)
-                    stats.offset, stats.tail = old.offset, old.tail
-                    stats.lows, stats.highs = dict(old.lows), dict(old.highs)
-            if stats is None:
-                stats = cls(st.st_ino)
-            stats._scan(f, st.st_size)
-            stats.size, stats.mtime_ns = st.st_size, st.st_mtime_ns
-        return stats
-
-    def _scan(self, f, size: int) -> None:
-        f.seek(self.offset)
-        pos, rest = self.offset, b""
-        lows, highs = self.lows, self.highs
-        while pos < size:
-            block = f.read(min(self.BLOCK, size - pos))
-            if not block:
-                break
-            pos += len(block)
-            block = rest + block
-            cut = block.rfind(b"\n") + 1
-            rest = block[cut:]
-            if not cut:
-                continue
-            complete = block[:cut]
-            for data in _fields(complete[:-1].split(b"\n"), _codec._TAG_BYTES in complete):
-                for key, value in data.items():
-                    cls = value.__class__
-                    if (cls is float or cls is int) and value == value:
-                        low = lows.get(key)
-                        if low is None or value < low:
-                            lows[key] = value
-                        high = highs.get(key)
-                        if high is None or value > high:
-                            highs[key] = value
-            self.offset += cut
-            self.tail = (self.tail + complete)[-self.TAIL:]
-
-
-def _fields(lines: list[bytes], tagged: bool) -> list[dict]:
-    """The fields of each stored line (``[ms, {fields}]``); damaged lines are left out."""
-    try:
-        rows = orjson.loads(b"[" + b",".join(lines) + b"]")
-    except orjson.JSONDecodeError:
-        rows = []
-        for line in lines:
-            try:
-                rows.append(orjson.loads(line))
-            except orjson.JSONDecodeError:
-                pass
-    out = []
-    for row in rows:
-        if isinstance(row, list) and len(row) == 2 and isinstance(row[1], dict):
-            out.append(_codec.untag(row[1]) if tagged else row[1])
-    return out

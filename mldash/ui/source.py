@@ -40,7 +40,8 @@ from __future__ import annotations
 import time
 from typing import Any, Callable, Protocol
 
-from .. import _filter
+from .. import _codec, _filter
+from .._runs import headline_key  # the field a series is shown and filtered by, as mldash.runs
 
 
 class DataSource(Protocol):
@@ -76,17 +77,6 @@ class DataSource(Protocol):
         """Exactly ``Experiment.read_logs()``'s shape."""
 
 
-def headline_key(data: dict) -> str | None:
-    """The field a series is shown and filtered by: ``value``, else the first number
-    that is not step, epoch or timestamp, else the first field (``_runfolder.headline``)."""
-    if "value" in data:
-        return "value"
-    for key, value in data.items():
-        if key not in ("step", "epoch", "timestamp") and isinstance(value, (int, float)) and not isinstance(value, bool):
-            return key
-    return next(iter(data), None)
-
-
 def last_value(point: Any) -> Any:
     """``metrics.<name>.last`` of a series whose last point (read() shape) is ``point``."""
     data = point.get("data") if isinstance(point, dict) else None
@@ -120,11 +110,21 @@ def run_value(row: dict, name: str) -> Any:
 def row_lookup(row: dict, metric_stat: Callable[[str, str], Any] | None = None) -> Callable[[_filter.Key], Any]:
     """The filter's ``lookup(key)`` over a ``list_experiments`` row: its params, its
     ``summary`` (when the row has one), its run keys and each metric's last value.
-    ``metric_stat(name, agg)`` gives ``min`` and ``max`` (default: missing, so a
-    filter on them matches nothing); it is asked only for series the row lists."""
+    ``metric_stat(name, agg)`` gives ``min`` and ``max``; it is asked only for series
+    the row lists. Without it they come from the row's ``metric_stats`` when it has
+    them (``{name: {"last", "min", "max"}}``, as the team server's rows carry them,
+    NaN and big ints tagged), else they are missing (a filter on them matches nothing)."""
     params = row.get("params") or {}
     summary = row.get("summary") or {}
     metrics = row.get("metrics") or {}
+    if metric_stat is None and isinstance(row.get("metric_stats"), dict):
+        stats = row["metric_stats"]
+
+        def metric_stat(name: str, agg: str) -> Any:
+            entry = stats.get(name)
+            if not isinstance(entry, dict) or entry.get(agg) is None:
+                return _filter.MISSING
+            return _codec.untag(entry[agg])
 
     def lookup(key: _filter.Key) -> Any:
         scope = key.scope

@@ -13,7 +13,7 @@ from starlette.testclient import TestClient
 import mldash
 from mldash import _filter
 from mldash.ui.app import create_app
-from mldash.ui.local import LocalSource, SeriesStats
+from mldash.ui.local import LocalSource
 
 from _ui_support import HOSTILE, fill_root
 
@@ -156,57 +156,60 @@ def test_a_source_without_filter_support_is_filtered_by_the_app(source):
     assert values["runs"][0]["values"] == [0.1, None]
 
 
-def test_series_statistics_are_kept_and_extended_only_by_appended_lines(tmp_path, monkeypatch):
+def test_min_and_max_follow_a_growing_and_a_rewritten_series(tmp_path):
     root = str(tmp_path)
-    exp = mldash.Experiment("live/run", root=root)
+    exp = mldash.Experiment("live/run", root=root, system_metrics=False)
     loss = exp.metrics("loss")
     loss.append_batch([{"value": float(v), "step": i} for i, v in enumerate([5, 3, 4])])
     exp.flush()
     source = LocalSource(root, cache=False, warm=False)
-    scanned = []
-    original = SeriesStats._scan
-
-    def spy(self, f, size):
-        scanned.append((self.offset, size))
-        return original(self, f, size)
-
-    monkeypatch.setattr(SeriesStats, "_scan", spy)
     try:
         assert [r["prefix"] for r in source.list_experiments(filter="metrics.loss.min = 3 and metrics.loss.max = 5")] == ["live/run"]
-        data = os.path.join(root, "live", "run", "metrics", "loss", "data.jsonl")
-        size = os.path.getsize(data)
-        assert scanned == [(0, size)]
-        for _ in range(3):  # unchanged files: no reading at all
-            assert len(source.list_experiments(filter="metrics.loss.min < 4")) == 1
-        assert len(scanned) == 1
         loss.append(value=-1.0, step=3)
         exp.flush()
-        assert source.list_experiments(filter="metrics.loss.min = -1") != []
-        assert scanned[1] == (size, os.path.getsize(data))  # from where it stopped
+        assert source.list_experiments(filter="metrics.loss.min = -1 and metrics.loss.last = -1") != []
         exp.finish()
-        with open(data, "rb") as f:  # rewritten in place with other lines of the same length
-            lines = f.read().splitlines(keepends=True)
+        data = os.path.join(root, "live", "run", "metrics", "loss", "data.jsonl")
+        with open(data, "rb") as f:  # rewritten in place: other values, the same length
+            text = f.read()
         with open(data, "wb") as f:
-            f.write(lines[1] * len(lines))
-        assert source.list_experiments(filter="metrics.loss.max = 3") != []
-        assert scanned[-1][0] == 0  # the old lines are gone: read again from the start
+            f.write(text.replace(b"5.0", b"3.0").replace(b"4.0", b"3.0").replace(b"-1.0", b"-3.0"))
+        assert source.list_experiments(filter="metrics.loss.max = 3 and metrics.loss.min = -3") != []
+        # the same values mldash.runs compares
+        assert mldash.runs("metrics.loss.max = 3 and metrics.loss.min = -3", root=root).prefixes == ["live/run"]
     finally:
         source.close()
 
 
-def test_a_listing_without_a_filter_reads_no_series(tmp_path, monkeypatch):
+def test_a_listing_reads_series_only_for_min_and_max(tmp_path, monkeypatch):
+    import mldash.ui.local as local
+
     root = str(tmp_path)
     for i in range(20):
-        with mldash.Experiment(f"p/r{i}", root=root) as exp:
+        with mldash.Experiment(f"p/r{i}", root=root, system_metrics=False) as exp:
             exp.metrics("loss").append(value=float(i), step=0)
     source = LocalSource(root, cache=False, warm=False)
     calls = []
-    monkeypatch.setattr(SeriesStats, "read", classmethod(lambda cls, *a: calls.append(a) or None))
+    real = local.series_stats
+    monkeypatch.setattr(local, "series_stats", lambda folder: calls.append(folder) or real(folder))
     try:
         assert len(source.list_experiments()) == 20
         assert len(source.list_experiments(filter="params.lr = 1 or metrics.loss.last > 10")) == 9
-        assert calls == []  # only min and max read the series, and only when asked
-        source.list_experiments(filter="metrics.loss.max > 10")
+        assert calls == []  # the last value is in the row already
+        assert len(source.list_experiments(filter="metrics.loss.max > 10")) == 9
         assert len(calls) == 20
+        assert len(source.list_experiments(filter="metrics.nope.max > 10")) == 0 and len(calls) == 20  # no such series
     finally:
         source.close()
+
+
+def test_rows_with_metric_stats_give_min_and_max_without_a_lookup():
+    from mldash.ui.source import row_lookup
+
+    row = {"params": {}, "metrics": {"loss": {"index": 1, "data": {"value": 2.0, "step": 1}}},
+           "metric_stats": {"loss": {"key": "value", "last": 2.0, "min": {"$float": "-Infinity"}, "max": {"$int": str(2**70)}}}}
+    lookup = row_lookup(row)
+    assert lookup(_filter.Key("metrics", "loss", "min")) == -math.inf
+    assert lookup(_filter.Key("metrics", "loss", "max")) == 2**70
+    assert lookup(_filter.Key("metrics", "loss", "last")) == 2.0
+    assert lookup(_filter.Key("metrics", "gone", "min")) is _filter.MISSING
