@@ -37,7 +37,6 @@ from ._runfolder import (
     RUNNING,
     SUMMARY_FILE,
     check_range,
-    find_experiments,
     metric_folder,
     pid_alive,
     read_checkpoints,
@@ -51,6 +50,8 @@ _RECENT_NS = 2_000_000_000  # files changed this recently are read again
 _BLOCK = 16 << 20
 _TAIL = 64
 _HOST = socket.gethostname()
+_PARAMS_TAIL = os.sep + PARAMS_FILE.replace("/", os.sep)
+_SUMMARY_TAIL = os.sep + SUMMARY_FILE
 
 
 # ---- what is kept between calls -----------------------------------------------------
@@ -111,13 +112,20 @@ def clear_cache() -> None:
     _cache.clear()
 
 
-def _document(path: str) -> dict:
-    """A JSON document, from memory while the file is the one read; {} when absent."""
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        _cache.documents.pop(path, None)
-        return {}
+def _copy(document: dict) -> dict:
+    """A copy a caller may change: values that are lists or dicts are copied too."""
+    return {k: copy.deepcopy(v) if isinstance(v, (list, dict)) else v for k, v in document.items()}
+
+
+def _document(path: str, st: os.stat_result | None = None) -> dict:
+    """A JSON document, from memory while the file is the one read; {} when absent.
+    ``st``: the file's stat, when the caller just took it."""
+    if st is None:
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            _cache.documents.pop(path, None)
+            return {}
     hit = _cache.documents.get(path)
     if hit is not None and hit[0] == _identity(st) and not _recent(st):
         return hit[1]
@@ -280,6 +288,44 @@ def _rows(lines: list[bytes], tagged: bool) -> list:
     return out
 
 
+def _find_runs(base: str) -> Iterator[tuple[str, os.stat_result]]:
+    """The run folders under ``base`` (as ``_runfolder.find_experiments``: sorted, no
+    dot folders, no run inside a run), each with its experiment.json's stat."""
+    meta_name = os.sep + META_FILE
+    try:
+        st = os.stat(base + meta_name)
+        yield base, st
+        return
+    except (FileNotFoundError, NotADirectoryError):
+        pass
+    todo = [base]
+    while todo:
+        folder = todo.pop()
+        try:
+            children = sorted(e.name for e in os.scandir(folder) if not e.name.startswith(".") and e.is_dir(follow_symlinks=False))
+        except (FileNotFoundError, NotADirectoryError, PermissionError):
+            continue
+        below = []
+        for child in children:
+            path = folder + os.sep + child
+            try:
+                st = os.stat(path + meta_name)
+            except (FileNotFoundError, NotADirectoryError):
+                below.append(path)
+                continue
+            if below:  # keep the sorted order: folders before this run come first
+                yield from _find_sorted(below)
+                below = []
+            yield path, st
+        if below:
+            yield from _find_sorted(below)
+
+
+def _find_sorted(folders: list[str]) -> Iterator[tuple[str, os.stat_result]]:
+    for folder in folders:
+        yield from _find_runs(folder)
+
+
 def _metric_names(path: str) -> list[str]:
     """Every series in the run at ``path``, sorted; the folders' times say when to look again."""
     base = os.path.join(path, METRICS_DIR)
@@ -326,17 +372,19 @@ class Run:
     ``read()`` (as ``Metric.read``), ``to_pandas()`` and ``len()``.
     """
 
-    __slots__ = ("path", "root", "_meta")
+    __slots__ = ("path", "root", "_meta", "_meta_stat")
 
-    def __init__(self, path: str, root: str | None = None) -> None:
+    def __init__(self, path: str, root: str | None = None, _meta_stat: os.stat_result | None = None) -> None:
         self.path = os.path.abspath(path)
         self.root = os.path.abspath(root) if root is not None else None
         self._meta: dict | None = None
+        self._meta_stat = _meta_stat
 
     # ---- identity and status ------------------------------------------------------
     def _info(self) -> dict:
         if self._meta is None:
-            meta = _document(os.path.join(self.path, META_FILE))
+            meta = _document(self.path + os.sep + META_FILE, self._meta_stat)
+            self._meta_stat = None
             if not meta:
                 raise FileNotFoundError(f"no experiment in {self.path}")
             self._meta = meta
@@ -421,11 +469,11 @@ class Run:
     @property
     def params(self) -> dict:
         """The flat parameters (a copy)."""
-        return copy.deepcopy(_document(os.path.join(self.path, PARAMS_FILE)))
+        return _copy(_document(self.path + _PARAMS_TAIL))
 
     @property
     def summary(self) -> dict:
-        return copy.deepcopy(_document(os.path.join(self.path, SUMMARY_FILE)))
+        return _copy(_document(self.path + _SUMMARY_TAIL))
 
     def metric_names(self) -> list[str]:
         return list(_metric_names(self.path))
@@ -480,7 +528,7 @@ class Run:
     def _lookup(self, key: _filter.Key) -> Any:
         scope = key.scope
         if scope == "params" or scope == "summary":
-            document = _document(os.path.join(self.path, PARAMS_FILE if scope == "params" else SUMMARY_FILE))
+            document = _document(self.path + (_PARAMS_TAIL if scope == "params" else _SUMMARY_TAIL))
             return document.get(key.name, _filter.MISSING)
         if scope == "metrics":
             try:
@@ -617,9 +665,9 @@ def runs(
         raise FileNotFoundError(f"no runs under {root_path}: the folder does not exist (root= or $MLDASH_ROOT)")
     base = os.path.join(root_path, project) if project is not None else root_path
     found, seen = [], set()
-    for path in find_experiments(base) if os.path.isdir(base) else ():
+    for path, st in _find_runs(base) if os.path.isdir(base) else ():
         seen.add(path)
-        run = Run(path, root_path)
+        run = Run(path, root_path, st)
         try:
             run._info()  # a run without a readable experiment.json is not listed
             if _filter.matches(node, run._lookup):

@@ -248,3 +248,16 @@ def test_import_mldash_loads_neither_lark_pandas_nor_pyarrow():
             "print([m for m in ('lark', 'pandas', 'pyarrow') if m in sys.modules])\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split("\n")
     assert out[:2] == ["[]", "[]"]
+
+
+def test_runs_are_found_as_the_cli_finds_them(root):
+    from mldash._runfolder import find_experiments
+    from mldash._runs import _find_runs
+
+    for prefix in ("b/x", "a/deep/er/y", "a/z", "a/deep/w", "c/1"):
+        make(root, prefix)
+    (root / ".hidden" / "r").mkdir(parents=True)
+    (root / ".hidden" / "r" / "experiment.json").write_text("{}")
+    found = [path for path, _ in _find_runs(str(root))]
+    assert found == list(find_experiments(str(root)))
+    assert prefixes(mldash.runs(root=root)) == ["a/deep/er/y", "a/deep/w", "a/z", "b/x", "c/1"]
