@@ -325,8 +325,58 @@ def test_the_auth_matrix(world):
             if (opened.get("namespace"), opened.get("prefix"), opened.get("ref")) != (row["namespace"], row["prefix"], row["ref"]):
                 failures.append(f"UI list as {token}: {row['ref']} opens {opened.get('namespace')}:{opened.get('prefix')}")
 
+    # Filtered listings run inside the token's namespaces: a filter that names another
+    # namespace's experiment (its params, meta or metrics) finds nothing, total 0.
+    for token, caller in callers.items():
+        status = 401 if token is None else 200
+        readable = {(e.namespace, e.prefix) for e in exps if access(token, e.namespace) in ("read", "write")}
+        for exp in exps:
+            want = [(exp.namespace, exp.prefix)] if (exp.namespace, exp.prefix) in readable else []
+            for text in (f'params.owner = "{exp.ref}"', f'description = "{exp.ref}" and metrics.loss.max = {max(exp.values)}',
+                         f'summary.owner =~ "^{exp.namespace}:" and prefix = "{exp.prefix}"'):
+                listed = caller("GET", "/api/v1/experiments", params={"filter": text})
+                expect(f"JSON filtered list {text!r} as {token}", listed, status, listing=True)
+                if status == 200 and ([(e["namespace"], e["prefix"]) for e in listed.json()["experiments"]], listed.json()["total"]) != (want, len(want)):
+                    failures.append(f"JSON filtered list {text!r} as {token}: {listed.text[:300]}")
+        everything = caller("GET", "/api/v1/experiments", params={"filter": 'params.owner ~ "*" or not params.owner ~ "*"'})
+        expect(f"JSON filtered list of all as {token}", everything, status, listing=True)
+        if status == 200 and {(e["namespace"], e["prefix"]) for e in everything.json()["experiments"]} != readable:
+            failures.append(f"JSON filtered list of all as {token}: {everything.text[:300]}")
+        refused = caller("GET", "/api/v1/experiments", params={"filter": "params.owner =", "namespace": "A"})
+        want_status = 401 if token is None else 400 if access(token, "A") != "-" else 403
+        expect(f"JSON bad filter as {token}", refused, want_status, listing=True)
+        keys = caller("GET", "/api/v1/experiments/keys")
+        expect(f"JSON filter keys as {token}", keys, status, listing=True)
+        if status == 200 and (keys.json()["params"], keys.json()["metrics"]) != ((["owner"], ["loss"]) if readable else ([], [])):
+            failures.append(f"JSON filter keys as {token}: {keys.text[:300]}")
+
     failures += cacheable(callers)
     assert not failures, summary(failures)
+
+
+def test_filter_keys_and_filters_see_only_readable_namespaces(world):
+    """Each namespace's experiments get keys and series of their own: a token's completion
+    keys, and what its filters on them find, come only from namespaces it may read."""
+    callers, exps = world
+    admin = callers["admin"]
+    for exp in exps:
+        ns = exp.namespace
+        assert admin("PUT", f"/api/v1/experiments/{exp.id}/documents/parameters", json={f"only_{ns}": 1}).status_code == 200
+        body = {"series": [{"name": f"only/{ns}", "start_index": 0, "points": [[T0, {"value": 1}]]}]}
+        assert admin("POST", f"/api/v1/experiments/{exp.id}/metrics", json=body).status_code == 200
+    for token, caller in callers.items():
+        if token is None:
+            continue
+        namespaces = sorted({e.namespace for e in exps if access(token, e.namespace) in ("read", "write")})
+        got = caller("GET", "/api/v1/experiments/keys").json()
+        assert got["params"] == sorted((["owner"] if namespaces else []) + [f"only_{ns}" for ns in namespaces])
+        assert got["metrics"] == sorted((["loss"] if namespaces else []) + [f"only/{ns}" for ns in namespaces])
+        assert set(got["keys"]) >= {f"params.only_{ns}" for ns in namespaces}
+        assert not any(f"only_{ns}" in k or f"only/{ns}" in k for ns in set(NAMESPACES) - set(namespaces) for k in got["keys"])
+        for ns in NAMESPACES:
+            found = caller("GET", "/api/v1/experiments", params={"filter": f"params.only_{ns} = 1 or metrics.only/{ns}.last = 1"}).json()
+            want = {(e.namespace, e.prefix) for e in exps if e.namespace == ns and ns in namespaces}
+            assert {(e["namespace"], e["prefix"]) for e in found["experiments"]} == want and found["total"] == len(want)
 
 
 def summary(failures: list[str], per_kind: int = 3) -> str:
