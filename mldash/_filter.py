@@ -430,6 +430,12 @@ def _key(token) -> Key:
         if not name or agg not in AGGS:
             shown = Key("metrics", name or rest, "last").text
             raise _Error(pos, f"a metrics key ends in .last, .min or .max, such as {shown}; got {text!r}")
+        from ._naming import metric_parts
+
+        try:
+            metric_parts(name)  # a name no series can have (say "../x") is refused, never read
+        except ValueError as error:
+            raise _Error(pos, str(error)) from None
     elif agg is not None:
         raise _Error(pos + len(text) - len(agg) - 1, f"only metrics keys take .{agg}; quote the whole key instead")
     if not name:
