@@ -274,7 +274,7 @@ _RSQB: "]"
 _COMMA: ","
 PATH.2: /(params|summary|metrics)\.[^\s()\[\],=<>!~"']+/
 QPATH.2: /(params|summary|metrics)\.("(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*')(\.[A-Za-z]+)?/
-WORD: /(?!(?i:and|or|not|in|contains)(?![A-Za-z0-9_]))[A-Za-z_][A-Za-z0-9_]*/
+WORD: /(?!(?i:and|or|not|in|contains)(?![A-Za-z0-9_.\/-]))[A-Za-z_][A-Za-z0-9_.\/-]*/
 DATE.4: /\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?)?(?![A-Za-z0-9_.:])/
 DURATION.3: /(\d+(\.\d+)?(ms|s|m|h|d|w))+(?![A-Za-z0-9_.])/
 NUMBER: /[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?/

@@ -99,6 +99,7 @@ def test_a_keys_text_parses_back_to_the_same_key():
     ("1e-3", 0.001), ("-2", -2), ("+3.5", 3.5), (".5", 0.5), ("10", 10), (str(2**70), 2**70),
     ('"a \\"b\\" \\n"', 'a "b" \n'), ("'single'", "single"), ('"\\d+"', "\\d+"), ('"\\u00e9"', "é"),
     ("true", True), ("False", False), ("null", None), ("adam", "adam"), ("android", "android"),
+    ("remote-b", "remote-b"), ("vision/run-1.5", "vision/run-1.5"), ("and-more", "and-more"),
 ])
 def test_literals(text, value):
     got = parse(f"params.x = {text}").value
