@@ -171,6 +171,34 @@ class LocalSource:
             return read_console(self._path(prefix), start_index, limit)
 
     # ---- optional methods the app uses when a source has them ----------------------------
+    def list_files(self, prefix: str) -> list[dict]:
+        """The run's saved files (``mldash._filestore.list_files``: live ones, ml-dash records)."""
+        from .._filestore import list_files
+
+        with self.serving():
+            return list_files(self._path(prefix))
+
+    def open_file(self, prefix: str, file_id: str) -> tuple[dict, str]:
+        """(the record, the path of its bytes) of one live file of this run; KeyError for an
+        id that is not one (another run's file included) or whose bytes are missing."""
+        from .._filestore import blob_path, check_file_id, find_file
+
+        try:
+            check_file_id(file_id)
+        except (TypeError, ValueError):
+            raise KeyError("file") from None
+        path = self._path(prefix)
+        record = find_file(path, file_id)
+        if record is None:
+            raise KeyError("file")
+        try:
+            blob = blob_path(path, record.get("checksum"))
+        except ValueError:
+            raise KeyError("file") from None
+        if not os.path.isfile(blob):
+            raise KeyError("file")
+        return record, blob
+
     def lookup(self, row: dict) -> Callable[[_filter.Key], Any]:
         """The filter's ``lookup(key)`` for one of this source's rows (``api/values``)."""
         return self._lookup(self._path(row["prefix"]), row)

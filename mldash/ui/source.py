@@ -30,6 +30,15 @@ Optional methods the app uses when a source has them (``getattr``; none is requi
   takes no ``filter``; without it the app reads the rows with ``row_lookup`` (below),
   which knows each metric's last value but not its min or max.
 
+* ``list_files(prefix) -> list[dict]``: the run's saved files (live ones, in the order they
+  were saved) as ``mldash._filestore.list_files`` gives them: the ml-dash records (``id``,
+  ``path``, ``filename``, ``contentType``, ``sizeBytes``, ``checksum``, ``tags``,
+  ``metadata``, ``uploadedAt`` ...). Without it ``api/files`` and ``api/file`` are 404.
+* ``open_file(prefix, file_id) -> (record, reader)``: one of those files, to serve. The
+  reader is a path (a local file the app streams, seeking for a Range) or a callable
+  ``read(start, end) -> Iterable[bytes]`` (end exclusive). ``KeyError`` for an id that is
+  not a live file of *this* run (an id of another run's file is a 404, never its bytes).
+
 A source written before filters existed may lack ``list_experiments``'s ``filter``
 argument; the app then lists every row and filters them itself (``row_lookup`` or the
 source's ``lookup``), which is correct but not fast on a big server.
