@@ -444,9 +444,11 @@ if not _MISSING:
     @click.option("--token", envvar="MLDASH_TOKEN", help="API token for --remote.")
     @click.option("--project", help="Only this project.")
     @click.option("--status", type=click.Choice(["RUNNING", "COMPLETED", "FAILED", "CANCELLED"]))
+    @click.option("--filter", "filter_text", metavar="EXPR",
+                  help='Only runs matching EXPR, e.g. "params.lr < 1e-3 and status = COMPLETED" (docs/analysis.md).')
     @click.option("--json", "as_json", is_flag=True,
                   help="Print the runs as one JSON array, nothing shortened (for scripts).")
-    def ls_command(root, remote, token, project, status, as_json) -> None:
+    def ls_command(root, remote, token, project, status, filter_text, as_json) -> None:
         """List experiments with status, times and latest metric values."""
         if remote:
             if root:
@@ -454,7 +456,9 @@ if not _MISSING:
             from .remote.client import list_remote_experiments
 
             try:
-                rows = list_remote_experiments(remote, token, project=project, status=status)
+                rows = list_remote_experiments(remote, token, project=project, status=status, filter=filter_text)
+            except ValueError as error:  # a filter the server refused: its caret message
+                raise click.BadParameter(str(error), param_hint="--filter") from None
             except RuntimeError as error:  # unreachable or refused: the message says which
                 raise click.ClickException(str(error)) from None
             title = f"experiments on {remote}"
@@ -468,6 +472,14 @@ if not _MISSING:
                 if (project is None or r.get("project") == project)
                 and (status is None or r.get("status") == status)
             ]
+            if filter_text:
+                from ._runs import runs
+
+                try:
+                    keep = set(runs(filter_text, root=root, project=project).prefixes)
+                except ValueError as error:  # the filter, with a caret under the place
+                    raise click.BadParameter(str(error), param_hint="--filter") from None
+                rows = [r for r in rows if r.get("prefix") in keep]
             title = f"experiments in {os.path.abspath(root)}"
         rows.sort(key=lambda r: r.get("started_at") or 0, reverse=True)
         if as_json:
@@ -525,7 +537,7 @@ def _register_optional_commands() -> None:
     """Commands whose modules bring their own dependencies (server, ui, sync)."""
     if _MISSING:
         return
-    for module in ("mldash.ui.cli", "mldash.server.cli", "mldash.remote.cli"):
+    for module in ("mldash.ui.cli", "mldash.server.cli", "mldash.remote.cli", "mldash._export"):
         try:
             mod = __import__(module, fromlist=["register"])
         except ImportError as error:
