@@ -458,6 +458,17 @@ class Experiment:
 
         return FilesAccessor(self.path, self.prefix, self._hooks)
 
+    def history(self, names: Iterable[str] | None = None, x: str = "step"):
+        """The run's series (``names``, default every one with ``x``) as one pandas DataFrame,
+        outer-joined on ``x`` ("step", "timestamp" or "index") (docs/analysis.md).
+
+        >>> exp.history(["train/loss", "val/loss"])  # doctest: +SKIP
+        """
+        from ._frames import history
+
+        self._before_read()
+        return history(self.path, names, x)
+
     def metric_names(self) -> list[str]:
         """Every metric series stored for this experiment, sorted."""
         self._before_read()
