@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from concurrent.futures import ThreadPoolExecutor
 from typing import Optional
 from urllib.parse import quote
@@ -42,8 +42,11 @@ from ._validation import checked
 
 API = "/api/v1"
 MAX_ID = 2**31 - 1
-_PIECE = 4 << 20  # bytes of a body gathered before a worker writes and hashes them
+# Bytes of a body gathered before they are written and handed to the worker to hash:
+# large, so that the worker takes the GIL back (after each hash) rarely.
+_PIECE = 16 << 20
 _CHECKPOINT = 256 << 20  # bytes between two records of an upload's progress
+_DEPTH = 4  # pieces received ahead of the worker, at most (64 MiB)
 # Types served as themselves (a preview can show them); anything else is octet-stream,
 # so a saved .html or .svg never runs as a page of this origin.
 _SAFE_TYPES = {"image/png", "image/jpeg", "image/gif", "image/webp", "image/bmp", "text/plain", "text/csv",
@@ -231,33 +234,56 @@ def add_file_routes(app: FastAPI, store, *, caller, for_experiment, read_json, r
                 elif up.can_readback:
                     hasher = await work(_rebuild, up, offset)
             written, saved, disconnected = offset, offset, False
-            pending = None
+            # One worker thread per upload hashes the pieces (and sends them to S3) in
+            # order, up to _DEPTH of them behind the network: receiving never waits for
+            # the hash unless it falls that far behind.
+            worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mldash-upload")
+            loop = asyncio.get_running_loop()
+            inflight: deque = deque()
+
+            async def submit(fn, *args) -> None:
+                inflight.append(loop.run_in_executor(worker, fn, *args))
+                while len(inflight) > _DEPTH:
+                    await inflight.popleft()
+
+            async def put(data: bytearray) -> None:
+                if up.write_here:  # a local file: written at once (into the page cache), hashed by the worker
+                    for done in up.write(data):
+                        if hasher is not None:
+                            await submit(hasher.update, done)
+                else:  # an upload to S3: the worker sends the parts
+                    await submit(_write, up, hasher, data)
+
+            def checkpoint() -> None:
+                _durable(up, hasher, False)
+                files.save_progress(upload_id, up.received, up.state)
+
             piece = bytearray()
             try:
-                async for chunk in request.stream():
-                    if not chunk:
-                        continue
-                    written += len(chunk)
-                    if written > size:
-                        raise StoreError(f"the body runs past the blob's size {size:,} (offset {offset:,})")
-                    piece += chunk
-                    if len(piece) >= _PIECE:
-                        if pending is not None:
-                            await pending
-                        pending = asyncio.ensure_future(work(_write, up, hasher, piece))
-                        piece = bytearray()
-                        if written - saved >= _CHECKPOINT:
-                            await pending
-                            pending = None
-                            await work(_durable, up, hasher, False)
-                            await run_in_threadpool(files.save_progress, upload_id, up.received, up.state)
-                            saved = written
-            except ClientDisconnect:
-                disconnected = True
-            if pending is not None:
-                await pending
-            if piece:
-                await work(_write, up, hasher, piece)
+                try:
+                    async for chunk in request.stream():
+                        if not chunk:
+                            continue
+                        written += len(chunk)
+                        if written > size:
+                            raise StoreError(f"the body runs past the blob's size {size:,} (offset {offset:,})")
+                        piece += chunk
+                        if len(piece) >= _PIECE:
+                            await put(piece)
+                            piece = bytearray()
+                            if written - saved >= _CHECKPOINT:
+                                await submit(checkpoint)
+                                saved = written
+                except ClientDisconnect:
+                    disconnected = True
+                if piece:
+                    await put(piece)
+            finally:  # everything submitted is done before anything else happens to the upload
+                done = await asyncio.gather(*inflight, return_exceptions=True)
+                worker.shutdown(wait=False)
+            failed = [r for r in done if isinstance(r, BaseException)]
+            if failed:
+                raise failed[0]
             final = written == size
             await work(_durable, up, hasher, final)
             if final and up.received == size:

@@ -15,6 +15,8 @@ import uuid
 from typing import Iterator
 from urllib.parse import urlparse
 
+from ..files import start_writeback
+
 
 class LocalBlobs:
     """Chunks as files under one folder (the embedded server's default).
@@ -76,6 +78,7 @@ class LocalUpload:
 
     part_size = 0  # no parts: every byte written is kept
     can_readback = True
+    write_here = True  # a write only copies into the page cache: no need for a thread
 
     def __init__(self, blobs: LocalBlobs, key: str, upload_id: str) -> None:
         self.blobs, self.key = blobs, key
@@ -106,6 +109,7 @@ class LocalUpload:
         view = memoryview(data)
         while view:
             view = view[os.write(self.fd, view):]
+        start_writeback(self.fd, self.received, len(data))  # the final fsync then waits for little
         self.received += len(data)
         return [data]
 
@@ -223,6 +227,7 @@ class S3Upload:
     read back before the upload completes (``can_readback`` False)."""
 
     can_readback = False
+    write_here = False  # a write may send a part over the network
 
     def __init__(self, blobs: S3Blobs, key: str, upload_id: str, state: dict) -> None:
         self.blobs = blobs
