@@ -180,12 +180,17 @@ def list_remote_experiments(
     status: str | None = None,
     namespace: str | None = None,
     limit: int | None = None,
+    filter: str | None = None,
 ) -> list[dict]:
-    """The server's experiments as rows shaped like ``mldash._runfolder.experiment_summary``.
+    """The server's experiments as rows shaped like ``mldash._runfolder.experiment_summary``
+    (plus ``summary`` and ``metric_stats``: each series' headline ``key``, ``last``,
+    ``min`` and ``max``). ``filter``: the filter language, run by the server in SQL;
+    one it refuses is a ValueError with its caret.
 
     >>> rows = list_remote_experiments("http://127.0.0.1:8000", project="vision")  # doctest: +SKIP
     >>> rows[0]["prefix"], rows[0]["status"], rows[0]["metrics"]["loss"]["data"]  # doctest: +SKIP
     ('vision/resnet', 'COMPLETED', {'value': 0.12})
+    >>> [r["prefix"] for r in list_remote_experiments(URL, filter="params.lr < 1e-3")]  # doctest: +SKIP
     """
     api = Api(url, token)
     rows: list[dict] = []
@@ -193,10 +198,10 @@ def list_remote_experiments(
         offset = 0
         while True:
             params: dict = {"limit": _PAGE, "offset": offset}
-            for key, value in (("namespace", namespace), ("project", project), ("status", status)):
+            for key, value in (("namespace", namespace), ("project", project), ("status", status), ("filter", filter)):
                 if value is not None:
                     params[key] = value
-            reply = api.get("/experiments", params=params) or {}
+            reply = _get_filtered(api, "/experiments", params) or {}
             page = reply.get("experiments") or []
             for record in page:
                 row = _untag(dict(record.get("meta") or {}))
@@ -213,3 +218,27 @@ def list_remote_experiments(
     finally:
         api.close()
     return rows[:limit] if limit else rows
+
+
+def remote_filter_keys(url: str, token: str | None = None, project: str | None = None, namespace: str | None = None) -> dict:
+    """The keys a filter can use over the server's experiments this token may read:
+    ``params``, ``summary`` and ``metrics`` (names), and ``keys``, all of them as a
+    filter spells them (``metrics.<name>.last|min|max`` ...), for completion."""
+    api = Api(url, token)
+    try:
+        params = {k: v for k, v in (("project", project), ("namespace", namespace)) if v is not None}
+        return api.get("/experiments/keys", params=params) or {}
+    finally:
+        api.close()
+
+
+def _get_filtered(api: Api, path: str, params: dict):
+    """``api.get``; the server's refusal of a filter as the ValueError a local parse gives."""
+    from ._http import RemoteError
+
+    try:
+        return api.get(path, params=params)
+    except RemoteError as error:
+        if getattr(error, "code", None) == "bad_filter":
+            raise ValueError(error.detail) from None
+        raise

@@ -63,9 +63,10 @@ UINT64_MAX = 2**64 - 1  # orjson reads integers in [INT64_MIN, UINT64_MAX] as in
 _ORDERING = ("<", "<=", ">", ">=")
 
 
-class BadFilter(StoreError):
-    """A filter the server cannot run (400): one that does not parse (the message
-    shows it with a caret), or a pattern PostgreSQL's regular expressions cannot say."""
+class BadFilter(StoreError, ValueError):
+    """A filter the server cannot run (400; a ValueError, as a local parse's): one that
+    does not parse (the message shows it with a caret), or a pattern PostgreSQL's
+    regular expressions cannot say. ``extra``: position, line and column when known."""
 
     code = "bad_filter"
 

@@ -73,11 +73,14 @@ class ServerSource:
         row = self._row(prefix)
         return f"{row.namespace}:{row.prefix}"
 
-    def list_experiments(self, project: str | None = None) -> list[dict]:
+    def list_experiments(self, project: str | None = None, filter: str | None = None) -> list[dict]:
+        """The rows the caller may read; ``filter`` (the filter language) runs in SQL
+        within those namespaces; a bad one is a ValueError whose message shows the caret
+        (``_filter_sql.BadFilter``, with ``extra``: position, line and column)."""
         rows, offset = [], 0
         readable = self.namespaces
         while True:
-            page = self.store.list_experiments(readable, project=project, limit=1000, offset=offset)
+            page = self.store.list_experiments(readable, project=project, limit=1000, offset=offset, filter=filter)
             rows.extend(page["experiments"])
             offset += 1000
             if offset >= page["total"]:
@@ -85,6 +88,11 @@ class ServerSource:
         for row in rows:  # two namespaces may hold one prefix: the page links to the row's own
             row["ref"] = f"{row['namespace']}:{row['prefix']}"
         return rows
+
+    def filter_keys(self, project: str | None = None) -> dict:
+        """What the search box completes: ``params``, ``summary`` and ``metrics`` names
+        over the experiments the caller may read, and ``keys`` as a filter spells them."""
+        return self.store.filter_keys(self.namespaces, project)
 
     def get_experiment(self, prefix: str) -> dict:
         try:

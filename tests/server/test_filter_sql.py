@@ -380,7 +380,11 @@ def test_keys_with_odd_characters_are_bound_never_spliced(world):
     for key in ["x'; DROP TABLE experiments; --", 'x") OR 1=1 --', "$.x", "x]", "' OR '1'='1", "\\", "%", "_", "x\u2028y"]:
         quoted = key.replace("\\", "\\\\").replace('"', '\\"')
         for text in (f'params."{quoted}" = 1', f'params."{quoted}" != 1', f'metrics."{quoted}".last = null'):
-            node = _filter.parse(text)
+            try:
+                node = _filter.parse(text)
+            except _filter.FilterError:  # not a series name: the parser refuses it first
+                assert text.startswith("metrics.")
+                continue
             expected = {r["prefix"] for r in rows if _filter.matches(node, lambda k, r=r: reference(r, k))}
             assert _sql_matches(store, dialect, node) == expected, text
     with store.reading() as conn:
