@@ -56,3 +56,56 @@ export async function values(keys, refs) {
   for (const answer of answers) for (const row of answer.runs) out.set(row.ref, row.values);
   return out;
 }
+
+/** The URL of a run's file (api/file): {prefix, id | sha, view}. */
+export function fileUrl(params) {
+  const url = new URL("api/file", document.baseURI);
+  for (const [key, value] of Object.entries(params)) if (value !== null && value !== undefined && value !== "") url.searchParams.set(key, String(value));
+  return url;
+}
+
+/** Whether the tab holds a read token (then file bytes are fetched, not linked). */
+export function hasToken() {
+  return Boolean(sessionStorage.getItem(KEY));
+}
+
+/** A run's file as a fetch Response (the token sent), e.g. {range: "bytes=0-262143"}. */
+export async function file(params, { range = null } = {}) {
+  const headers = {};
+  const token = sessionStorage.getItem(KEY);
+  if (token) headers.authorization = "Bearer " + token;
+  if (range) headers.range = range;
+  const response = await fetch(fileUrl(params), { headers });
+  if (response.status === 401 || response.status === 403) throw new AuthError("a read token is needed");
+  if (!response.ok) {
+    const error = new Error(response.status === 404 ? "file not found" : response.statusText || `HTTP ${response.status}`);
+    error.status = response.status;
+    throw error;
+  }
+  return response;
+}
+
+const blobUrls = new Map(); // "prefix\0id" -> object URL of an image's bytes, least recently used first
+const MAX_BLOB_URLS = 200;
+
+/** An object URL of an image file's bytes (kept for the tab, the least recently used go). */
+export async function imageUrl(prefix, id) {
+  const key = prefix + "\u0000" + id;
+  if (blobUrls.has(key)) {
+    const url = blobUrls.get(key);
+    blobUrls.delete(key);
+    blobUrls.set(key, url);
+    return url;
+  }
+  const response = await file({ prefix, id, view: "image" });
+  const type = response.headers.get("content-type") || "";
+  if (!type.startsWith("image/")) throw new Error("not an image");
+  const url = URL.createObjectURL(await response.blob());
+  blobUrls.set(key, url);
+  while (blobUrls.size > MAX_BLOB_URLS) {
+    const [oldest, old] = blobUrls.entries().next().value;
+    blobUrls.delete(oldest);
+    URL.revokeObjectURL(old);
+  }
+  return url;
+}

@@ -14,6 +14,7 @@ import { differingParams, groupRuns } from "./groups.js";
 import { keyText } from "./filterbox.js";
 import { scatterPanel } from "./scatter.js";
 import { parcoordsPanel } from "./parcoords.js";
+import { CompareImagePanel, isMediaOnly, mediaFields } from "./media.js";
 
 const options = defaultOptions();
 // Chosen axes of the plots, kept for the tab (a new set of runs keeps what still applies).
@@ -37,6 +38,8 @@ export function compareView(main, ctx, query) {
   const scatterBox = h("div", { id: "scatter" });
   const parcoordsBox = h("div", { id: "parcoords" });
   const diffBox = h("div", { id: "param-diff" });
+  const imagesGrid = h("div", { class: "media-grid", id: "compare-images" });
+  const imagesPanel = h("section", { class: "panel", id: "compare-media", hidden: true }, h("h2", {}, "Images"), imagesGrid);
   // The plots across runs come before the metrics: with 50 metrics they would be far down.
   add(clear(main),
     h("section", { class: "panel" }, h("div", { class: "panel-head" }, h("h2", {}, "Compare runs"), controls), runsBox),
@@ -46,6 +49,7 @@ export function compareView(main, ctx, query) {
     h("section", { class: "panel", id: "compare-metrics" },
       h("div", { class: "panel-head" }, h("h2", {}, "Metrics"), h("div", { class: "toolbar" }, h("span", { class: "muted small", id: "compare-count" }), chartFilter)),
       chartGrid),
+    imagesPanel,
     systemPanel,
     h("section", { class: "panel" }, h("h2", {}, "Parameters that differ"), diffBox),
   );
@@ -72,7 +76,7 @@ export function compareView(main, ctx, query) {
     const allNames = [...new Set(found.flatMap(([, r]) => r.metric_names || []))].sort();
     const counts = new Map(allNames.map((n) => [n, found.filter(([, r]) => (r.metric_names || []).includes(n)).length]));
     // Shared by every run first, then by fewer; by name within.
-    const names = allNames.filter((n) => !isSystem(n)).sort((a, b) => counts.get(b) - counts.get(a) || a.localeCompare(b));
+    const names = allNames.filter((n) => !isSystem(n) && !found.every(([, r]) => !(r.metric_names || []).includes(n) || isMediaOnly(r, n))).sort((a, b) => counts.get(b) - counts.get(a) || a.localeCompare(b));
     const members = found.map(([ref, r]) => ({ ref, prefix: r.prefix || ref, params: r.params || {} }));
     const differ = differingParams(members);
     const runColor = new Map(prefixes.map((p, i) => [p, COLORS[i % COLORS.length]]));
@@ -178,6 +182,26 @@ export function compareView(main, ctx, query) {
       systemPanel.hidden = sysCharts.length === 0;
     };
     drawSystem();
+
+    // One panel per image field the runs share: each run's image at one step.
+    const imageFields = new Map(); // "series\0field" -> [series, field, runs having it]
+    found.forEach(([ref, r]) => {
+      for (const [name, field, type] of mediaFields(r)) {
+        if (type !== "image") continue;
+        const key = name + "\u0000" + field;
+        if (!imageFields.has(key)) imageFields.set(key, [name, field, []]);
+        imageFields.get(key)[2].push(ref);
+      }
+    });
+    const shared = [...imageFields.values()].filter(([, , refs]) => refs.length >= Math.min(2, found.length));
+    imagesPanel.hidden = !shared.length;
+    const imagePanels = shared.map(([name, field, refs]) => {
+      const card = h("div", { class: "chart-card media-card", dataset: { metric: name, field } }, h("h3", {}, field === "image" ? name : `${name} · ${field}`));
+      imagesGrid.append(card);
+      const panel = new CompareImagePanel(card, refs.map((ref) => ({ ref, label: ref, color: prefixes.indexOf(ref) % COLORS.length })), name, field);
+      panel.load().catch((e) => ctx.failed(e));
+      return panel;
+    });
 
     // The scatter and the parallel coordinates read api/values: a filter's keys.
     const paramNames = [...new Set(members.flatMap((m) => Object.keys(m.params)))].sort();

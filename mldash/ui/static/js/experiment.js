@@ -8,6 +8,8 @@ import { num, when, duration, statusText, statusClass, expHref } from "./format.
 import { SeriesChart, defaultOptions } from "./chart.js";
 import { isSystem, systemCharts } from "./system.js";
 import { consoleRow, plainText } from "./console.js";
+import { filesSection } from "./files.js";
+import { mediaSection, isMediaOnly } from "./media.js";
 
 const LEVELS = ["debug", "info", "warn", "error", "fatal"];
 const CONSOLE_LINES = 500;
@@ -26,6 +28,8 @@ export function experimentView(main, ctx, prefix) {
   const sysCharts = new Map(); // chart id -> [series name, SeriesChart]
 
   const header = h("section", { class: "exp-header", id: "exp-header" });
+  const media = mediaSection(prefix, ctx); // image panels and histogram heatmaps
+  const files = filesSection(prefix, ctx);
   const errors = h("section", { class: "errors", id: "errors" });
   const chartGrid = h("div", { class: "chart-grid", id: "charts" });
   const chartFilter = h("input", { type: "search", placeholder: "Filter charts…", "aria-label": "filter charts" });
@@ -70,10 +74,12 @@ export function experimentView(main, ctx, prefix) {
         h("div", { class: "toolbar" }, xSelect, h("label", {}, "smoothing ", smoothInput, " ", smoothLabel), h("label", {}, logScale, " log scale"), chartFilter)),
       h("p", { class: "muted small" }, "Drag across a chart to zoom (the server sends exact points once few enough are in view); double-click to reset."),
       chartGrid),
+    media.el,
     systemPanel,
     h("div", { class: "two-col" },
       h("section", { class: "panel" }, h("div", { class: "panel-head" }, h("h2", {}, "Parameters"), paramSearch), paramsBox),
       h("section", { class: "panel" }, h("h2", {}, "Summary"), summaryBox, h("h2", {}, "Checkpoints"), checkpointsBox)),
+    files.el,
     h("section", { class: "panel" },
       h("div", { class: "panel-head" }, h("h2", {}, "Logs"), h("div", { class: "toolbar" }, logLevel, logSearch)),
       logNote, logList),
@@ -140,7 +146,7 @@ export function experimentView(main, ctx, prefix) {
   }
 
   function metricNames() {
-    return (row.metric_names || []).filter((n) => !isSystem(n));
+    return (row.metric_names || []).filter((n) => !isSystem(n) && !isMediaOnly(row, n));
   }
 
   function ensureSystemCharts() {
@@ -262,6 +268,8 @@ export function experimentView(main, ctx, prefix) {
       renderParams();
       renderSummary();
       ensureCharts();
+      media.update(row);
+      files.update(row).catch((e) => ctx.failed(e));
       if (first) await reloadLogs();
       else await pollLogs();
       if (first || row.status === "RUNNING" || wasRunning) await pollConsole();
@@ -298,6 +306,8 @@ export function experimentView(main, ctx, prefix) {
     stopped = true;
     clearTimeout(timer);
     window.removeEventListener("resize", onResize);
+    media.destroy();
+    files.destroy();
     for (const chart of charts.values()) chart.destroy();
     for (const [, chart] of sysCharts.values()) chart.destroy();
   };
