@@ -124,3 +124,77 @@ def test_values_and_filters_read_big_ints_and_nan(client):
     assert body["runs"][0]["values"] == [{"$int": str(2**70)}]
     for text in (f"params.seed = {2**70}", "metrics.loss.min = 1180591620717411303424", "metrics.loss.last > 1e300"):
         assert [r["prefix"] for r in get(client, "/api/experiments", q=text).json()["experiments"]] == ["p/big"], text
+
+
+# ---- the files and media routes (issue 15 item 5) ---------------------------------------
+FILE_SECRET = "a file planted outside the root"
+
+
+@pytest.fixture(scope="module")
+def files_client(tmp_path_factory):
+    """p/run has a file, an HTML page and an image series; outside/run, next to the root, a
+    file of its own (whose id a request may name) that must never be served."""
+    import numpy as np
+
+    base = tmp_path_factory.mktemp("ui-hostile-files")
+    with mldash.Experiment("p/run", root=base / "root", system_metrics=False) as exp:
+        kept = exp.files(prefix="/cfg").save_text("inside", "notes.txt")
+        page = exp.files(prefix="/web").save_blob(b"<script>alert(1)</script>", "<img src=x onerror=alert(1)>.html")
+        exp.metrics("samples").append(image=mldash.Image(np.zeros((4, 4), np.uint8), caption="<script>x</script>"), step=0)
+    with mldash.Experiment("outside/run", root=base, system_metrics=False) as outside:
+        planted = outside.files(prefix="/x").save_text(FILE_SECRET, "secret.txt")
+    client = TestClient(create_app(LocalSource(base / "root", cache=False, warm=False)), raise_server_exceptions=False)
+    return client, kept, page, planted
+
+
+FILE_ROUTES = ("/api/files", "/api/file", "/api/media")
+
+
+@pytest.mark.parametrize("route", FILE_ROUTES)
+@pytest.mark.parametrize("prefix", BAD, ids=lambda v: repr(v)[:30])
+def test_a_bad_prefix_is_refused_on_the_file_routes(files_client, route, prefix):
+    client, kept, _, planted = files_client
+    for file_id in (kept["id"], planted["id"]):
+        response = get(client, route, prefix=prefix, id=file_id, name="samples")
+        assert response.status_code in (400, 404), (response.status_code, response.text[:300])
+        assert FILE_SECRET not in response.text and "inside" not in response.text
+
+
+@pytest.mark.parametrize("file_id", BAD + ["../../etc/passwd", "../outside/run/files/files.jsonl", "/etc/passwd", "1" * 65, "\u202e1"],
+                         ids=lambda v: repr(v)[:30])
+@pytest.mark.parametrize("param", ("id", "sha"))
+def test_a_bad_file_id_or_sha_is_refused(files_client, file_id, param):
+    client = files_client[0]
+    response = get(client, "/api/file", prefix="p/run", **{param: file_id})
+    assert response.status_code in (400, 404), (response.status_code, response.text[:300])
+    assert "root:" not in response.text and FILE_SECRET not in response.text
+
+
+def test_the_planted_file_is_never_served_by_id_or_by_sha(files_client):
+    client, kept, _, planted = files_client
+    assert get(client, "/api/file", prefix="p/run", id=planted["id"]).status_code == 404
+    assert get(client, "/api/file", prefix="p/run", sha=planted["checksum"]).status_code == 404
+    assert get(client, "/api/file", prefix="p/run", id=kept["id"]).text == "inside"  # so the 404 means something
+
+
+@pytest.mark.parametrize("view", ("", "text", "image", "download"))
+def test_a_hostile_html_file_is_only_an_attachment(files_client, view):
+    client, _, page, _ = files_client
+    response = get(client, "/api/file", prefix="p/run", id=page["id"], view=view)
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/octet-stream"
+    disposition = response.headers["content-disposition"]
+    assert disposition.startswith("attachment; filename=\"") and "<" not in disposition.split("filename*=")[0]
+    assert response.headers["x-content-type-options"] == "nosniff"
+    assert "sandbox" in response.headers["content-security-policy"]
+
+
+@pytest.mark.parametrize("name", BAD + ["../../outside/run/metrics/loss"], ids=lambda v: repr(v)[:30])
+def test_a_bad_media_series_name_is_refused(files_client, name):
+    response = get(files_client[0], "/api/media", prefix="p/run", name=name)
+    assert response.status_code in (400, 404), (response.status_code, response.text[:300])
+
+
+def test_a_caption_comes_back_as_data(files_client):
+    body = get(files_client[0], "/api/media", prefix="p/run", name="samples").json()
+    assert body["fields"]["image"]["points"][0]["caption"] == "<script>x</script>"
