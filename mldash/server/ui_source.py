@@ -117,3 +117,26 @@ class ServerSource:
 
     def read_console(self, prefix: str, start_index: int = 0, limit: int = 1000) -> dict:
         return self.store.read_console(self._id(prefix), start_index, limit)
+
+    def list_files(self, prefix: str) -> list[dict]:
+        """The run's live saved files (ml-dash records), for the dashboard's Files section."""
+        exp_id, out, offset = self._id(prefix), [], 0
+        try:
+            while True:
+                page = self.store.files.list(exp_id, limit=10_000, offset=offset)
+                out.extend(page["files"])
+                offset += 10_000
+                if not page.get("has_more"):
+                    return out
+        except NotFound:
+            raise KeyError(prefix) from None
+
+    def open_file(self, prefix: str, file_id: str):
+        """(record, read(start, end)) of a live file of this run whose bytes are uploaded;
+        KeyError otherwise (an id of another experiment's file included)."""
+        try:
+            record, key, size = self.store.files.get(self._id(prefix), file_id)
+        except (NotFound, ValueError):
+            raise KeyError("file") from None
+        record = dict(record, sizeBytes=size)
+        return record, lambda start, end: self.store.blobs.stream(key, start, end)
