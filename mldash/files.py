@@ -416,10 +416,16 @@ class RunFiles:
         try:
             tmp = self._begin()
             work = _Copying(self, tmp, prefix, name, fields, _content_type(name), source)
-            copy = lambda out, on_progress: _copy_fd(src, out, on_progress, info.st_size)  # noqa: E731
-            # Waiting: hash while copying (the two run side by side). Not waiting: copy
-            # alone, at the disk's speed, and hash the copy afterwards in the background.
-            return work.run(copy, wait, stream=wait and info.st_size > _SMALL)
+            # Waiting: hash while copying (the two run side by side), the disk writing
+            # behind. Not waiting: the copy alone, at the page cache's speed (as
+            # shutil.copyfile: one sendfile), then the hash and the disk in the background.
+            stream = wait and info.st_size > _SMALL
+
+            def copy(out: int, on_progress) -> int:
+                return _copy_fd(src, out, on_progress, info.st_size, piece=_PIECE if stream else 1 << 30,
+                                writeback=stream)
+
+            return work.run(copy, wait, stream=stream)
         finally:
             os.close(src)
 
@@ -540,6 +546,7 @@ class _Copying:
                 raise StorageError(f"mldash could not store {self.what!r} in {self.store.folder}: {error}") from error
             return self.store.commit(self.tmp, checksum, size, self.prefix, self.name, self.fields, self.content_type)
         if not stream:
+            hasher.writeback = True
             hasher.start()
         future: concurrent.futures.Future = concurrent.futures.Future()
         future.set_running_or_notify_cancel()
@@ -578,6 +585,7 @@ class _Hasher:
         self._stopped = False
         self._error: BaseException | None = None
         self._cond = threading.Condition()
+        self.writeback = False  # start the disk's write of each piece hashed (a background save)
         self._thread = threading.Thread(target=self._run, name="mldash-file-hash", daemon=True)
 
     def start(self) -> None:
@@ -610,7 +618,7 @@ class _Hasher:
     def _run(self) -> None:
         buf = bytearray(_READ)
         view = memoryview(buf)
-        done = 0
+        done = flushed = 0
         try:
             while True:
                 with self._cond:
@@ -625,6 +633,9 @@ class _Hasher:
                         raise OSError(errno.EIO, f"the copy is shorter than the {limit:,} bytes written")
                     self.sha.update(view[:n])
                     done += n
+                    if self.writeback and done - flushed >= _PIECE:
+                        start_writeback(self.fd, flushed, done - flushed)  # the fsync after waits for less
+                        flushed = done
                 if final and done >= limit:
                     return
         except BaseException as error:
@@ -655,22 +666,24 @@ def start_writeback(fd: int, offset: int, length: int) -> None:
         _sync_file_range(fd, offset, length, 2)  # SYNC_FILE_RANGE_WRITE
 
 
-def _copy_fd(src: int, out: int, on_progress, size_hint: int) -> int:
-    """Copy ``src`` to ``out`` in the kernel (``sendfile``), telling ``on_progress`` how
-    far it got after each piece; a plain read/write loop where sendfile cannot."""
+def _copy_fd(src: int, out: int, on_progress, size_hint: int, piece: int = _PIECE, writeback: bool = True) -> int:
+    """Copy ``src`` to ``out`` in the kernel (``sendfile``), ``piece`` bytes a call, telling
+    ``on_progress`` how far it got after each (and with ``writeback``, starting the disk's
+    write of it); a plain read/write loop where sendfile cannot."""
     if size_hint <= _SMALL:
         return _copy_plain(src, out, on_progress, size_hint)
     offset = 0
     while True:
         try:
-            n = os.sendfile(out, src, offset, _PIECE)
+            n = os.sendfile(out, src, offset, piece)
         except OSError as error:
             if offset == 0 and error.errno in (errno.EINVAL, errno.ENOSYS, errno.ENOTSOCK, errno.EOPNOTSUPP, errno.EXDEV):
                 return _copy_plain(src, out, on_progress, size_hint)
             raise
         if n == 0:
             return offset
-        start_writeback(out, offset, n)
+        if writeback:
+            start_writeback(out, offset, n)
         offset += n
         on_progress(offset)
 
