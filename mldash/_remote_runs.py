@@ -1,13 +1,11 @@
-"""``mldash.runs(..., remote=URL)``: a server's experiments, filtered here, for now.
+"""``mldash.runs(..., remote=URL)``: a server's experiments in the shapes of local runs.
 
-The server's list endpoint does not take the filter language yet (its SQL
-compiler is built on ``_filter``'s AST next), so this lists the experiments
-(of ``project``, when given) and evaluates the filter client-side. The list
-carries each run's parameters and the last point of each series; the summary
-is read per run when a filter or the table asks for it, and a series' min and
-max by reading the whole series from the server, so filters on
-``metrics.<name>.min|max`` and ``to_pandas()`` of the runs table cost one
-series read each.
+The server runs the filter (in SQL, from ``_filter``'s grammar) and lists each
+run with its parameters, summary, the last point of each series and each
+series' headline statistics (``metric_stats``: key, last, min, max), so the
+runs table needs no further request. Series points, logs and the console are
+read from the server when asked for. A server too old to send ``metric_stats``
+has a series' min and max computed here, from the whole series.
 """
 
 from __future__ import annotations
@@ -24,15 +22,19 @@ _PAGE = 100_000
 class _RemoteStats:
     """A series' last, min and max as ``_runs.SeriesStats.value`` gives them."""
 
-    def __init__(self, metric: "RemoteMetric", last: dict | None) -> None:
+    def __init__(self, metric: "RemoteMetric", last: dict | None, stats: dict | None = None) -> None:
         self.metric = metric
         self.last = last
+        self.stats = stats if isinstance(stats, dict) and "key" in stats else None
         self._lows: dict | None = None
         self._highs: dict | None = None
 
     def value(self, agg: str) -> Any:
         from ._runs import headline_key
 
+        if self.stats is not None:  # the server's own headline statistics
+            value = self.stats.get(agg)
+            return _filter.MISSING if value is None else value
         if not self.last:
             return _filter.MISSING
         key = headline_key(self.last.get("data") or {})
@@ -127,7 +129,8 @@ class RemoteRun:
 
     def _summary_document(self) -> dict:
         if self._summary is None:
-            self._summary = self._reader().read_document(SUMMARY_FILE)
+            summary = self._row.get("summary")
+            self._summary = summary if "metric_stats" in self._row else self._reader().read_document(SUMMARY_FILE)
         return self._summary
 
     @property
@@ -163,7 +166,8 @@ class RemoteRun:
         stats = self._stats.get(name)
         if stats is None:
             last = (self._row.get("metrics") or {}).get(name)
-            stats = self._stats[name] = _RemoteStats(self.metrics(name), last)
+            headline = (self._row.get("metric_stats") or {}).get(name)
+            stats = self._stats[name] = _RemoteStats(self.metrics(name), last, headline)
         return stats
 
     def metric_stats(self) -> dict:
@@ -185,11 +189,12 @@ class RemoteRun:
         return f"RemoteRun({self.prefix!r}, status={self.status!r})"
 
 
-def remote_runs(node, url: str, token: str | None, project: str | None) -> list[RemoteRun]:
-    """The server's runs (of ``project``) that pass ``node``, in prefix order."""
+def remote_runs(text: str | None, url: str, token: str | None, project: str | None) -> list[RemoteRun]:
+    """The server's runs (of ``project``) that pass the filter ``text``, in prefix order;
+    the server evaluates it."""
     from .remote.client import list_remote_experiments
 
-    rows = list_remote_experiments(url, token, project=project)
-    found = [run for run in (RemoteRun(row, url, token) for row in rows) if _filter.matches(node, run._lookup)]
-    return sorted(found, key=lambda run: run.prefix or "")
+    has_filter = text is not None and text.strip()
+    rows = list_remote_experiments(url, token, project=project, filter=text if has_filter else None)
+    return sorted((RemoteRun(row, url, token) for row in rows), key=lambda run: run.prefix or "")
 

@@ -660,7 +660,7 @@ def runs(
     if remote is not None:
         from ._remote_runs import remote_runs
 
-        return Runs(remote_runs(node, _settings.remote(remote), _settings.token(token), project), filter)
+        return Runs(remote_runs(filter, _settings.remote(remote), _settings.token(token), project), filter)
     root_path = _settings.root(root)
     if not os.path.isdir(root_path):
         raise FileNotFoundError(f"no runs under {root_path}: the folder does not exist (root= or $MLDASH_ROOT)")
