@@ -20,7 +20,7 @@ from .._naming import split_path
 from ._errors import Collision, NotFound, no_experiment
 from ._files import file_record_count
 from ._filter_sql import BadFilter, compile_filter, parse
-from ._metrics import headlines, latest_points, series_totals
+from ._metrics import listing_series, series_totals
 from ._records import checkpoint_list, console_count
 from ._validation import check_namespace, checked, document, experiment_meta, finite
 from .schema import experiments, series
@@ -98,8 +98,9 @@ class Experiments:
             record = _record(row._mapping)
             record["params"] = row.params
             record["summary"] = row.summary
-            record["metrics"] = latest_points(conn, [exp_id]).get(exp_id, {})
-            record["metric_stats"] = headlines(conn, [exp_id]).get(exp_id, {})
+            latest, stats = listing_series(conn, [exp_id])
+            record["metrics"] = latest.get(exp_id, {})
+            record["metric_stats"] = stats.get(exp_id, {})
             record["checkpoints"] = checkpoint_list(conn, exp_id)
         return record
 
@@ -139,7 +140,7 @@ class Experiments:
                 .offset(offset)
             ).all()
             ids = [r.id for r in rows]
-            latest, stats = latest_points(conn, ids), headlines(conn, ids)
+            latest, stats = listing_series(conn, ids)
         out = []
         for row in rows:
             record = _record(row._mapping)

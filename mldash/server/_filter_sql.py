@@ -286,8 +286,9 @@ class _PgJson(_Value):
         return case((self.kind == "number", plain), (self.kind == "object", tagged), else_=false())
 
     def list_any(self, fn):
-        items = func.jsonb_array_elements(self.j).table_valued("value").alias("item")
-        found = select(literal(1)).select_from(items).where(_never_null(fn(_PgJson(items.c.value)))).correlate(experiments).exists()
+        array = case((self.kind == "array", self.j), else_=_jsonb("[]"))  # never a scalar, whatever runs first
+        items = func.jsonb_array_elements(array).table_valued("value").alias("item")
+        found = select(literal(1)).select_from(items).where(_never_null(fn(_PgJson(items.c.value)))).correlate_except(items).exists()
         return case((self.kind == "array", found), else_=false())
 
 
@@ -344,10 +345,10 @@ class _SqliteJson(_Value):
         return case((self.kind == "integer", integer), (self.kind == "real", real), (self.kind == "object", tagged), else_=false())
 
     def list_any(self, fn):
-        array = self.atom
+        array = case((self.kind == "array", self.atom), else_=literal("[]"))  # never malformed, whatever runs first
         items = func.json_each(array).table_valued("type", "value", "fullkey").alias("item")
         item = _SqliteJson(items.c.type, items.c.value, lambda: array.op("->")(items.c.fullkey))
-        found = select(literal(1)).select_from(items).where(_never_null(fn(item))).correlate(experiments).exists()
+        found = select(literal(1)).select_from(items).where(_never_null(fn(item))).correlate_except(items).exists()
         return case((self.kind == "array", found), else_=false())
 
 
@@ -384,7 +385,7 @@ class _Compiler:
         c = experiments.c
         if key.scope in ("params", "summary"):
             return self.member(c.params if key.scope == "params" else c.summary, key.name)
-        if key.scope == "metrics":
+        if key.scope == "metrics":  # (leaf() reads series rows itself; this serves other callers)
             headline = (
                 select(series.c.headline)
                 .where(series.c.experiment_id == c.id, series.c.name == literal(key.name, Text))
@@ -452,7 +453,24 @@ class _Compiler:
         return _never_null(self.leaf(node))
 
     def leaf(self, node):
-        value = self.value(node.key)
+        if node.key.scope == "metrics":
+            return self.metric_leaf(node)
+        return self.test(node, self.value(node.key))
+
+    def metric_leaf(self, node):
+        """A test of a series' headline value: the series row (one at most, by its
+        unique name) is read once, as ``EXISTS (... AND test(headline))``; a run
+        without the series gets what the Python evaluator gives a missing key."""
+        row = series.alias("s")
+        mine = and_(row.c.experiment_id == experiments.c.id, row.c.name == literal(node.key.name, Text))
+        test = self.test(node, self.member(row.c.headline, node.key.agg))
+        found = select(literal(1)).select_from(row).where(mine, _never_null(test)).correlate(experiments).exists()
+        if not _filter.matches(node, lambda _key: _filter.MISSING):
+            return found
+        absent = not_(select(literal(1)).select_from(row).where(mine).correlate(experiments).exists())
+        return or_(found, absent)
+
+    def test(self, node, value: _Value):
         tags = node.key == _filter.Key("run", "tags")
         cls = node.__class__
         if cls is _filter.Compare:

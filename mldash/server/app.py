@@ -216,9 +216,10 @@ def create_app(store: Store, *, auth: str = "auto", max_body: int = MAX_BODY, ui
     ):
         if status is not None and status not in STATUSES:
             raise StoreError(f"status must be one of {', '.join(STATUSES)}, got {status!r}")
-        return store.list_experiments(
+        listed = store.list_experiments(
             readable(scope, namespace), _text(project, "project"), status, _text(q, "q"), limit, offset, filter
         )
+        return JSONOut(listed)  # a Response: no jsonable_encoder walk over thousands of rows
 
     @app.get(f"{API}/experiments/keys")
     def filter_keys(namespace: Optional[str] = None, project: Optional[str] = Query(None, max_length=200), scope: Scope = Depends(caller)):
