@@ -416,14 +416,15 @@ class RunFiles:
         try:
             tmp = self._begin()
             work = _Copying(self, tmp, prefix, name, fields, _content_type(name), source)
-            # Waiting: hash while copying (the two run side by side), the disk writing
-            # behind. Not waiting: the copy alone, at the page cache's speed (as
-            # shutil.copyfile: one sendfile), then the hash and the disk in the background.
+            # Waiting: hash while copying (the two run side by side). Not waiting: the
+            # copy alone, at the page cache's speed (as shutil.copyfile: one sendfile),
+            # then the hash in the background. Either way the hasher starts the disk's
+            # write of what it hashed, off the caller's thread (that call may block on
+            # a busy disk), so the final fsync waits for little.
             stream = wait and info.st_size > _SMALL
 
             def copy(out: int, on_progress) -> int:
-                return _copy_fd(src, out, on_progress, info.st_size, piece=_PIECE if stream else 1 << 30,
-                                writeback=stream)
+                return _copy_fd(src, out, on_progress, info.st_size, piece=_PIECE if stream else 1 << 30)
 
             return work.run(copy, wait, stream=stream)
         finally:
@@ -546,7 +547,6 @@ class _Copying:
                 raise StorageError(f"mldash could not store {self.what!r} in {self.store.folder}: {error}") from error
             return self.store.commit(self.tmp, checksum, size, self.prefix, self.name, self.fields, self.content_type)
         if not stream:
-            hasher.writeback = True
             hasher.start()
         future: concurrent.futures.Future = concurrent.futures.Future()
         future.set_running_or_notify_cancel()
@@ -585,7 +585,7 @@ class _Hasher:
         self._stopped = False
         self._error: BaseException | None = None
         self._cond = threading.Condition()
-        self.writeback = False  # start the disk's write of each piece hashed (a background save)
+        self.writeback = True  # start the disk's write of each piece hashed (not for a copy out of the store)
         self._thread = threading.Thread(target=self._run, name="mldash-file-hash", daemon=True)
 
     def start(self) -> None:
@@ -666,10 +666,9 @@ def start_writeback(fd: int, offset: int, length: int) -> None:
         _sync_file_range(fd, offset, length, 2)  # SYNC_FILE_RANGE_WRITE
 
 
-def _copy_fd(src: int, out: int, on_progress, size_hint: int, piece: int = _PIECE, writeback: bool = True) -> int:
+def _copy_fd(src: int, out: int, on_progress, size_hint: int, piece: int = _PIECE) -> int:
     """Copy ``src`` to ``out`` in the kernel (``sendfile``), ``piece`` bytes a call, telling
-    ``on_progress`` how far it got after each (and with ``writeback``, starting the disk's
-    write of it); a plain read/write loop where sendfile cannot."""
+    ``on_progress`` how far it got after each; a plain read/write loop where sendfile cannot."""
     if size_hint <= _SMALL:
         return _copy_plain(src, out, on_progress, size_hint)
     offset = 0
@@ -682,8 +681,6 @@ def _copy_fd(src: int, out: int, on_progress, size_hint: int, piece: int = _PIEC
             raise
         if n == 0:
             return offset
-        if writeback:
-            start_writeback(out, offset, n)
         offset += n
         on_progress(offset)
 
@@ -707,6 +704,7 @@ def _copy_to(src: int, dest: str) -> tuple[str, int]:
     """A verified copy out of the store: (SHA-256 of what was written, size)."""
     out = os.open(dest, os.O_RDWR | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0), 0o644)
     hasher = _Hasher(out)
+    hasher.writeback = False
     try:
         hasher.start()
         size = _copy_fd(src, out, hasher.advance, os.fstat(src).st_size)

@@ -248,9 +248,10 @@ def add_file_routes(app: FastAPI, store, *, caller, for_experiment, read_json, r
 
             async def put(data: bytearray) -> None:
                 if up.write_here:  # a local file: written at once (into the page cache), hashed by the worker
+                    start = up.received
                     for done in up.write(data):
-                        if hasher is not None:
-                            await submit(hasher.update, done)
+                        await submit(_hash_and_flush, up, hasher, done, start)
+                        start += len(done)
                 else:  # an upload to S3: the worker sends the parts
                     await submit(_write, up, hasher, data)
 
@@ -326,6 +327,12 @@ def _write(up, hasher, data) -> None:
     for piece in up.write(data):
         if hasher is not None:
             hasher.update(piece)
+
+
+def _hash_and_flush(up, hasher, data, offset: int) -> None:
+    if hasher is not None:
+        hasher.update(data)
+    up.writeback(offset, len(data))
 
 
 def _durable(up, hasher, final: bool) -> None:

@@ -109,9 +109,13 @@ class LocalUpload:
         view = memoryview(data)
         while view:
             view = view[os.write(self.fd, view):]
-        start_writeback(self.fd, self.received, len(data))  # the final fsync then waits for little
         self.received += len(data)
         return [data]
+
+    def writeback(self, offset: int, length: int) -> None:
+        """Start the disk's write of these bytes (off the event loop: it may block), so
+        that the fsync at the end waits for little."""
+        start_writeback(self.fd, offset, length)
 
     def durable(self, final: bool = False) -> list:
         """fsync: ``received`` bytes survive a crash from now on. Returns the pieces that

@@ -148,7 +148,7 @@ def test_a_save_starts_the_run_and_one_after_finish_resumes_it_like_a_log(root, 
     assert exp.status == "COMPLETED"
     exp.files(file_path=str(blob(tmp_path, "b.txt", 10))).save()
     assert exp.status == "RUNNING"
-    assert mldash.Experiment("files/lifecycle", root=root).info()["sessions"] == 2
+    assert exp.info()["sessions"] == 2  # after the writer recorded the resume
     exp.finish()
 
 
