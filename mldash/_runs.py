@@ -90,8 +90,9 @@ class _Cache:
             if not gone:
                 return
             for table in (self.documents, self.series, self.names):
-                for path in [p for p in table if _owner(p, gone)]:
-                    del table[path]
+                # list(): a reader in another thread may add to the table meanwhile
+                for path in [p for p in list(table) if _owner(p, gone)]:
+                    table.pop(path, None)
 
 
 _cache = _Cache()
@@ -105,6 +106,13 @@ def _owner(path: str, runs: set[str]) -> bool:
             return True
         parent = os.path.dirname(parent)
     return False
+
+
+def forget_under(base: str, seen: set[str]) -> None:
+    """Drop what was kept for the runs under ``base`` that a listing no longer finds
+    (``seen``: the run folders it found), as ``runs()`` does: a long-lived reader that
+    lists runs itself (the dashboard) keeps nothing of the runs removed meanwhile."""
+    _cache.forget_under(base, seen)
 
 
 def clear_cache() -> None:
@@ -201,10 +209,13 @@ def series_stats(folder: str) -> SeriesStats | None:
         return None
     with f:
         st = os.fstat(f.fileno())
-        if stats is not None and st.st_size >= stats.offset and stats.offset >= len(stats.tail):
-            f.seek(stats.offset - len(stats.tail))
-            if f.read(len(stats.tail)) != stats.tail:
-                stats = None  # not the lines we read: a rewritten file
+        if stats is not None:
+            if st.st_size < stats.offset:
+                stats = None  # rewritten shorter: the lines we read are gone
+            elif stats.offset >= len(stats.tail):
+                f.seek(stats.offset - len(stats.tail))
+                if f.read(len(stats.tail)) != stats.tail:
+                    stats = None  # not the lines we read: a rewritten file
         if stats is None:
             stats = SeriesStats()
             stats.dev, stats.ino = st.st_dev, st.st_ino

@@ -13,7 +13,9 @@ A filter (``list_experiments(filter=...)``, the dashboard's search box) reads ea
 run's documents from the row cache; ``metrics.<name>.min|max`` come from
 ``mldash._runs.series_stats`` (what ``mldash.runs`` uses: each series' minima and
 maxima kept by the data file's identity and extended by the lines appended since, so
-never a rescan per request, and the same values as ``mldash.runs(filter)``).
+never a rescan per request, and the same values as ``mldash.runs(filter)``); each
+listing drops those of the runs no longer found, so a long-lived dashboard whose runs
+are removed keeps no more than the runs there are.
 
 Big series are also kept on disk (``mldash.ui.colcache``, outside ROOT), so a
 restarted dashboard reads their columns back instead of parsing again, and a
@@ -54,7 +56,7 @@ from .._runfolder import (
     resolve,
 )
 from .._runfolder import metric_names as _metric_names
-from .._runs import series_stats
+from .._runs import forget_under, series_stats
 from .colcache import ColumnCache
 from .loading import (
     CACHE_MIN_BYTES,
@@ -136,6 +138,7 @@ class LocalSource:
             rows.append(row)
         for path in set(self._rows) - seen:
             self._rows.pop(path, None)
+        forget_under(self.root, seen)  # the series statistics of removed runs, as mldash.runs()
         return rows
 
     def get_experiment(self, prefix: str) -> dict:

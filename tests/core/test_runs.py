@@ -170,6 +170,21 @@ def test_nothing_stale_is_returned_after_files_change_behind_the_cache(root):
     assert prefixes(mldash.runs("params.lr = 3", root=root)) == ["p/x"]
 
 
+def test_a_series_rewritten_shorter_is_read_again_from_the_start(root):
+    make(root, "p/short", series={"loss": [{"value": v, "step": i} for i, v in enumerate([5.0, 3.0, 4.0])]})
+    run = mldash.runs(root=root)[0]
+    assert (run.value("metrics.loss.min"), run.value("metrics.loss.max")) == (3.0, 5.0)
+    data = root / "p" / "short" / "metrics" / "loss" / "data.jsonl"
+    first = data.read_bytes().split(b"\n")[0].replace(b"5.0", b"7.0") + b"\n"
+    inode = data.stat().st_ino
+    with open(data, "r+b") as f:  # rewritten in place, shorter than what was read
+        f.truncate(0)
+        f.write(first)
+    assert data.stat().st_ino == inode
+    assert (run.value("metrics.loss.min"), run.value("metrics.loss.max"), run.value("metrics.loss.last")) == (7.0, 7.0, 7.0)
+    assert len(run.metric_stats()) == 1 and run.metric_stats()["loss"].count == 1
+
+
 def test_a_removed_run_is_gone_and_forgotten(root):
     import shutil
 

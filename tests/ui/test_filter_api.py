@@ -181,6 +181,33 @@ def test_min_and_max_follow_a_growing_and_a_rewritten_series(tmp_path):
         source.close()
 
 
+def test_a_series_rewritten_shorter_and_removed_runs_are_forgotten(tmp_path):
+    import shutil
+
+    from mldash import _runs
+
+    root = str(tmp_path)
+    for name in ("keep", "gone"):
+        with mldash.Experiment(f"p/{name}", root=root, system_metrics=False) as exp:
+            exp.metrics("loss").append_batch([{"value": v, "step": i} for i, v in enumerate([5.0, 3.0, 4.0])])
+    source = LocalSource(root, cache=False, warm=False)
+    try:
+        assert len(source.list_experiments(filter="metrics.loss.min = 3 and metrics.loss.max = 5")) == 2
+        data = os.path.join(root, "p", "keep", "metrics", "loss", "data.jsonl")
+        with open(data, "rb") as f:
+            first = f.read().split(b"\n")[0].replace(b"5.0", b"7.0") + b"\n"
+        with open(data, "r+b") as f:  # rewritten in place, shorter than what was read
+            f.truncate(0)
+            f.write(first)
+        assert [r["prefix"] for r in source.list_experiments(filter="metrics.loss.min = 7")] == ["p/keep"]
+        assert any(os.sep + "gone" + os.sep in p for p in _runs._cache.series)
+        shutil.rmtree(os.path.join(root, "p", "gone"))
+        assert len(source.list_experiments()) == 1  # a long-lived dashboard keeps nothing of a removed run
+        assert not any(os.sep + "gone" + os.sep in p for p in _runs._cache.series)
+    finally:
+        source.close()
+
+
 def test_a_listing_reads_series_only_for_min_and_max(tmp_path, monkeypatch):
     import mldash.ui.local as local
 
