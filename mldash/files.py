@@ -61,7 +61,7 @@ from ._filestore import (
     track,
 )
 from ._hooks import RunHooks
-from ._runfolder import locked, pid_alive
+from ._runfolder import META_FILE, locked, pid_alive
 from ._writer import StorageError
 
 _SMALL = 4 << 20  # copied and hashed in one go on the caller's thread
@@ -354,7 +354,8 @@ class RunFiles:
 
     # ---- reading ------------------------------------------------------------------------
     def _remote(self):
-        if os.path.exists(self.folder):
+        """The server's reader when the run has no local copy (as the other reads do)."""
+        if os.path.exists(self.folder) or os.path.exists(os.path.join(self.path, META_FILE)):
             return None
         return self._hooks.remote()
 
@@ -481,6 +482,10 @@ class RunFiles:
         return public(record)
 
     def delete(self, file_id: str) -> dict:
+        if not any(f["id"] == file_id for f in fold(read_records(self.path))):
+            # Checked before the run starts: deleting must not create a local run.
+            where = "" if self._remote() is None else " (a run with no local copy: delete it where it was recorded)"
+            raise MissingFile(errno.ENOENT, f"no file with id {file_id!r} in {self.prefix}{where}")
         self._hooks.start()
         try:
             with locked(self.index):

@@ -85,6 +85,9 @@ def test_a_remote_run_uploads_its_files_and_a_reader_elsewhere_gets_them(server,
     assert reader.files(prefix="/models").list() == [saved]
     out = reader.files(file_id=saved["id"]).download(dest_path=str(tmp_path / "back.pt"))
     assert sha(out) == saved["checksum"] and not os.path.exists(reader.path)
+    with pytest.raises(FileNotFoundError, match="no local copy"):
+        reader.files(file_id=saved["id"]).delete()
+    assert not os.path.exists(reader.path)  # deleting did not start a local run
     assert sum(1 for s, _o, _n in sent if s == saved["checksum"]) == 1, sent  # its bytes went once
 
 
