@@ -503,3 +503,34 @@ def test_cuda_tensors_are_logged_without_a_device_sync(exp):
     h = point["weights"]
     assert h["count"] == 100_000 and sum(h["counts"]) == 100_000
     assert h["min"] == pytest.approx(w.min().item()) and h["max"] == pytest.approx(w.max().item())
+
+
+def test_an_image_of_an_array_is_made_while_another_thread_is_still_importing_pil(exp, monkeypatch):
+    import types
+
+    monkeypatch.setitem(sys.modules, "PIL.Image", types.ModuleType("PIL.Image"))  # partly initialized: no Image yet
+    image = mldash.Image(rgb())
+    assert image.width == 24
+
+
+def test_snapshot_memory_is_cut_from_slabs_and_reused_once_the_writer_is_done_with_it(exp):
+    buffers = _media._Buffers()
+    buffers.SLAB = 1 << 20
+    cuts = [buffers.take(np, 100_000) for _ in range(10)]  # ten fit in one slab, the next starts another
+    first = cuts[0].base
+    assert first is not None and all(c.base is first for c in cuts)
+    eleventh = buffers.take(np, 100_000)
+    assert eleventh.base is not None and eleventh.base is not first
+    for cut in cuts:
+        buffers.give(cut)
+    assert buffers._spare == [first]  # every cut back: kept, warm
+    buffers.give(eleventh)
+    for _ in range(9):
+        buffers.take(np, 100_000)
+    assert buffers.take(np, 100_000).base is first  # the full slab is replaced by the spare one
+    assert buffers.take(np, 200_000).base is None  # a big buffer has memory of its own
+    # the run's own: a snapshot's buffer is given back when its image is encoded
+    image = mldash.Image(rgb())
+    buffer = image._buffer
+    image.encode()
+    assert image._buffer is None and image._data is None and buffer is not None
