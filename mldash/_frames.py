@@ -198,7 +198,7 @@ def _fast_block(pa, block: bytes, cut: int, first: dict):
 
 def _slow_block(pa, lines: list[bytes], tagged: bool, first_index: int):
     """Columns for any block, point by point (what ``read()`` decodes, the same way)."""
-    from ._runs import _rows
+    from ._series_stats import _rows
 
     rows = _rows(lines, tagged)
     kept = [(first_index + i, row) for i, row in enumerate(rows) if row is not None]
@@ -344,7 +344,7 @@ def history(path: str, names: Iterable[str] | None = None, x: str = "step"):
     Without ``names``, every series of the run that has ``x`` (with x="step": the
     series with a ``step`` field); a series named that lacks ``x`` is a ValueError.
     """
-    from ._runs import _metric_names
+    from ._read_cache import _metric_names
 
     return joined_history(lambda name: series_frame(metric_folder(path, name)), _metric_names(path), names, x)
 
@@ -357,7 +357,7 @@ def joined_history(frame_of, all_names: list[str], names: Iterable[str] | None, 
     import pandas as pd
 
     from ._naming import metric_parts
-    from ._runs import headline_key
+    from ._series_stats import headline_key
 
     explicit = names is not None
     if names is None:

@@ -30,7 +30,7 @@ class _RemoteStats:
         self._highs: dict | None = None
 
     def value(self, agg: str) -> Any:
-        from ._runs import headline_key
+        from ._series_stats import headline_key
 
         if self.stats is not None:  # the server's own headline statistics
             value = self.stats.get(agg)

@@ -8,11 +8,10 @@
 A reader: it never imports the write side (experiment.py, _writer.py) and never
 writes inside the root. What it reads it keeps in memory, keyed by each file's
 identity (device, inode, size, times), so a second ``runs()`` over 10,000 runs
-costs a few ``stat`` calls a run; a series' min and max are kept with the offset
-they were computed up to, and only lines appended since are read. A file whose
-identity changed is read again, so nothing stale is returned; a file changed in
-the last two seconds is always read again (a change within one tick of the
-file system's clock keeps its time).
+costs a few ``stat`` calls a run (``mldash._read_cache``); a series' min and max are
+kept with the offset they were computed up to, and only lines appended since are
+read (``mldash._series_stats``). A file whose identity changed is read again, so
+nothing stale is returned.
 """
 
 from __future__ import annotations
@@ -20,16 +19,13 @@ from __future__ import annotations
 import copy
 import os
 import socket
-import threading
 import time
 from typing import Any, Iterable, Iterator, Sequence
 
-import orjson
-
-from . import _codec, _filter, _settings
+from . import _filter, _settings
 from ._naming import check_part, metric_parts
+from ._read_cache import _cache, _document, _metric_names
 from ._runfolder import (
-    DATA_FILE,
     LOGS_DIR,
     META_FILE,
     METRICS_DIR,
@@ -40,263 +36,20 @@ from ._runfolder import (
     metric_folder,
     pid_alive,
     read_checkpoints,
-    read_document,
     read_log_records,
     read_series,
 )
 from ._series import SeriesReader
+from ._series_stats import SeriesStats, series_stats
 
-_RECENT_NS = 2_000_000_000  # files changed this recently are read again
-_BLOCK = 16 << 20
-_TAIL = 64
 _HOST = socket.gethostname()
 _PARAMS_TAIL = os.sep + PARAMS_FILE.replace("/", os.sep)
 _SUMMARY_TAIL = os.sep + SUMMARY_FILE
 
 
-# ---- what is kept between calls -----------------------------------------------------
-def _identity(st: os.stat_result) -> tuple:
-    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-
-
-def _recent(st: os.stat_result) -> bool:
-    return st.st_mtime_ns > time.time_ns() - _RECENT_NS
-
-
-class _Cache:
-    """Parsed documents, series statistics and metric names, by path."""
-
-    def __init__(self) -> None:
-        self.documents: dict[str, tuple[tuple, dict]] = {}
-        self.series: dict[str, "SeriesStats"] = {}
-        self.names: dict[str, tuple[tuple, list[str]]] = {}
-        self.known: set[str] = set()  # run folders seen by the last listings
-        self.lock = threading.Lock()
-
-    def clear(self) -> None:
-        with self.lock:
-            self.documents.clear()
-            self.series.clear()
-            self.names.clear()
-            self.known.clear()
-
-    def forget_under(self, base: str, seen: set[str]) -> None:
-        """Drop what was kept for runs under ``base`` that are gone."""
-        base = base.rstrip(os.sep) + os.sep
-        with self.lock:
-            gone = {run for run in self.known if run.startswith(base) and run not in seen}
-            self.known.difference_update(gone)
-            self.known.update(seen)
-            if not gone:
-                return
-            for table in (self.documents, self.series, self.names):
-                # list(): a reader in another thread may add to the table meanwhile
-                for path in [p for p in list(table) if _owner(p, gone)]:
-                    table.pop(path, None)
-
-
-_cache = _Cache()
-
-
-def _owner(path: str, runs: set[str]) -> bool:
-    """Whether ``path`` lies in one of the run folders ``runs``."""
-    parent = os.path.dirname(path)
-    while parent and parent != os.path.dirname(parent):
-        if parent in runs:
-            return True
-        parent = os.path.dirname(parent)
-    return False
-
-
-def forget_under(base: str, seen: set[str]) -> None:
-    """Drop what was kept for the runs under ``base`` that a listing no longer finds
-    (``seen``: the run folders it found), as ``runs()`` does: a long-lived reader that
-    lists runs itself (the dashboard) keeps nothing of the runs removed meanwhile."""
-    _cache.forget_under(base, seen)
-
-
-def clear_cache() -> None:
-    """Forget everything kept between calls (tests; a long-lived process that wants memory back)."""
-    _cache.clear()
-
-
 def _copy(document: dict) -> dict:
     """A copy a caller may change: values that are lists or dicts are copied too."""
     return {k: copy.deepcopy(v) if isinstance(v, (list, dict)) else v for k, v in document.items()}
-
-
-def _document(path: str, st: os.stat_result | None = None) -> dict:
-    """A JSON document, from memory while the file is the one read; {} when absent.
-    ``st``: the file's stat, when the caller just took it."""
-    if st is None:
-        try:
-            st = os.stat(path)
-        except FileNotFoundError:
-            _cache.documents.pop(path, None)
-            return {}
-    hit = _cache.documents.get(path)
-    if hit is not None and hit[0] == _identity(st) and not _recent(st):
-        return hit[1]
-    try:
-        with open(path, "rb") as f:
-            st = os.fstat(f.fileno())
-            data = f.read()
-    except FileNotFoundError:
-        return {}
-    document = _codec.loads(data) if data else {}
-    if not isinstance(document, dict):
-        raise ValueError(f"{path} does not hold a JSON object")
-    _cache.documents[path] = (_identity(st), document)
-    return document
-
-
-class SeriesStats:
-    """What a filter and the runs table need of one series, without keeping its points:
-    how many there are, the last one, and each numeric field's min and max (NaN left out)."""
-
-    __slots__ = ("dev", "ino", "size", "mtime_ns", "offset", "tail", "count", "last", "lows", "highs")
-
-    def __init__(self) -> None:
-        self.dev = self.ino = self.size = self.mtime_ns = self.offset = self.count = 0
-        self.tail = b""
-        self.last: dict | None = None
-        self.lows: dict[str, Any] = {}
-        self.highs: dict[str, Any] = {}
-
-    def headline_key(self) -> str | None:
-        """The field shown for the series: ``headline`` in _runfolder, by name."""
-        return headline_key(self.last["data"]) if self.last else None
-
-    def value(self, agg: str) -> Any:
-        key = self.headline_key()
-        if key is None:
-            return _filter.MISSING
-        if agg == "last":
-            return self.last["data"].get(key, _filter.MISSING)
-        table = self.lows if agg == "min" else self.highs
-        return table.get(key, _filter.MISSING)
-
-
-def headline_key(data: dict) -> str | None:
-    """The field ``_runfolder.headline`` shows: ``value``, else the first number that is
-    not step, epoch or timestamp, else the first field."""
-    if "value" in data:
-        return "value"
-    for key, value in data.items():
-        if key not in ("step", "epoch", "timestamp") and isinstance(value, (int, float)):
-            return key
-    return next(iter(data), None)
-
-
-def series_stats(folder: str) -> SeriesStats | None:
-    """The statistics of the series in ``folder`` (None when it has no data file),
-    reading only what was appended since the last call."""
-    path = folder + os.sep + DATA_FILE
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        _cache.series.pop(path, None)
-        return None
-    stats = _cache.series.get(path)
-    if stats is not None and (stats.dev, stats.ino) == (st.st_dev, st.st_ino):
-        if st.st_size == stats.size and st.st_mtime_ns == stats.mtime_ns and (stats.offset == st.st_size or not _recent(st)):
-            return stats
-    else:
-        stats = None
-    try:
-        f = open(path, "rb")
-    except FileNotFoundError:
-        return None
-    with f:
-        st = os.fstat(f.fileno())
-        if stats is not None:
-            if st.st_size < stats.offset:
-                stats = None  # rewritten shorter: the lines we read are gone
-            elif stats.offset >= len(stats.tail):
-                f.seek(stats.offset - len(stats.tail))
-                if f.read(len(stats.tail)) != stats.tail:
-                    stats = None  # not the lines we read: a rewritten file
-        if stats is None:
-            stats = SeriesStats()
-            stats.dev, stats.ino = st.st_dev, st.st_ino
-        else:
-            stats = _copy_stats(stats)  # a reader in another thread may hold the old one
-        _scan(f, stats, st.st_size)
-        stats.size, stats.mtime_ns = st.st_size, st.st_mtime_ns
-    _cache.series[path] = stats
-    return stats
-
-
-def _copy_stats(old: SeriesStats) -> SeriesStats:
-    new = SeriesStats()
-    for name in SeriesStats.__slots__:
-        setattr(new, name, getattr(old, name))
-    new.lows, new.highs = dict(old.lows), dict(old.highs)
-    return new
-
-
-def _scan(f, stats: SeriesStats, size: int) -> None:
-    """Fold the complete lines from ``stats.offset`` to ``size`` into ``stats``."""
-    f.seek(stats.offset)
-    pos = stats.offset
-    rest = b""
-    lows, highs = stats.lows, stats.highs
-    while pos < size:
-        block = f.read(min(_BLOCK, size - pos))
-        if not block:
-            break
-        pos += len(block)
-        block = rest + block
-        cut = block.rfind(b"\n") + 1
-        rest = block[cut:]
-        if not cut:
-            continue
-        complete = block[:cut]
-        lines = complete[:-1].split(b"\n")
-        rows = _rows(lines, _codec._TAG_BYTES in complete)
-        first = stats.count
-        stats.count += len(lines)
-        for row in rows:
-            if row is None:
-                continue
-            for key, value in row[1].items():
-                cls = value.__class__
-                if (cls is float or cls is int) and value == value:
-                    low = lows.get(key)
-                    if low is None or value < low:
-                        lows[key] = value
-                    high = highs.get(key)
-                    if high is None or value > high:
-                        highs[key] = value
-        for i in range(len(rows) - 1, -1, -1):
-            if rows[i] is not None:
-                t, data = rows[i]
-                stats.last = {"index": first + i, "timestamp": t / 1000, "data": data}
-                break
-        stats.offset += cut
-        stats.tail = complete[-_TAIL:] if len(complete) >= _TAIL else (stats.tail + complete)[-_TAIL:]
-
-
-def _rows(lines: list[bytes], tagged: bool) -> list:
-    """Stored lines as [ms, fields] rows; a damaged line is None (as read() skips it)."""
-    try:
-        rows = orjson.loads(b"[" + b",".join(lines) + b"]")
-    except orjson.JSONDecodeError:
-        rows = []
-        for line in lines:
-            try:
-                rows.append(orjson.loads(line))
-            except orjson.JSONDecodeError:
-                rows.append(None)
-    out = []
-    for row in rows:
-        if not (isinstance(row, list) and len(row) == 2 and isinstance(row[1], dict)):
-            out.append(None)
-            continue
-        if tagged:
-            row[1] = _codec.untag(row[1])
-        out.append(row)
-    return out
 
 
 def _series_folder(path: str, name: str) -> str:
@@ -340,44 +93,6 @@ def _find_runs(base: str) -> Iterator[tuple[str, os.stat_result]]:
 def _find_sorted(folders: list[str]) -> Iterator[tuple[str, os.stat_result]]:
     for folder in folders:
         yield from _find_runs(folder)
-
-
-def _metric_names(path: str) -> list[str]:
-    """Every series in the run at ``path``, sorted; the folders' times say when to look again."""
-    base = os.path.join(path, METRICS_DIR)
-    hit = _cache.names.get(base)
-    if hit is not None:
-        stamps, names = hit
-        try:
-            if all(os.stat(folder).st_mtime_ns == mtime for folder, mtime in stamps):
-                return names
-        except FileNotFoundError:
-            pass
-    stamps_list: list[tuple[str, int]] = []
-    names = []
-    trusted = True
-    limit = time.time_ns() - _RECENT_NS
-    todo = [base]
-    while todo:
-        folder = todo.pop()
-        try:
-            mtime = os.stat(folder).st_mtime_ns
-            entries = list(os.scandir(folder))
-        except (FileNotFoundError, NotADirectoryError):
-            continue
-        trusted = trusted and mtime < limit
-        stamps_list.append((folder, mtime))
-        for entry in entries:
-            if entry.name == DATA_FILE and folder != base:
-                names.append(os.path.relpath(folder, base).replace(os.sep, "/"))
-            elif not entry.name.startswith(".") and entry.is_dir(follow_symlinks=False):
-                todo.append(entry.path)
-    names.sort()
-    if trusted:
-        _cache.names[base] = (tuple(stamps_list), names)
-    else:
-        _cache.names.pop(base, None)
-    return names
 
 
 # ---- one run --------------------------------------------------------------------------

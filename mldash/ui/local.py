@@ -11,7 +11,7 @@ caches keep it fast on big roots and long series:
 
 A filter (``list_experiments(filter=...)``, the dashboard's search box) reads each
 run's documents from the row cache; ``metrics.<name>.min|max`` come from
-``mldash._runs.series_stats`` (what ``mldash.runs`` uses: each series' minima and
+``mldash._series_stats.series_stats`` (what ``mldash.runs`` uses: each series' minima and
 maxima kept by the data file's identity and extended by the lines appended since, so
 never a rescan per request, and the same values as ``mldash.runs(filter)``); each
 listing drops those of the runs no longer found, so a long-lived dashboard whose runs
@@ -56,7 +56,8 @@ from .._runfolder import (
     resolve,
 )
 from .._runfolder import metric_names as _metric_names
-from .._runs import forget_under, series_stats
+from .._series_stats import series_stats
+from .._read_cache import forget_under
 from .colcache import ColumnCache
 from .loading import (
     CACHE_MIN_BYTES,

@@ -50,7 +50,7 @@ import time
 from typing import Any, Callable, Protocol
 
 from .. import _codec, _filter
-from .._runs import headline_key  # the field a series is shown and filtered by, as mldash.runs
+from .._series_stats import headline_key  # the field a series is shown and filtered by, as mldash.runs
 
 
 class DataSource(Protocol):

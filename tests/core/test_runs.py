@@ -14,7 +14,8 @@ import time
 import pytest
 
 import mldash
-from mldash._runs import Run, clear_cache
+from mldash._read_cache import clear_cache
+from mldash._runs import Run
 
 pd = pytest.importorskip("pandas")
 pytest.importorskip("pyarrow")
@@ -188,13 +189,13 @@ def test_a_series_rewritten_shorter_is_read_again_from_the_start(root):
 def test_a_removed_run_is_gone_and_forgotten(root):
     import shutil
 
-    from mldash import _runs
+    from mldash import _read_cache
 
     make(root, "p/gone", {"lr": 1.0}, series={"loss": [{"value": 1.0}]})
     assert len(mldash.runs("metrics.loss.min = 1 and params.lr = 1", root=root)) == 1
     shutil.rmtree(root / "p" / "gone")
     assert len(mldash.runs(root=root)) == 0
-    assert not any("gone" in p for p in _runs._cache.documents) and not any("gone" in p for p in _runs._cache.series)
+    assert not any("gone" in p for p in _read_cache._cache.documents) and not any("gone" in p for p in _read_cache._cache.series)
 
 
 def test_a_half_written_run_is_skipped(root):
@@ -258,7 +259,7 @@ def test_readers_never_write_inside_the_root(three):
 
 def test_import_mldash_loads_neither_lark_pandas_nor_pyarrow():
     code = ("import sys, mldash\n"
-            "print([m for m in ('lark', 'pandas', 'pyarrow', 'polars', 'mldash._runs') if m in sys.modules])\n"
+            "print([m for m in ('lark', 'pandas', 'pyarrow', 'polars', 'mldash._runs', 'mldash._series_stats') if m in sys.modules])\n"
             "mldash.runs\n"
             "print([m for m in ('lark', 'pandas', 'pyarrow') if m in sys.modules])\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split("\n")

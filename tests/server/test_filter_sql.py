@@ -206,7 +206,7 @@ def _lookup(row: dict, key: _filter.Key):
 
 
 def series_stats(data_points: list[dict]) -> dict:
-    """A series' last/min/max of its headline field, by mldash._runs' rules, from its points."""
+    """A series' last/min/max of its headline field, by mldash._series_stats' rules, from its points."""
     if not data_points:
         return {}
     last = data_points[-1]["data"]

@@ -184,7 +184,7 @@ def test_min_and_max_follow_a_growing_and_a_rewritten_series(tmp_path):
 def test_a_series_rewritten_shorter_and_removed_runs_are_forgotten(tmp_path):
     import shutil
 
-    from mldash import _runs
+    from mldash import _read_cache
 
     root = str(tmp_path)
     for name in ("keep", "gone"):
@@ -200,10 +200,10 @@ def test_a_series_rewritten_shorter_and_removed_runs_are_forgotten(tmp_path):
             f.truncate(0)
             f.write(first)
         assert [r["prefix"] for r in source.list_experiments(filter="metrics.loss.min = 7")] == ["p/keep"]
-        assert any(os.sep + "gone" + os.sep in p for p in _runs._cache.series)
+        assert any(os.sep + "gone" + os.sep in p for p in _read_cache._cache.series)
         shutil.rmtree(os.path.join(root, "p", "gone"))
         assert len(source.list_experiments()) == 1  # a long-lived dashboard keeps nothing of a removed run
-        assert not any(os.sep + "gone" + os.sep in p for p in _runs._cache.series)
+        assert not any(os.sep + "gone" + os.sep in p for p in _read_cache._cache.series)
     finally:
         source.close()
 
