@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-
 from collections import OrderedDict, deque
 from concurrent.futures import ThreadPoolExecutor
 from typing import Optional
@@ -38,7 +37,6 @@ from starlette.requests import ClientDisconnect
 from .. import _filestore
 from ._errors import StoreError, Unavailable
 from ._files import blob_key
-from ._validation import checked
 
 API = "/api/v1"
 MAX_ID = 2**31 - 1
