@@ -11,6 +11,11 @@ plain data that a SQL compiler can walk; ``matches`` evaluates one against a run
 through a ``lookup(key)`` function. The grammar is on docs/analysis.md. lark does
 the parsing, imported on the first ``parse`` (``import mldash`` stays light).
 
+This module is the parser (the grammar, its callbacks, the errors with their caret)
+and where every name of the language is imported from: the AST is in
+``mldash._filter_ast``, what the tokens mean in ``mldash._filter_tokens``, the
+evaluator in ``mldash._filter_eval``.
+
 The semantics every evaluator must share (the server's SQL too):
 
 * Every comparison is two-valued, true or false, never unknown, so ``not`` flips
@@ -36,147 +41,54 @@ The semantics every evaluator must share (the server's SQL too):
 
 from __future__ import annotations
 
-import datetime as _dt
-import fnmatch
 import functools
-import math
 import re
 import threading
-from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Iterator, Union
+from typing import Any, Iterable
 
-# ---- the AST ------------------------------------------------------------------------
-RUN_KEYS = (
-    "prefix", "project", "folder", "name", "status", "tags", "description",
-    "created", "started", "ended", "duration",
+from ._filter_ast import (
+    AGGS,
+    COMPARE_OPS,
+    RUN_KEYS,
+    SCOPES,
+    STATUSES,
+    TIME_KEYS,
+    And,
+    Compare,
+    Contains,
+    Duration,
+    In,
+    Key,
+    Match,
+    Node,
+    Not,
+    Or,
+    Time,
+    Value,
+    keys_of,
+    keys_used,
+    walk,
 )
-TIME_KEYS = frozenset(("created", "started", "ended"))
-SCOPES = ("params", "summary", "metrics")
-AGGS = ("last", "min", "max")
-COMPARE_OPS = ("=", "!=", "<", "<=", ">", ">=")
-STATUSES = ("RUNNING", "COMPLETED", "FAILED", "CANCELLED")  # as _runfolder spells them
+from ._filter_eval import MISSING, compare, matches
+from ._filter_tokens import (
+    MAX_DEPTH,
+    MAX_NUMBER_CHARS,
+    _At,
+    _check_value,
+    _depth,
+    _Error,
+    _key,
+    _literal,
+)
+
+__all__ = [
+    "AGGS", "COMPARE_OPS", "MAX_CHARS", "MAX_DEPTH", "MAX_NUMBER_CHARS", "MISSING", "RUN_KEYS", "SCOPES",
+    "STATUSES", "TIME_KEYS", "And", "Compare", "Contains", "Duration", "FilterError", "In", "Key", "Match",
+    "Node", "Not", "Or", "Time", "Value", "compare", "keys_of", "keys_used", "matches", "parse", "walk",
+]
 
 MAX_CHARS = 100_000
-MAX_DEPTH = 100
-MAX_NUMBER_CHARS = 400
-_BARE_KEY = re.compile(r"""[^\s()\[\],=<>!~"']+""")
-
-
-@dataclass(frozen=True)
-class Key:
-    """What a comparison reads: ``scope`` is "run" (an attribute of the run, one of
-    RUN_KEYS), "params", "summary" or "metrics"; ``name`` the attribute, the
-    parameter or summary key (flattened with "."), or the metric's name;
-    ``agg`` "last", "min" or "max" for metrics (of the series' headline field)."""
-
-    scope: str
-    name: str
-    agg: str | None = None
-
-    @property
-    def text(self) -> str:
-        """The key as a filter spells it: ``params.lr``, ``metrics.val/loss.min``,
-        ``params."learning rate"``."""
-        if self.scope == "run":
-            return self.name
-        bare = _BARE_KEY.fullmatch(self.name) is not None
-        name = self.name if bare else '"' + self.name.replace("\\", "\\\\").replace('"', '\\"') + '"'
-        return f"{self.scope}.{name}" + (f".{self.agg}" if self.agg else "")
-
-
-@dataclass(frozen=True)
-class Time:
-    """A date or time literal (``2026-01-31``, ``2026-01-31T12:00Z``): epoch seconds;
-    a time without a zone is UTC."""
-
-    seconds: float
-    text: str
-
-
-@dataclass(frozen=True)
-class Duration:
-    """A duration literal (``90s``, ``10m``, ``1h30m``, ``2d``): seconds."""
-
-    seconds: float
-    text: str
-
-
-Value = Union[None, bool, int, float, str, Time, Duration]
-
-
-@dataclass(frozen=True)
-class Compare:
-    key: Key
-    op: str  # one of COMPARE_OPS
-    value: Value
-
-
-@dataclass(frozen=True)
-class In:
-    key: Key
-    values: tuple  # of Value
-
-
-@dataclass(frozen=True)
-class Contains:
-    key: Key
-    value: Value
-
-
-@dataclass(frozen=True)
-class Match:
-    key: Key
-    pattern: str
-    regex: bool  # False: a glob (``~``), True: a regular expression (``=~``)
-
-
-@dataclass(frozen=True)
-class Not:
-    operand: "Node"
-
-
-@dataclass(frozen=True)
-class And:
-    operands: tuple  # of Node, two or more
-
-
-@dataclass(frozen=True)
-class Or:
-    operands: tuple  # of Node, two or more
-
-
-Node = Union[Compare, In, Contains, Match, Not, And, Or]
-
-
-def walk(node: Node | None) -> Iterator[Node]:
-    """Every node of the tree, parents before children (no recursion)."""
-    todo = [node] if node is not None else []
-    while todo:
-        item = todo.pop()
-        yield item
-        if isinstance(item, (And, Or)):
-            todo.extend(reversed(item.operands))
-        elif isinstance(item, Not):
-            todo.append(item.operand)
-
-
-def keys_used(node: Node | None) -> set[Key]:
-    """The keys a filter reads (a reader loads only those parts of a run)."""
-    return {item.key for item in walk(node) if hasattr(item, "key")}
-
-
-def keys_of(params: Iterable[str] = (), summary: Iterable[str] = (), metrics: Iterable[str] = ()) -> list[str]:
-    """The keys a run offers a filter, spelled as a filter writes them (for completion):
-    the run's attributes, then ``params.*``, ``summary.*`` and ``metrics.<name>.last|min|max``.
-
-    >>> keys_of(params=["lr"], metrics=["val/loss"])[-4:]
-    ['params.lr', 'metrics.val/loss.last', 'metrics.val/loss.min', 'metrics.val/loss.max']
-    """
-    out = list(RUN_KEYS)
-    out += [Key("params", k).text for k in sorted(params)]
-    out += [Key("summary", k).text for k in sorted(summary)]
-    out += [Key("metrics", m, agg).text for m in sorted(metrics) for agg in AGGS]
-    return out
+_KEYWORDS = frozenset(("and", "or", "not", "in", "contains"))
 
 
 # ---- errors -------------------------------------------------------------------------
@@ -320,172 +232,6 @@ def _shown(token) -> str:
         return "the end of the filter"
     value = str(token)
     return repr(value if len(value) <= 40 else value[:40] + "...")
-
-
-class _Error(Exception):
-    """Raised inside the grammar's callbacks; becomes a FilterError."""
-
-    def __init__(self, position: int, reason: str) -> None:
-        self.position, self.reason = position, reason
-
-
-@dataclass(frozen=True)
-class _At:
-    """A parsed piece with where it starts (the callbacks' own currency)."""
-
-    item: Any
-    pos: int
-    depth: int = 0
-
-
-def _unquote(text: str, pos: int) -> str:
-    body = text[1:-1]
-    if "\\" not in body:
-        return body
-    out, i = [], 0
-    simple = {"\\": "\\", '"': '"', "'": "'", "n": "\n", "t": "\t", "r": "\r"}
-    while i < len(body):
-        c = body[i]
-        if c != "\\" or i + 1 >= len(body):
-            out.append(c)
-            i += 1
-            continue
-        nxt = body[i + 1]
-        if nxt in simple:
-            out.append(simple[nxt])
-            i += 2
-        elif nxt == "u" and re.fullmatch(r"[0-9A-Fa-f]{4}", body[i + 2 : i + 6]):
-            ch = chr(int(body[i + 2 : i + 6], 16))
-            if "\ud800" <= ch <= "\udfff" or ch == "\x00":
-                raise _Error(pos + 1 + i, f"\\u{body[i + 2 : i + 6]} is not allowed in a string (a NUL or a lone surrogate)")
-            out.append(ch)
-            i += 6
-        else:  # kept as written, so regular expressions read naturally: "\d+"
-            out.append(c)
-            i += 1
-    return "".join(out)
-
-
-_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-
-
-def _literal(token) -> Any:
-    kind, text, pos = token.type, str(token), token.start_pos
-    if kind == "NUMBER":
-        if len(text) > MAX_NUMBER_CHARS:
-            raise _Error(pos, f"a number of {len(text):,} characters; at most {MAX_NUMBER_CHARS} are allowed")
-        if re.fullmatch(r"[+-]?\d+", text):
-            return int(text)
-        value = float(text)
-        if math.isinf(value):
-            raise _Error(pos, f"the number {text[:40]} is out of range (beyond a float's)")
-        return value
-    if kind == "STRING":
-        return _unquote(text, pos)
-    if kind == "DURATION":
-        seconds = sum(float(n) * _UNITS[u] for n, _f, u in re.findall(r"(\d+(\.\d+)?)(ms|s|m|h|d|w)", text))
-        return Duration(seconds, text)
-    if kind == "DATE":
-        return _time(text, pos)
-    return {"TRUE": True, "FALSE": False, "NULL": None}[kind]
-
-
-def _time(text: str, pos: int) -> Time:
-    iso = text[:-1] + "+00:00" if text.endswith("Z") else text
-    try:
-        moment = _dt.datetime.fromisoformat(iso)
-    except ValueError as error:
-        raise _Error(pos, f"{text!r} is not a date or time: {error}") from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=_dt.timezone.utc)
-    return Time(moment.timestamp(), text)
-
-
-def _key(token) -> Key:
-    text, pos = str(token), token.start_pos
-    if token.type == "WORD":
-        name = text.lower()
-        if name in RUN_KEYS:
-            return Key("run", name)
-        if name in SCOPES:
-            raise _Error(pos, f"expected {name}.<key> (such as {name}.{'val/loss.min' if name == 'metrics' else 'lr'}), got {text!r}")
-        raise _Error(pos, f"unknown key {text!r}: expected params.<key>, summary.<key>, "
-                          f"metrics.<name>.last|min|max or one of {', '.join(RUN_KEYS)}")
-    scope, rest = text.split(".", 1)
-    agg = None
-    if token.type == "QPATH":
-        quote = rest[0]
-        end = _closing_quote(rest)
-        name = _unquote(rest[: end + 1], pos + len(scope) + 1)
-        if quote != '"' and quote != "'":
-            raise _Error(pos, "a quoted key")  # cannot happen: the terminal starts with a quote
-        tail = rest[end + 1 :]
-        if tail:
-            agg = tail[1:]
-    else:
-        name = rest
-        if scope == "metrics":
-            name, _, agg = rest.rpartition(".")
-    if scope == "metrics":
-        if not name or agg not in AGGS:
-            shown = Key("metrics", name or rest, "last").text
-            raise _Error(pos, f"a metrics key ends in .last, .min or .max, such as {shown}; got {text!r}")
-        from ._naming import metric_parts
-
-        try:
-            metric_parts(name)  # a name no series can have (say "../x") is refused, never read
-        except ValueError as error:
-            raise _Error(pos, str(error)) from None
-    elif agg is not None:
-        raise _Error(pos + len(text) - len(agg) - 1, f"only metrics keys take .{agg}; quote the whole key instead")
-    if not name:
-        raise _Error(pos, f"expected a key after {scope}.")
-    return Key(scope, name, agg)
-
-
-def _closing_quote(rest: str) -> int:
-    quote, i = rest[0], 1
-    while i < len(rest):
-        if rest[i] == "\\":
-            i += 2
-            continue
-        if rest[i] == quote:
-            return i
-        i += 1
-    return len(rest) - 1
-
-
-_ORDERING = ("<", "<=", ">", ">=")
-_KEYWORDS = frozenset(("and", "or", "not", "in", "contains"))
-
-
-def _check_value(key: Key, op: str, value: Any, pos: int) -> Any:
-    """The checks a filter gets before it runs: a status that exists, a date for a
-    time, no ordering on tags, bools or null."""
-    if key.scope == "run" and key.name == "status" and isinstance(value, str) and op in ("=", "!=", "in"):
-        upper = value.upper()
-        if upper not in STATUSES:
-            raise _Error(pos, f"status is one of {', '.join(STATUSES)}; got {value!r}")
-        return upper
-    if key.scope == "run" and key.name in TIME_KEYS and isinstance(value, str):
-        return _time(value, pos)
-    if key.scope == "run" and key.name == "duration" and isinstance(value, str):
-        raise _Error(pos, "expected a duration such as 10m, 1h30m or 90s, or a number of seconds")
-    if op in _ORDERING:
-        if value is None:
-            raise _Error(pos, "null can only be compared with = or !=")
-        if isinstance(value, bool):
-            raise _Error(pos, "true and false can only be compared with = or !=")
-        if key == Key("run", "tags"):
-            raise _Error(pos, "tags can be tested with =, !=, in, contains, ~ and =~, not ordered")
-    return value
-
-
-def _depth(at: _At, extra: int, pos: int) -> int:
-    depth = at.depth + extra
-    if depth > MAX_DEPTH:
-        raise _Error(pos, f"the filter nests more than {MAX_DEPTH} levels deep (parentheses, not, and, or)")
-    return depth
 
 
 class _Callbacks:
@@ -636,112 +382,3 @@ def _parse(text: str) -> Node:
     except UnexpectedEOF as error:
         raise FilterError(text, len(text), f"expected {_expected(error.expected)}, got the end of the filter") from None
     return result.item
-
-
-# ---- evaluation ---------------------------------------------------------------------
-class _Missing:
-    __slots__ = ()
-
-    def __repr__(self) -> str:
-        return "MISSING"
-
-    def __bool__(self) -> bool:
-        return False
-
-
-MISSING: Any = _Missing()  # what a lookup returns for a key the run does not have
-_TAGS = Key("run", "tags")
-
-
-def _kind(value: Any) -> str | None:
-    cls = value.__class__
-    if cls is bool:
-        return "bool"
-    if cls is int or cls is float or isinstance(value, (int, float)) and not isinstance(value, bool):
-        return "number"
-    if cls is str or isinstance(value, str):
-        return "string"
-    if isinstance(value, (list, tuple)):
-        return "list"
-    return None
-
-
-def _plain(value: Any) -> Any:
-    return value.seconds if isinstance(value, (Time, Duration)) else value
-
-
-_OPS: dict[str, Callable[[Any, Any], bool]] = {
-    "=": lambda a, b: a == b,
-    "!=": lambda a, b: a != b,
-    "<": lambda a, b: a < b,
-    "<=": lambda a, b: a <= b,
-    ">": lambda a, b: a > b,
-    ">=": lambda a, b: a >= b,
-}
-
-
-def compare(actual: Any, op: str, expected: Value) -> bool:
-    """One comparison under the rules at the top of this module."""
-    if expected is None:
-        absent = actual is MISSING or actual is None
-        return absent if op == "=" else (not absent) if op == "!=" else False
-    if actual is MISSING or actual is None:
-        return False
-    expected = _plain(expected)
-    kind = _kind(actual)
-    if kind is None or kind != _kind(expected):
-        return False
-    if op in _ORDERING and kind not in ("number", "string"):
-        return False
-    return _OPS[op](actual, expected)
-
-
-@functools.lru_cache(maxsize=1024)
-def _compiled(pattern: str, regex: bool) -> re.Pattern:
-    return re.compile(pattern if regex else fnmatch.translate(pattern), re.DOTALL if not regex else 0)
-
-
-def _matches_text(value: Any, node: Match) -> bool:
-    if not isinstance(value, str):
-        return False
-    compiled = _compiled(node.pattern, node.regex)
-    return (compiled.search(value) if node.regex else compiled.match(value)) is not None
-
-
-def matches(node: Node | None, lookup: Callable[[Key], Any]) -> bool:
-    """Whether a run passes the filter; ``lookup(key)`` returns the run's value for a
-    key, or ``MISSING``. None (no filter) passes everything."""
-    if node is None:
-        return True
-    return _eval(node, lookup)
-
-
-def _eval(node: Node, lookup: Callable[[Key], Any]) -> bool:
-    cls = node.__class__
-    if cls is And:
-        return all(_eval(n, lookup) for n in node.operands)
-    if cls is Or:
-        return any(_eval(n, lookup) for n in node.operands)
-    if cls is Not:
-        return not _eval(node.operand, lookup)
-    actual = lookup(node.key)
-    is_tags = node.key == _TAGS and isinstance(actual, (list, tuple))
-    if cls is Compare:
-        if is_tags and node.op in ("=", "!="):
-            has = any(compare(tag, "=", node.value) for tag in actual)
-            return has if node.op == "=" else not has
-        return compare(actual, node.op, node.value)
-    if cls is In:
-        if is_tags:
-            return any(compare(tag, "=", v) for tag in actual for v in node.values)
-        return any(compare(actual, "=", v) for v in node.values)
-    if cls is Contains:
-        if isinstance(actual, (list, tuple)):
-            return any(compare(item, "=", node.value) for item in actual)
-        value = _plain(node.value)
-        return isinstance(actual, str) and isinstance(value, str) and value in actual
-    if cls is Match:
-        if is_tags:
-            return any(_matches_text(tag, node) for tag in actual)
-        return _matches_text(actual, node)
-    raise TypeError(f"not a filter node: {node!r}")
