@@ -12,7 +12,8 @@ import pytest
 from starlette.testclient import TestClient
 
 import mldash
-from mldash.ui.app import content_disposition, create_app, parse_range
+from mldash.ui._files_api import content_disposition, parse_range
+from mldash.ui.app import create_app
 from mldash.ui.local import LocalSource
 
 HOSTILE = "<img src=x onerror=alert(1)>"
