@@ -136,7 +136,7 @@ class Metrics:
                     first_ts, last_ts = int(points[0][0]), int(points[-1][0])
                     new_total = total + len(points)
                     stats = self._caught_up(exp_id, name, Stats.load(stats_column), total)
-                    stats = stats.fold([p[1] for p in points], _codec._TAG_BYTES in blob)
+                    stats = self._resolved(exp_id, name, stats.fold([p[1] for p in points], _codec._TAG_BYTES in blob))
                     documents = (stats.dumps(), stats.headline_json())
                     if is_sqlite:
                         cursor.execute(sql["insert_batch"], (series_id, total, len(points), first_ts, last_ts, blob))
@@ -168,6 +168,8 @@ class Metrics:
         if known is None:  # statistics this process did not store: the general path reads them
             return None
         stats = known.fold([p[1] for p in points], _codec._TAG_BYTES in blob)
+        if stats.pending:  # a field whose earlier points must be read: the general path does
+            return None
         with self.db.ingesting(autocommit=True) as cursor:
             cursor.execute(
                 self._sql["append_where_it_ends"],
@@ -206,12 +208,29 @@ class Metrics:
             lines, _ = self.lines(exp_id, name, stats.n, min(total - stats.n, BACKFILL_PAGE))
             if not lines:
                 break
-            stats = stats.fold_lines(lines)
+            stats = self._resolved(exp_id, name, stats.fold_lines(lines))
         if need_last and stats.last is None and total:
             lines, _ = self.lines(exp_id, name, total - 1, 1)
             if lines:
                 stats.last = Stats().fold_lines(lines).last
         return stats
+
+    def _resolved(self, exp_id: int, name: str, stats: Stats) -> Stats:
+        """``stats`` with its ``pending`` field's earlier points read (``Stats.history``)."""
+        if not stats.pending:
+            return stats
+        upto = stats.pending[1]
+
+        def pages():
+            start = 0
+            while start < upto:
+                lines, _ = self.lines(exp_id, name, start, min(upto - start, BACKFILL_PAGE))
+                if not lines:
+                    return
+                yield lines
+                start += len(lines)
+
+        return stats.history(pages())
 
     def backfill_stats(self) -> int:
         """Fill the statistics of every series that lacks them or misses points (a

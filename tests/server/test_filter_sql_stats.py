@@ -76,6 +76,8 @@ def test_batches_fold_into_what_the_whole_series_gives(open_store):
     rng = random.Random(7)
     values = [rng.choice([rng.random(), rng.randint(-5, 5), NAN, INF, -INF, 2**70, True, None, "s"]) for _ in range(3000)]
     pts = [[T0 + i, {"value": v, "step": i, "lr": rng.random()}] for i, v in enumerate(values)]
+    for i in rng.sample(range(3000), 300):  # points with only a step (or an epoch): the headline moves there
+        pts[i][1] = rng.choice([{"step": rng.randint(-10**6, 10**6)}, {"epoch": rng.random(), "step": i}, {"timestamp": i}])
     start = 0
     while start < len(pts):
         n = rng.randint(1, 400)
@@ -85,7 +87,15 @@ def test_batches_fold_into_what_the_whole_series_gives(open_store):
         start += n
         got = headline(store, exp_id, "loss")
         assert same(got, expected(store, exp_id, "loss")), (start, got)
-    assert got["key"] == "value"
+    keys = set()
+    # and once more, batch by batch, as the headline moves between fields
+    exp_id = store.upsert_experiment("default", "p/moving", {})["id"]
+    for start in range(0, 3000, 97):
+        store.append_metrics(exp_id, [{"name": "loss", "start_index": start, "points": wire(pts[start : start + 97])}])
+        got = headline(store, exp_id, "loss")
+        keys.add(got.get("key"))
+        assert same(got, expected(store, exp_id, "loss")), (start, got)
+    assert "value" in keys and len(keys & {"step", "epoch", "timestamp"}) >= 2
 
 
 def test_two_processes_taking_turns_on_one_series(open_store):
