@@ -40,11 +40,10 @@ from ._files import blob_key
 
 API = "/api/v1"
 MAX_ID = 2**31 - 1
-# Bytes of a body gathered before they are written and handed to the worker to hash:
-# large, so that the worker takes the GIL back (after each hash) rarely.
+# Bytes of a body handed to the worker at a time (to hash, or to send as S3 parts).
 _PIECE = 16 << 20
 _CHECKPOINT = 256 << 20  # bytes between two records of an upload's progress
-_DEPTH = 4  # pieces received ahead of the worker, at most (64 MiB)
+_DEPTH = 4  # pieces received ahead of the worker, at most
 # Types served as themselves (a preview can show them); anything else is octet-stream,
 # so a saved .html or .svg never runs as a page of this origin.
 _SAFE_TYPES = {"image/png", "image/jpeg", "image/gif", "image/webp", "image/bmp", "text/plain", "text/csv",
@@ -244,20 +243,12 @@ def add_file_routes(app: FastAPI, store, *, caller, for_experiment, read_json, r
                 while len(inflight) > _DEPTH:
                     await inflight.popleft()
 
-            async def put(data: bytearray) -> None:
-                if up.write_here:  # a local file: written at once (into the page cache), hashed by the worker
-                    start = up.received
-                    for done in up.write(data):
-                        await submit(_hash_and_flush, up, hasher, done, start)
-                        start += len(done)
-                else:  # an upload to S3: the worker sends the parts
-                    await submit(_write, up, hasher, data)
-
             def checkpoint() -> None:
                 _durable(up, hasher, False)
                 files.save_progress(upload_id, up.received, up.state)
 
             piece = bytearray()
+            hashed = offset  # a local upload: bytes up to here are handed to the worker
             try:
                 try:
                     async for chunk in request.stream():
@@ -266,17 +257,27 @@ def add_file_routes(app: FastAPI, store, *, caller, for_experiment, read_json, r
                         written += len(chunk)
                         if written > size:
                             raise StoreError(f"the body runs past the blob's size {size:,} (offset {offset:,})")
-                        piece += chunk
-                        if len(piece) >= _PIECE:
-                            await put(piece)
-                            piece = bytearray()
-                            if written - saved >= _CHECKPOINT:
-                                await submit(checkpoint)
-                                saved = written
+                        if up.write_here:
+                            # Written at once, as it comes (into the page cache); the worker
+                            # hashes it back from there, 16 MiB at a time: no copy is kept here.
+                            up.write(chunk)
+                            if written - hashed >= _PIECE:
+                                await submit(_hash_range, up, hasher, hashed, written)
+                                hashed = written
+                        else:  # S3: the worker sends whole parts
+                            piece += chunk
+                            if len(piece) >= _PIECE:
+                                await submit(_write, up, hasher, piece)
+                                piece = bytearray()
+                        if written - saved >= _CHECKPOINT:
+                            await submit(checkpoint)
+                            saved = written
                 except ClientDisconnect:
                     disconnected = True
+                if up.write_here and written > hashed:
+                    await submit(_hash_range, up, hasher, hashed, written)
                 if piece:
-                    await put(piece)
+                    await submit(_write, up, hasher, piece)
             finally:  # everything submitted is done before anything else happens to the upload
                 done = await asyncio.gather(*inflight, return_exceptions=True)
                 worker.shutdown(wait=False)
@@ -327,10 +328,13 @@ def _write(up, hasher, data) -> None:
             hasher.update(piece)
 
 
-def _hash_and_flush(up, hasher, data, offset: int) -> None:
+def _hash_range(up, hasher, start: int, end: int) -> None:
+    """Hash bytes ``start..end`` of a local upload back from the page cache, and start
+    their write to the disk."""
     if hasher is not None:
-        hasher.update(data)
-    up.writeback(offset, len(data))
+        for data in up.read_range(start, end):
+            hasher.update(data)
+    up.writeback(start, end - start)
 
 
 def _durable(up, hasher, final: bool) -> None:

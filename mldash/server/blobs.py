@@ -95,14 +95,21 @@ class LocalUpload:
         os.lseek(self.fd, received, os.SEEK_SET)
         self.received = received
 
-    def readback(self, end: int, piece: int = 1 << 20) -> Iterator[bytes]:
-        offset = 0
+    def readback(self, end: int) -> Iterator:
+        return self.read_range(0, end)
+
+    def read_range(self, start: int, end: int, piece: int = 1 << 20) -> Iterator:
+        """Bytes ``start..end`` received so far, as views of one reused 1 MiB buffer (each
+        valid until the next): hashing them costs no allocation."""
+        buf = bytearray(piece)
+        view = memoryview(buf)
+        offset = start
         while offset < end:
-            data = os.pread(self.fd, min(piece, end - offset), offset)
-            if not data:
+            n = os.preadv(self.fd, [view[: min(piece, end - offset)]], offset)
+            if n <= 0:
                 raise OSError(f"upload {self.path} holds fewer than {end} bytes")
-            offset += len(data)
-            yield data
+            offset += n
+            yield view[:n]
 
     def write(self, data) -> list:
         """Keep ``data``; returns the pieces now durable-to-be (to hash: all of it here)."""
