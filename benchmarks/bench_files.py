@@ -51,18 +51,18 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 CASES = {
     "copyfile": """
 import shutil
-t0 = time.perf_counter(); shutil.copyfile(SRC, os.path.join(D, "copy")); t1 = time.perf_counter()
+C0[0] = time.process_time(); t0 = time.perf_counter(); shutil.copyfile(SRC, os.path.join(D, "copy")); t1 = time.perf_counter()
 report(t1 - t0)
 """,
     "copyfile+fsync": """
 import shutil
-t0 = time.perf_counter(); shutil.copyfile(SRC, os.path.join(D, "copy"))
+C0[0] = time.process_time(); t0 = time.perf_counter(); shutil.copyfile(SRC, os.path.join(D, "copy"))
 fd = os.open(os.path.join(D, "copy"), os.O_RDONLY); os.fsync(fd); os.close(fd); t1 = time.perf_counter()
 report(t1 - t0)
 """,
     "sha256": """
 import hashlib
-t0 = time.perf_counter(); h = hashlib.sha256(); f = open(SRC, "rb", buffering=0); b = bytearray(1 << 20); v = memoryview(b)
+C0[0] = time.process_time(); t0 = time.perf_counter(); h = hashlib.sha256(); f = open(SRC, "rb", buffering=0); b = bytearray(1 << 20); v = memoryview(b)
 while True:
     n = f.readinto(b)
     if not n: break
@@ -73,7 +73,7 @@ report(t1 - t0)
     "save()": """
 import mldash
 exp = mldash.Experiment("bench/files", root=D, system_metrics=False, capture_console=False); exp.start(); exp.flush()
-t0 = time.perf_counter(); r = exp.files(file_path=SRC, prefix="/models").save(); t1 = time.perf_counter()
+C0[0] = time.process_time(); t0 = time.perf_counter(); r = exp.files(file_path=SRC, prefix="/models").save(); t1 = time.perf_counter()
 assert r["sizeBytes"] == os.path.getsize(SRC)
 exp.finish()
 report(t1 - t0)
@@ -81,7 +81,7 @@ report(t1 - t0)
     "save(wait=False)": """
 import mldash
 exp = mldash.Experiment("bench/files", root=D, system_metrics=False, capture_console=False); exp.start(); exp.flush()
-t0 = time.perf_counter(); f = exp.files(file_path=SRC, prefix="/models").save(wait=False); t1 = time.perf_counter()
+C0[0] = time.process_time(); t0 = time.perf_counter(); f = exp.files(file_path=SRC, prefix="/models").save(wait=False); t1 = time.perf_counter()
 r = f.result(); t2 = time.perf_counter()
 exp.finish()
 report(t1 - t0, done=t2 - t0)
@@ -92,9 +92,10 @@ SETUP = """
 import json, os, resource, sys, time
 sys.path.insert(0, REPO)
 SRC, D = sys.argv[1], sys.argv[2]
+C0 = [0.0]
 def report(seconds, **extra):
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"seconds": seconds, "rss_mib": rss, **extra}))
+    print(json.dumps({"seconds": seconds, "rss_mib": rss, "cpu_s": time.process_time() - C0[0], **extra}))
 """
 
 
@@ -179,7 +180,7 @@ class Body:
             if not data: return
             yield data
 size = os.path.getsize(SRC)
-t0 = time.perf_counter()
+C0[0] = time.process_time(); t0 = time.perf_counter()
 with open(SRC, "rb", buffering=0) as f:
     r = requests.put(URL + "/bench/PATH", data=Body(f, size), headers={"Content-Type": "application/octet-stream"})
 r.raise_for_status(); t1 = time.perf_counter()
@@ -191,7 +192,7 @@ UPLOADS = {
     "mldash sync": """
 from mldash.remote.sync import sync_root
 URL = sys.argv[3]
-t0 = time.perf_counter(); result = sync_root(D, URL); t1 = time.perf_counter()
+C0[0] = time.process_time(); t0 = time.perf_counter(); result = sync_root(D, URL); t1 = time.perf_counter()
 assert not result.failed and not result.quarantined, result
 report(t1 - t0)
 """,
@@ -314,28 +315,30 @@ def report(results: dict, size: int, repeats: int) -> None:
     median = {name: statistics.median(r["seconds"] for r in runs) for name, runs in results.items()}
     print(f"\n{size >> 20} MiB file, {repeats} repeats, medians; {platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}\n")
-    print("| case | seconds | GiB/s | vs plain | peak RSS (MiB) |")
-    print("|---|---:|---:|---:|---:|")
+    print("| case | seconds | GiB/s | vs plain | CPU s | peak RSS (MiB) |")
+    print("|---|---:|---:|---:|---:|---:|")
     for name, base in (("copyfile", None), ("copyfile+fsync", "copyfile"), ("sha256", "copyfile"), ("save()", "copyfile"),
                        ("save(wait=False)", "copyfile")):
         s = median[name]
         rss = max(r["rss_mib"] for r in results[name])
         vs = f"{median[base] / s:.0%}" if base else ""
-        print(f"| {name} | {s:.3f} | {gib / s:.2f} | {vs} | {rss:.0f} |")
+        cpu = statistics.median(r["cpu_s"] for r in results[name])
+        print(f"| {name} | {s:.3f} | {gib / s:.2f} | {vs} | {cpu:.2f} | {rss:.0f} |")
         if name == "save(wait=False)":
             done = statistics.median(r["done"] for r in results[name])
-            print(f"| save(wait=False), until the record | {done:.3f} | {gib / done:.2f} | {median['copyfile'] / done:.0%} | |")
+            print(f"| save(wait=False), until the record | {done:.3f} | {gib / done:.2f} | {median['copyfile'] / done:.0%} | | |")
     print(f"\nagainst copyfile+fsync (both durable): save() {median['copyfile+fsync'] / median['save()']:.0%}, "
           f"save(wait=False) until the record "
           f"{median['copyfile+fsync'] / statistics.median(r['done'] for r in results['save(wait=False)']):.0%}")
-    print("\n| upload | seconds | GiB/s | vs plain PUT | client peak RSS (MiB) | server growth (MiB) |")
-    print("|---|---:|---:|---:|---:|---:|")
+    print("\n| upload | seconds | GiB/s | vs plain PUT | client CPU s | client peak RSS (MiB) | server growth (MiB) |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
     for name in UPLOADS:
         s = median[name]
         rss = max(r["rss_mib"] for r in results[name])
         grown = max(r["server_growth_mib"] for r in results[name])
         vs = f"{median['plain PUT'] / s:.0%}" if name != "plain PUT" else ""
-        print(f"| {name} | {s:.3f} | {gib / s:.2f} | {vs} | {rss:.0f} | {grown:.0f} |")
+        cpu = statistics.median(r["cpu_s"] for r in results[name])
+        print(f"| {name} | {s:.3f} | {gib / s:.2f} | {vs} | {cpu:.2f} | {rss:.0f} | {grown:.0f} |")
     print(f"\nmldash sync against plain PUT+fsync (both durable): {median['plain PUT+fsync'] / median['mldash sync']:.0%}")
     print("\nall runs (seconds):", {k: [round(r["seconds"], 3) for r in v] for k, v in results.items()})
 
