@@ -205,7 +205,10 @@ def list_remote_experiments(
                     params[key] = value
             reply = _get_filtered(api, "/experiments", params) or {}
             page = reply.get("experiments") or []
-            tagged = _codec._TAG_BYTES in orjson.dumps(page)  # C-fast; the Python walk only when needed
+            try:  # C-fast; the Python walk only when needed
+                tagged = _codec._TAG_BYTES in orjson.dumps(page)
+            except TypeError:  # an int past 64 bits (a JSON reader gave it as is): walk
+                tagged = True
             for record in page:
                 if tagged:
                     record = _untag(record)
