@@ -154,8 +154,8 @@ def main() -> None:
         api = httpx.Client(base_url=server.url + "/api/v1", timeout=120)
         mldash_counts = {}
         for what, text, _ in CASES:
-            count_s, reply = timed(lambda: api.get("/experiments", params={"filter": text, "limit": 0}).json(), args.repeat)
-            list_s, listed = timed(lambda: list_remote_experiments(server.url, filter=text), args.repeat)
+            count_s, reply = timed(lambda t=text: api.get("/experiments", params={"filter": t, "limit": 0}).json(), args.repeat)
+            list_s, listed = timed(lambda t=text: list_remote_experiments(server.url, filter=t), args.repeat)
             assert len(listed) == reply["total"], (len(listed), reply["total"])
             mldash_counts[what] = reply["total"]
             rows.append((what, "mldash server, the filter in SQL (count only)", f"{count_s * 1000:.1f} ms", f"{reply['total']:,} runs"))
@@ -198,8 +198,8 @@ def main() -> None:
                         return found
 
             for what, _, text in CASES:
-                http_s, found = timed(lambda: search(remote, text), args.repeat)
-                local_s, found_local = timed(lambda: search(local, text), args.repeat)
+                http_s, found = timed(lambda t=text: search(remote, t), args.repeat)
+                local_s, found_local = timed(lambda t=text: search(local, t), args.repeat)
                 assert len(found) == len(found_local) == mldash_counts[what], (what, len(found), mldash_counts[what])
                 rows.append((what, "MLflow server (PostgreSQL), search_runs", f"{http_s * 1000:.0f} ms", f"{len(found):,} runs"))
                 rows.append((what, "MLflow in process (PostgreSQL), search_runs", f"{local_s * 1000:.0f} ms", f"{len(found):,} runs"))
