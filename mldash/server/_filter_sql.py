@@ -385,16 +385,7 @@ class _Compiler:
         c = experiments.c
         if key.scope in ("params", "summary"):
             return self.member(c.params if key.scope == "params" else c.summary, key.name)
-        if key.scope == "metrics":  # (leaf() reads series rows itself; this serves other callers)
-            headline = (
-                select(series.c.headline)
-                .where(series.c.experiment_id == c.id, series.c.name == literal(key.name, Text))
-                .correlate(experiments)
-                .limit(1)
-                .scalar_subquery()
-            )
-            return self.member(headline, key.agg)
-        name = key.name
+        name = key.name  # (a metrics key: metric_leaf reads its series row)
         if name in ("prefix", "project", "status"):
             return _Text(c[name])
         if name == "tags":
