@@ -8,6 +8,7 @@ follows once the copies are complete, and finish() waits for it.
 from __future__ import annotations
 
 import hashlib
+import os
 
 import pytest
 
@@ -79,3 +80,12 @@ def test_keep_final_stores_best_and_last_once_each_alias(root, tmp_path):
     assert set(files) == {"/checkpoints/best", "/checkpoints/last"}
     assert files["/checkpoints/best"]["metadata"] == {"alias": "best", "source": str(best), "step": 7}
     assert files["/checkpoints/best"]["checksum"] == files["/checkpoints/last"]["checksum"]
+
+
+def test_finish_waits_for_a_background_save(root, tmp_path):
+    big = tmp_path / "big.bin"
+    big.write_bytes(os.urandom(8 << 20))
+    exp = mldash.Experiment("ck/wait", root=root, system_metrics=False)
+    future = exp.files(prefix="/w").save(str(big), wait=False)
+    exp.finish()
+    assert future.done() and [f["filename"] for f in exp.files.list()] == ["big.bin"]
