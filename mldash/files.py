@@ -24,21 +24,16 @@ happen on a background thread, and the future's result is the record.
 
 from __future__ import annotations
 
-import concurrent.futures
 import errno
-import hashlib
-import importlib
-import mimetypes
 import os
 import stat
-import sys
-import threading
 import time
-from datetime import datetime, timezone
 from typing import Any
 
+from . import _filecopy
+from ._filecopy import _SMALL, _copy_fd, _copy_to, _Copying
+from ._filehelpers import _required, _SaveHelpers
 from ._filestore import (
-    DELETE,
     FILES_DIR,
     INDEX_FILE,
     SAVE,
@@ -58,33 +53,25 @@ from ._filestore import (
     public,
     read_records,
     select,
-    track,
+)
+from ._filewrite import (
+    MissingFile,
+    NotAFile,
+    _append,
+    _codec_line,
+    _content_type,
+    _free,
+    _fsync_dir,  # noqa: F401  (mldash._media's media store reaches it here)
+    _new_id,
+    _now_iso,
+    _place,
+    _sweep,
+    _tombstone,
+    _unlink,
 )
 from ._hooks import RunHooks
-from ._runfolder import META_FILE, locked, pid_alive
+from ._runfolder import META_FILE, locked
 from ._writer import StorageError
-
-_SMALL = 4 << 20  # copied and hashed in one go on the caller's thread
-_PIECE = 16 << 20  # bytes a sendfile call copies before the hasher is told
-_READ = 1 << 20  # the hasher's (and the fallback copy's) buffer: within L2, fastest for SHA-256
-
-
-class MissingFile(FileNotFoundError, ValueError):
-    """No such file (a ValueError too, as ml-dash raises)."""
-
-
-class NotAFile(IsADirectoryError, ValueError):
-    """A directory or another thing that is not a regular file (a ValueError too, as ml-dash raises)."""
-
-
-def _now_iso(now: float) -> str:
-    # ml-dash's format: naive UTC, ISO 8601, a trailing Z.
-    return datetime.fromtimestamp(now, timezone.utc).replace(tzinfo=None).isoformat() + "Z"
-
-
-def _new_id(now: float) -> str:
-    # A Snowflake-like id, as ml-dash's: milliseconds, then 22 random bits; sorts by time.
-    return str((int(now * 1000) << 22) | int.from_bytes(os.urandom(3), "big") >> 2)
 
 
 # ---- the builder ------------------------------------------------------------------------
@@ -104,7 +91,7 @@ class FilesAccessor:
         return getattr(FileBuilder(self._store), name)
 
 
-class FileBuilder:
+class FileBuilder(_SaveHelpers):
     """One files operation, ml-dash's builder: the arguments of ``exp.files(...)``, then
     ``save()``, ``list()``, ``download()``, ``delete()`` or a ``save_*`` helper.
 
@@ -165,65 +152,6 @@ class FileBuilder:
                tags: list[str] | None = None, metadata: dict | None = None, wait: bool = True):
         """ml-dash 0.11's name for saving a file from disk."""
         return self.save(_fspath(fpath, "fpath"), to=to, description=description, tags=tags, metadata=metadata, wait=wait)
-
-    def save_json(self, obj: Any, file_name: str | None = None, *, to: str | None = None, wait: bool = True, **fields):
-        """``obj`` as indented JSON (numpy and torch scalars, paths, enums converted)."""
-        import json
-
-        from .params import to_json_value
-
-        data = json.dumps(obj, indent=2, ensure_ascii=False, default=to_json_value).encode()
-        return self._serialized(lambda f: f.write(data), file_name, to, "application/json", wait, fields)
-
-    def save_text(self, text: str, file_name: str | None = None, *, to: str | None = None, wait: bool = True, **fields):
-        if not isinstance(text, str):
-            raise TypeError(f"save_text() takes a str, not {type(text).__name__}")
-        data = text.encode()
-        return self._serialized(lambda f: f.write(data), file_name, to, None, wait, fields)
-
-    def save_blob(self, data: bytes, file_name: str | None = None, *, to: str | None = None, wait: bool = True, **fields):
-        if not isinstance(data, (bytes, bytearray, memoryview)):
-            raise TypeError(f"save_blob() takes bytes, not {type(data).__name__}")
-        return self._serialized(lambda f: f.write(data), file_name, to, None, wait, fields)
-
-    def save_pkl(self, obj: Any, file_name: str | None = None, *, to: str | None = None, wait: bool = True, **fields):
-        """``obj`` pickled (written straight into the store: no second copy)."""
-        import pickle
-
-        return self._serialized(lambda f: pickle.dump(obj, f), file_name, to, "application/octet-stream", wait, fields)
-
-    def save_torch(self, obj: Any, file_name: str | None = None, *, to: str | None = None, wait: bool = True, **fields):
-        """``torch.save(obj)`` straight into the store. torch is loaded here only (it
-        already is, when ``obj`` holds tensors)."""
-        torch = _module("torch", "save_torch")
-        return self._serialized(lambda f: torch.save(obj, f), file_name, to, "application/octet-stream", wait, fields)
-
-    def save_fig(self, fig: Any = None, file_name: str | None = None, *, to: str | None = None,
-                 wait: bool = True, **savefig_kwargs):
-        """A matplotlib figure (None: the current one) as ``file_name`` (default
-        figure.png; the extension picks the format), then closed, as ml-dash does.
-        Other keywords go to ``fig.savefig``."""
-        fields = {k: savefig_kwargs.pop(k) for k in ("description", "tags", "metadata") if k in savefig_kwargs}
-        name = to if to is not None else file_name if file_name is not None else "figure.png"
-        if fig is None:
-            fig = _module("matplotlib.pyplot", "save_fig").gcf()
-        fmt = os.path.splitext(name)[1][1:].lower() or "png"
-        savefig_kwargs.setdefault("format", fmt)
-
-        def write(f) -> None:
-            fig.savefig(f, **savefig_kwargs)
-
-        record = self._serialized(write, None, name, None, wait, fields)
-        pyplot = sys.modules.get("matplotlib.pyplot")
-        if pyplot is not None:
-            pyplot.close(fig)
-        return record
-
-    def _serialized(self, write, file_name, to, content_type, wait: bool, fields: dict):
-        fields = self._fields(fields.pop("description", None), fields.pop("tags", None), fields.pop("metadata", None),
-                              extra=fields)
-        prefix, name = self._target(_required(to if to is not None else file_name, "this helper"))
-        return self._store.save_written(write, prefix, name, fields, content_type, wait)
 
     # ---- reading and deleting --------------------------------------------------------------
     def list(self, pattern: str | None = None) -> list[dict]:
@@ -306,12 +234,6 @@ class FileBuilder:
         return prefix, check_filename(base)
 
 
-def _required(name: Any, what: str) -> str:
-    if name is None:
-        raise ValueError(f"a file name is required when saving {what}: pass to=... (or file_name)")
-    return name
-
-
 def _as_options(fields: dict) -> dict:
     return {k: v for k, v in fields.items() if k != "bindrs" and v is not None}
 
@@ -326,18 +248,6 @@ def _fspath(value: Any, what: str) -> str:
     if "\x00" in path:
         raise ValueError(f"{what} contains a NUL character: {path[:80]!r}")
     return path
-
-
-def _module(name: str, helper: str):
-    # The user's own framework, loaded on demand for the one helper that calls it
-    # (importlib: the core of mldash has no import of it).
-    module = sys.modules.get(name)
-    if module is None:
-        try:
-            module = importlib.import_module(name)
-        except ImportError as error:
-            raise ImportError(f"{helper}() needs {name.split('.')[0]}, which is not installed: {error}") from None
-    return module
 
 
 # ---- the store ---------------------------------------------------------------------------
@@ -425,7 +335,7 @@ class RunFiles:
             stream = wait and info.st_size > _SMALL
 
             def copy(out: int, on_progress) -> int:
-                return _copy_fd(src, out, on_progress, info.st_size, piece=_PIECE if stream else 1 << 30)
+                return _copy_fd(src, out, on_progress, info.st_size, piece=_filecopy._PIECE if stream else 1 << 30)
 
             return work.run(copy, wait, stream=stream)
         finally:
@@ -503,330 +413,3 @@ class RunFiles:
             raise StorageError(f"mldash could not delete file {file_id} in {self.folder}: {error}") from error
         self._hooks.changed(f"{FILES_DIR}/{INDEX_FILE}")
         return {"id": file_id, "deletedAt": _now_iso(now)}
-
-
-class _Copying:
-    """One save in progress: the private copy, its hash, then the commit."""
-
-    def __init__(self, store: RunFiles, tmp: str, prefix: str, name: str, fields: dict, content_type: str,
-                 what: str) -> None:
-        self.store, self.tmp, self.prefix, self.name = store, tmp, prefix, name
-        self.fields, self.content_type, self.what = fields, content_type, what
-
-    def run(self, produce, wait: bool, stream: bool = True):
-        """``produce(fd, on_progress)`` fills the temp file and returns its size; with
-        ``stream`` a helper thread hashes it meanwhile, else it is hashed after."""
-        try:
-            out = os.open(self.tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o644)
-        except OSError as error:
-            raise StorageError(f"mldash cannot save files in {self.store.folder}: {error}") from error
-        hasher = _Hasher(out)
-        try:
-            if stream:
-                hasher.start()
-            size = produce(out, hasher.advance)
-        except BaseException as error:
-            hasher.stop()
-            os.close(out)
-            _unlink(self.tmp)
-            if isinstance(error, OSError) and not isinstance(error, (MissingFile, NotAFile)):
-                raise StorageError(
-                    f"mldash could not copy {self.what!r} into {self.store.folder}: {error}; nothing was recorded"
-                ) from error
-            raise
-        hasher.advance(size, final=True)
-        if wait:
-            try:
-                try:
-                    if stream:
-                        os.fsync(out)  # while the hasher finishes the tail
-                    else:
-                        hasher.run_here()
-                    checksum = hasher.result()
-                    if not stream:
-                        os.fsync(out)
-                finally:
-                    os.close(out)
-            except OSError as error:
-                _unlink(self.tmp)
-                raise StorageError(f"mldash could not store {self.what!r} in {self.store.folder}: {error}") from error
-            return self.store.commit(self.tmp, checksum, size, self.prefix, self.name, self.fields, self.content_type)
-        if not stream:
-            hasher.start()
-        future: concurrent.futures.Future = concurrent.futures.Future()
-        future.set_running_or_notify_cancel()
-        track(self.store.path, future)
-        # Not a daemon: an interpreter exiting waits for it before it finishes the run.
-        threading.Thread(target=self._finish, args=(hasher, out, size, future), name="mldash-file-save").start()
-        return future
-
-    def _finish(self, hasher: "_Hasher", out: int, size: int, future) -> None:
-        try:
-            try:
-                checksum = hasher.result()
-                os.fsync(out)
-            finally:
-                os.close(out)
-            record = self.store.commit(self.tmp, checksum, size, self.prefix, self.name, self.fields, self.content_type)
-        except BaseException as error:
-            _unlink(self.tmp)
-            if isinstance(error, OSError):
-                error = StorageError(f"mldash could not store {self.what!r} in {self.store.folder}: {error}")
-            print(f"mldash: saving {self.what!r} in {self.store.prefix} failed: {error}", file=sys.stderr)
-            future.set_exception(error)
-        else:
-            future.set_result(record)
-
-
-class _Hasher:
-    """Hashes a file as it grows, reading it back through its own descriptor
-    (from the page cache), on a thread of its own: the copy never waits for it."""
-
-    def __init__(self, fd: int) -> None:
-        self.fd = fd
-        self.sha = hashlib.sha256()
-        self._copied = 0
-        self._final = False
-        self._stopped = False
-        self._error: BaseException | None = None
-        self._cond = threading.Condition()
-        self.writeback = True  # start the disk's write of each piece hashed (not for a copy out of the store)
-        self._thread = threading.Thread(target=self._run, name="mldash-file-hash", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def run_here(self) -> None:
-        """Hash on the caller's thread (a small file: no thread is worth starting)."""
-        self._run()
-
-    def advance(self, copied: int, final: bool = False) -> None:
-        with self._cond:
-            self._copied = copied
-            self._final = self._final or final
-            self._cond.notify()
-
-    def stop(self) -> None:
-        with self._cond:
-            self._stopped = True
-            self._cond.notify()
-        if self._thread.is_alive():
-            self._thread.join()
-
-    def result(self) -> str:
-        if self._thread.ident is not None:
-            self._thread.join()
-        if self._error is not None:
-            raise self._error
-        return self.sha.hexdigest()
-
-    def _run(self) -> None:
-        buf = bytearray(_READ)
-        view = memoryview(buf)
-        done = flushed = 0
-        try:
-            while True:
-                with self._cond:
-                    while done >= self._copied and not self._final and not self._stopped:
-                        self._cond.wait()
-                    if self._stopped:
-                        return
-                    limit, final = self._copied, self._final
-                while done < limit:
-                    n = os.preadv(self.fd, [view[: min(_READ, limit - done)]], done)
-                    if n <= 0:
-                        raise OSError(errno.EIO, f"the copy is shorter than the {limit:,} bytes written")
-                    self.sha.update(view[:n])
-                    done += n
-                    if self.writeback and done - flushed >= _PIECE:
-                        start_writeback(self.fd, flushed, done - flushed)  # the fsync after waits for less
-                        flushed = done
-                if final and done >= limit:
-                    return
-        except BaseException as error:
-            self._error = error
-
-
-_sync_file_range = None
-
-
-def start_writeback(fd: int, offset: int, length: int) -> None:
-    """Ask the kernel to start writing ``length`` bytes at ``offset`` to the disk now,
-    without waiting (Linux ``sync_file_range``): the fsync that makes a copy durable
-    then waits only for what is still in flight, not for all of it. A no-op elsewhere."""
-    global _sync_file_range
-    if _sync_file_range is None:
-        _sync_file_range = False
-        if sys.platform.startswith("linux"):
-            try:
-                import ctypes
-
-                libc = ctypes.CDLL(None, use_errno=True)
-                call = libc.sync_file_range
-                call.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
-                _sync_file_range = call
-            except (OSError, AttributeError):
-                pass
-    if _sync_file_range:
-        _sync_file_range(fd, offset, length, 2)  # SYNC_FILE_RANGE_WRITE
-
-
-def _copy_fd(src: int, out: int, on_progress, size_hint: int, piece: int = _PIECE) -> int:
-    """Copy ``src`` to ``out`` in the kernel (``sendfile``), ``piece`` bytes a call, telling
-    ``on_progress`` how far it got after each; a plain read/write loop where sendfile cannot."""
-    if size_hint <= _SMALL:
-        return _copy_plain(src, out, on_progress, size_hint)
-    offset = 0
-    while True:
-        try:
-            n = os.sendfile(out, src, offset, piece)
-        except OSError as error:
-            if offset == 0 and error.errno in (errno.EINVAL, errno.ENOSYS, errno.ENOTSOCK, errno.EOPNOTSUPP, errno.EXDEV):
-                return _copy_plain(src, out, on_progress, size_hint)
-            raise
-        if n == 0:
-            return offset
-        offset += n
-        on_progress(offset)
-
-
-def _copy_plain(src: int, out: int, on_progress, size_hint: int) -> int:
-    buf = bytearray(max(1 << 16, min(_READ, size_hint + 1)))
-    view = memoryview(buf)
-    offset = 0
-    while True:
-        n = os.preadv(src, [view], offset)
-        if n == 0:
-            return offset
-        written = 0
-        while written < n:
-            written += os.write(out, view[written:n])
-        offset += n
-        on_progress(offset)
-
-
-def _copy_to(src: int, dest: str) -> tuple[str, int]:
-    """A verified copy out of the store: (SHA-256 of what was written, size)."""
-    out = os.open(dest, os.O_RDWR | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0), 0o644)
-    hasher = _Hasher(out)
-    hasher.writeback = False
-    try:
-        hasher.start()
-        size = _copy_fd(src, out, hasher.advance, os.fstat(src).st_size)
-        hasher.advance(size, final=True)
-        return hasher.result(), size
-    except BaseException:
-        hasher.stop()
-        _unlink(dest)
-        raise
-    finally:
-        os.close(out)
-
-
-def _place(tmp: str, blob: str, size: int) -> bool:
-    """Move the finished copy to its content address; True when it was not there yet."""
-    try:
-        if os.stat(blob).st_size == size:
-            _unlink(tmp)  # the same bytes are stored already
-            return False
-    except FileNotFoundError:
-        pass
-    folder = os.path.dirname(blob)
-    os.makedirs(folder, exist_ok=True)
-    os.replace(tmp, blob)
-    for path in (folder, os.path.dirname(folder)):
-        _fsync_dir(path)
-    return True
-
-
-def _append(index: str, lines: list[bytes]) -> None:
-    """Append whole lines to the index (under its lock), repairing a line a crashed
-    writer left without its newline, and fsync."""
-    fd = os.open(index, os.O_RDWR | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
-    try:
-        size = os.fstat(fd).st_size
-        if size and os.pread(fd, 1, size - 1) != b"\n":
-            # A record is at most 8 MiB: the last newline is within the last 16.
-            data = os.pread(fd, min(size, 16 << 20), max(0, size - (16 << 20)))
-            cut = size - len(data) + data.rfind(b"\n") + 1
-            os.ftruncate(fd, cut if b"\n" in data or size <= len(data) else size)
-            size = os.fstat(fd).st_size
-        payload = b"".join(line + b"\n" for line in lines)
-        written = 0
-        while written < len(payload):
-            written += os.write(fd, payload[written:])
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    if size == 0:
-        _fsync_dir(os.path.dirname(index))
-
-
-def _tombstone(file_id: str, now: float, replaced_by: str | None = None) -> bytes:
-    record = {"op": DELETE, "id": file_id, "deletedAt": _now_iso(now), "timestamp": now}
-    if replaced_by is not None:
-        record["replacedBy"] = replaced_by
-    return encode_record(record)
-
-
-def _codec_line(line: bytes) -> dict:
-    from . import _codec
-
-    return _codec.loads(line)
-
-
-def _free(run_path: str, records: list[dict], checksums: list[str]) -> None:
-    """Remove the bytes of ``checksums`` that no live record holds any more."""
-    if not checksums:
-        return
-    held = {f["checksum"] for f in fold(records)}
-    for checksum in set(checksums) - held:
-        blob = blob_path(run_path, checksum)
-        _unlink(blob)
-        try:
-            os.rmdir(os.path.dirname(blob))  # its two-letter folder, once empty
-        except OSError:
-            pass
-
-
-def _sweep(tmp: str) -> None:
-    """Remove copies left by processes of this host that died mid-save."""
-    try:
-        names = os.listdir(tmp)
-    except OSError:
-        return
-    for name in names:
-        pid = name.split("-", 1)[0]
-        if pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid)):
-            _unlink(os.path.join(tmp, name))
-
-
-# What training runs save, which the system's tables get wrong (.pt is not a "page table").
-_BINARY = {".pt", ".pth", ".ckpt", ".bin", ".safetensors", ".npy", ".npz", ".pkl", ".pickle", ".h5", ".hdf5",
-           ".onnx", ".tflite", ".keras", ".msgpack", ".joblib", ".parquet", ".arrow", ".feather"}
-
-
-def _content_type(name: str) -> str:
-    if os.path.splitext(name)[1].lower() in _BINARY:
-        return "application/octet-stream"
-    return mimetypes.guess_type(name)[0] or "application/octet-stream"
-
-
-def _unlink(path: str) -> None:
-    try:
-        os.unlink(path)
-    except OSError:
-        pass
-
-
-def _fsync_dir(path: str) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

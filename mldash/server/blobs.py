@@ -15,7 +15,7 @@ import uuid
 from typing import Iterator
 from urllib.parse import urlparse
 
-from ..files import start_writeback
+from .._filecopy import start_writeback
 
 
 class LocalBlobs:

@@ -222,8 +222,8 @@ def test_a_save_killed_midway_leaves_no_record_and_its_copy_is_swept(root, tmp_p
     source = blob(tmp_path, "big.bin", 64 << 20)
     script = (
         "import mldash, os, sys, time\n"
-        "import mldash.files as files\n"
-        "files._PIECE = 1 << 20\n"
+        "import mldash._filecopy as filecopy\n"
+        "filecopy._PIECE = 1 << 20\n"
         "real = os.sendfile\n"
         "def slow(*a):\n"
         "    time.sleep(0.05)\n"
