@@ -35,6 +35,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
 from .. import _filestore
+from .._http_range import parse_range
 from ._errors import StoreError, Unavailable
 from ._files import blob_key
 
@@ -72,33 +73,6 @@ class _Hashes:
 
     def drop(self, upload_id: str) -> None:
         self._items.pop(upload_id, None)
-
-
-def parse_range(header: Optional[str], size: int) -> Optional[tuple[int, int]]:
-    """``(start, end)`` (end exclusive) of a single ``bytes=`` range; None for the whole
-    file (no header, or several ranges, which are answered whole). ValueError: 416."""
-    if not header:
-        return None
-    unit, _, spec = header.partition("=")
-    if unit.strip().lower() != "bytes" or "," in spec:
-        return None
-    first, dash, last = spec.strip().partition("-")
-    if not dash:
-        raise ValueError(header)
-    try:
-        if first == "":
-            n = int(last)
-            if n <= 0:
-                raise ValueError(header)
-            start, end = max(0, size - n), size
-        else:
-            start = int(first)
-            end = min(size, int(last) + 1) if last else size
-    except ValueError:
-        raise ValueError(header) from None
-    if start < 0 or start >= size or end <= start:
-        raise ValueError(header)
-    return start, end
 
 
 def add_file_routes(app: FastAPI, store, *, caller, for_experiment, read_json, records_body: dict) -> None:

@@ -91,7 +91,7 @@ def test_a_file_uploads_lists_and_downloads_with_ranges(api):
         part = api.get(f"/experiments/{exp}/files/1", headers={"Range": header})
         assert part.status_code == 206 and part.content == content[start:end], header
         assert part.headers["content-range"] == f"bytes {start}-{end - 1}/{len(content)}"
-    for header in (f"bytes={len(content)}-", "bytes=9-3", "bytes=-0", "bytes=x-y"):
+    for header in (f"bytes={len(content)}-", "bytes=9-3", "bytes=-0", "bytes=x-y", "bytes=1_0-20", "bytes=+1-5"):
         refused = api.get(f"/experiments/{exp}/files/1", headers={"Range": header})
         assert refused.status_code == 416 and refused.headers["content-range"] == f"bytes */{len(content)}", header
     assert api.get(f"/experiments/{exp}/progress").json()["files"] == 1
