@@ -44,7 +44,7 @@ from typing import Any, Callable
 
 import orjson
 from sqlalchemy import and_, case, cast, false, func, literal, literal_column, not_, or_, select, true, type_coerce
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.types import Boolean, Float, Integer, Numeric, Text
 
 from .. import _filter
@@ -139,6 +139,23 @@ def _exact(x: Any) -> decimal.Decimal:
     return decimal.Decimal(x)  # exact for ints and floats alike
 
 
+def _numeric_array(xs: list):
+    return literal(sorted({_exact(x) for x in xs}), ARRAY(Numeric))
+
+
+def _float_array(xs: list):
+    """The floats that equal some x of ``xs`` exactly (an int only when a float holds it)."""
+    floats = set()
+    for x in xs:
+        try:
+            f = float(x)
+        except OverflowError:
+            continue
+        if f == x:
+            floats.add(f)
+    return literal(sorted(floats), ARRAY(Float(53)))
+
+
 def _sign_holds(sign_expr, op: str):
     return {
         "=": sign_expr == 0, "!=": sign_expr != 0, "<": sign_expr < 0, "<=": sign_expr <= 0,
@@ -168,6 +185,10 @@ class _Value:
     def number_cmp(self, op: str, x: Any):
         return false()
 
+    def number_in(self, xs: list):
+        """``value = x`` for some number x of ``xs`` (a list of many)."""
+        return _balanced(or_, [_never_null(self.number_cmp("=", x)) for x in xs])
+
     def string_pred(self, fn: Callable[[Any], Any]):
         return false()
 
@@ -192,6 +213,9 @@ class _Choice(_Value):
 
     def number_cmp(self, op, x):
         return self._pick("number_cmp", op, x)
+
+    def number_in(self, xs):
+        return self._pick("number_in", xs)
 
     def string_pred(self, fn):
         return self._pick("string_pred", fn)
@@ -219,14 +243,19 @@ class _Text(_Value):
 class _Float(_Value):
     """A float computed in SQL (a running run's duration, the row's created_at)."""
 
-    def __init__(self, expr) -> None:
-        self.expr = expr
+    def __init__(self, expr, pg: bool) -> None:
+        self.expr, self.pg = expr, pg
 
     def absent(self):
         return self.expr.is_(None)
 
     def number_cmp(self, op, x):
         return case((self.expr.is_not(None), _float_cmp(self.expr, op, x)), else_=false())
+
+    def number_in(self, xs):
+        if not self.pg:
+            return super().number_in(xs)
+        return case((self.expr.is_not(None), self.expr == func.any(_float_array(xs))), else_=false())
 
 
 class _Tags(_Value):
@@ -283,6 +312,21 @@ class _PgJson(_Value):
             (is_int_tag, _OP[op](cast(int_text, Numeric), literal(_exact(x), Numeric))),
             else_=false(),
         )
+        return case((self.kind == "number", plain), (self.kind == "object", tagged), else_=false())
+
+    def number_in(self, xs):
+        """Membership in one pass: integers against exact decimals, floats against the
+        floats among ``xs`` (an int is one only when a float holds it exactly)."""
+        number = cast(self.j, Numeric)
+        exact = _numeric_array(xs)
+        integer = and_(func.scale(number) == 0, number >= literal(INT64_MIN, Numeric), number <= literal(UINT64_MAX, Numeric))
+        plain = case((integer, number == func.any(exact)), else_=cast(self.j, Float(53)) == func.any(_float_array(xs)))
+        int_text = self.j.op("->>", return_type=Text)(literal("$int"))
+        is_int_tag = and_(
+            int_text.op("~")(literal("^-?[0-9]+$")),
+            self.j.op("-", return_type=JSONB)(literal("$int")) == _jsonb("{}"),
+        )
+        tagged = case((is_int_tag, cast(int_text, Numeric) == func.any(exact)), else_=false())  # NaN and inf equal no literal
         return case((self.kind == "number", plain), (self.kind == "object", tagged), else_=false())
 
     def list_any(self, fn):
@@ -344,6 +388,33 @@ class _SqliteJson(_Value):
         )
         return case((self.kind == "integer", integer), (self.kind == "real", real), (self.kind == "object", tagged), else_=false())
 
+    def number_in(self, xs):
+        """Membership in one ``IN`` list (SQLite compares an integer with a real exactly);
+        integers past 64 bits, rare, through ``mldash_int_in`` (Python's exact ``==``)."""
+        atom = self.atom
+        listed = []
+        for x in xs:
+            if isinstance(x, float) or INT64_MIN <= x <= INT64_MAX:
+                listed.append(literal(x, Float(53) if isinstance(x, float) else Integer))
+            else:
+                try:
+                    f = float(x)
+                except OverflowError:
+                    continue
+                if f == x:  # a real equals it only as this float
+                    listed.append(literal(f, Float(53)))
+        native = atom.in_(listed) if listed else false()
+        every = literal(orjson.dumps([x if isinstance(x, float) else str(x) for x in xs]).decode(), Text)
+
+        def big(digits):
+            return func.coalesce(func.mldash_int_in(digits, every, type_=Integer) == 1, false())
+
+        head, tail = len(_INT_TAG_HEAD), len(_INT_TAG_TAIL)
+        digits = func.substr(atom, head + 1, func.length(atom) - head - tail)
+        integer = case((func.typeof(atom) == "integer", native), else_=big(self.raw()))
+        tagged = case((atom.op("GLOB")(literal(_INT_TAG_HEAD + "*" + _INT_TAG_TAIL)), big(digits)), else_=false())
+        return case((self.kind == "integer", integer), (self.kind == "real", native), (self.kind == "object", tagged), else_=false())
+
     def list_any(self, fn):
         array = case((self.kind == "array", self.atom), else_=literal("[]"))  # never malformed, whatever runs first
         items = func.json_each(array).table_valued("type", "value", "fullkey").alias("item")
@@ -397,7 +468,7 @@ class _Compiler:
             return self.member(c.meta, name)
         if name == "created":
             own = self.member(c.meta, "created_at")
-            return _Choice(own.absent(), _Float(c.created_at), own)
+            return _Choice(own.absent(), _Float(c.created_at, self.pg), own)
         if name == "started":
             return self.member(c.meta, "started_at")
         if name == "ended":
@@ -430,15 +501,15 @@ class _Compiler:
         zero = literal(0.0, Float(53))
         counted = stored + (func.greatest(zero, elapsed) if self.pg else func.max(zero, elapsed))
         running = and_(experiments.c.status == "RUNNING", since.is_not(None))
-        return _Choice(running, _Float(counted), self.member(experiments.c.meta, "duration"))
+        return _Choice(running, _Float(counted, self.pg), self.member(experiments.c.meta, "duration"))
 
     # -- the tree
     def node(self, node):
         cls = node.__class__
         if cls is _filter.And:
-            return and_(*(self.node(n) for n in node.operands))
+            return _balanced(and_, [self.node(n) for n in node.operands])
         if cls is _filter.Or:
-            return or_(*(self.node(n) for n in node.operands))
+            return _balanced(or_, [self.node(n) for n in _alternatives(node.operands)])
         if cls is _filter.Not:
             return not_(self.node(node.operand))
         return _never_null(self.leaf(node))
@@ -470,9 +541,7 @@ class _Compiler:
                 return has if node.op == "=" else not_(has)
             return self.compare(value, node.op, node.value)
         if cls is _filter.In:
-            def any_of(item):
-                return or_(false(), *(_never_null(self.compare(item, "=", v)) for v in node.values))
-            return value.list_any(any_of) if tags else any_of(value)
+            return value.list_any(lambda item: self.any_of(item, node.values)) if tags else self.any_of(value, node.values)
         if cls is _filter.Contains:
             member = value.list_any(lambda item: _never_null(self.compare(item, "=", node.value)))
             needle = _plain(node.value)
@@ -485,6 +554,27 @@ class _Compiler:
                 return value.list_any(lambda item: _never_null(item.string_pred(match)))
             return value.string_pred(match)
         raise BadFilter(f"not a filter node: {node!r}")
+
+    def any_of(self, value: _Value, values: tuple):
+        """``value = v`` for some v: the strings as one bound list (PostgreSQL: an array;
+        SQLite: a JSON array), the numbers too on PostgreSQL, the rest each on its own."""
+        values = list({(v.__class__ is bool, v): v for v in map(_plain, values)}.values())  # True is not 1 here
+        texts = sorted(v for v in values if isinstance(v, str))
+        numbers = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        tests = [_never_null(self.compare(value, "=", v)) for v in values if v is None or isinstance(v, bool)]
+        if len(numbers) > 4:
+            tests.append(_never_null(value.number_in(numbers)))
+        else:
+            tests += [_never_null(value.number_cmp("=", v)) for v in numbers]
+        if texts:
+            tests.append(_never_null(value.string_pred(lambda text: self.text_in(text, texts))))
+        return _balanced(or_, tests) if tests else false()
+
+    def text_in(self, text, texts: list):
+        if self.pg:
+            return text == func.any(literal(texts, ARRAY(Text)))
+        items = func.json_each(literal(orjson.dumps(texts).decode(), Text)).table_valued("value").alias("listed")
+        return text.in_(select(items.c.value).select_from(items))
 
     def compare(self, value: _Value, op: str, expected: Any):
         if expected is None:
@@ -516,6 +606,31 @@ class _Compiler:
             return text.collate("C").op("~", return_type=Boolean)(literal(pg_regex(pattern, glob=not regex), Text))
         name = "mldash_regexp" if regex else "mldash_glob"
         return getattr(func, name)(literal(pattern, Text), text, type_=Integer) == 1
+
+
+def _alternatives(operands: tuple) -> list:
+    """``k = a or k = b or k in [c]`` as ``k in [a, b, c]`` (the evaluator's own
+    equivalence): one list test instead of a chain of thousands."""
+    merged: dict = {}
+    out: list = []
+    for node in operands:
+        if (node.__class__ is _filter.Compare and node.op == "=") or node.__class__ is _filter.In:
+            values = (node.value,) if node.__class__ is _filter.Compare else node.values
+            if node.key not in merged:
+                merged[node.key] = []
+                out.append(node.key)
+            merged[node.key].extend(values)
+        else:
+            out.append(node)
+    return [_filter.In(item, tuple(merged[item])) if isinstance(item, _filter.Key) else item for item in out]
+
+
+def _balanced(join, items: list, width: int = 32):
+    """``join(*items)`` as a tree ``width`` wide: SQLite refuses an expression more than
+    1,000 levels deep, and a flat chain of ANDs or ORs nests one level per term."""
+    while len(items) > width:  # (in COALESCE: SQLAlchemy flattens an OR of ORs back into one chain)
+        items = [_never_null(join(*items[i : i + width])) for i in range(0, len(items), width)]
+    return join(*items) if len(items) > 1 else items[0]
 
 
 def _plain(value: Any) -> Any:
@@ -553,6 +668,15 @@ def _int_cmp(digits, x):
     return (n > x) - (n < x)
 
 
+def _int_in(digits, listed):
+    """Whether integer ``digits`` equals some number of the JSON list ``listed`` (ints as
+    digit strings, floats as numbers), exactly. NULL when ``digits`` is no integer."""
+    if not isinstance(digits, str) or _INTEGER.fullmatch(digits) is None or not isinstance(listed, str):
+        return None
+    n = int(digits)
+    return int(any(n == (int(x) if isinstance(x, str) else x) for x in orjson.loads(listed)))
+
+
 def _json_member(doc, key):
     """The raw JSON text of ``doc[key]`` (SQLite, for a key no JSON path can spell)."""
     if doc is None or not isinstance(key, str):
@@ -572,6 +696,7 @@ def register_sqlite(dbapi_connection) -> None:
     dbapi_connection.create_function("mldash_regexp", 2, _sqlite_matcher(True), deterministic=True)
     dbapi_connection.create_function("mldash_json_member", 2, _json_member, deterministic=True)
     dbapi_connection.create_function("mldash_int_cmp", 2, _int_cmp, deterministic=True)
+    dbapi_connection.create_function("mldash_int_in", 2, _int_in, deterministic=True)
 
 
 # ---- PostgreSQL: Python's regular expressions in ARE syntax ---------------------------
