@@ -154,6 +154,15 @@ class _Buffers:
 _buffers = _Buffers()
 
 
+def _after_fork() -> None:
+    global _buffers
+    _buffers = _Buffers()  # its lock may have been held by a thread the child does not have
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork)
+
+
 def _snapshot(np, array):
     """(a C-contiguous copy of ``array``, the recycled buffer that holds it)."""
     buffer = _buffers.take(np, array.nbytes)
