@@ -6,9 +6,11 @@ TensorBoard's ``add_image`` and ``wandb.Image``, in one run.
     python benchmarks/bench_media.py --step-ms 10    # each step first trains for 10 ms
 
 Each case runs in a fresh interpreter. Every step first copies the next of 16
-frames into one reused uint8 HWC buffer (as a loop reusing its output buffer
-does; untimed), then logs it; the frames are smooth gradients with mild noise,
-closer to real images than pure noise for PNG. With ``--step-ms`` each step first
+frames into one reused uint8 HWC buffer and stamps the step into two pixels, so
+no two steps log the same image (as a loop reusing its output buffer does;
+untimed), then logs it; the frames are smooth gradients with mild noise, closer
+to real images than pure noise for PNG. The floor is what any snapshot costs: a
+plain numpy copy of the frame, kept (as a queued snapshot is). With ``--step-ms`` each step first
 does that many milliseconds of "training" (numpy matrix products on one thread,
 which release the GIL as torch's kernels do); without, the loop logs back to
 back, the worst case for mldash, whose writer then falls behind and every
@@ -54,6 +56,9 @@ for k in range(16):
     base = np.stack([(xx + 8 * k) % 256, (yy + 4 * k) % 256, ((xx + yy) // 2 + 16 * k) % 256], -1)
     FRAMES.append((base + rng.integers(0, 12, base.shape)).clip(0, 255).astype(np.uint8))
 buffer = np.empty_like(FRAMES[0])
+def frame(i):
+    buffer[:] = FRAMES[i % 16]
+    buffer[0, 0, 0], buffer[0, 1, 0] = i % 256, i // 256 % 256
 VALUES = [rng.standard_normal(10_000).astype(np.float32) * (1 + k / 16) for k in range(16)]
 calls = []
 STEP = float(sys.argv[4]) / 1000
@@ -77,7 +82,7 @@ exp = mldash.Experiment("bench/media", root=D, system_metrics=False, capture_con
 m = exp.metrics("samples")
 t0 = time.perf_counter()
 for i in range(N):
-    buffer[:] = FRAMES[i % 16]; train()
+    frame(i); train()
     t = time.perf_counter()
     m.append(image=mldash.Image({make}), step=i)
     calls.append(time.perf_counter() - t)
@@ -88,21 +93,30 @@ report(total, exp.path)
 """
 
 CASES = {
+    "floor: numpy copy of the frame, kept": """
+kept = []
+t0 = time.perf_counter()
+for i in range(N):
+    frame(i); train()
+    t = time.perf_counter()
+    kept.append(buffer.copy())
+    calls.append(time.perf_counter() - t)
+report(time.perf_counter() - t0)
+""",
     "mldash.Image, numpy HWC uint8": _MLDASH_IMAGE.format(make="buffer"),
     "mldash.Image, torch CHW float32 (CPU)": (
-        "import torch\n" + _MLDASH_IMAGE.replace("buffer[:] = FRAMES[i % 16]",
-                                                 "buffer[:] = FRAMES[i % 16]; x = torch.from_numpy(buffer).permute(2, 0, 1).float() / 255")
+        "import torch\n" + _MLDASH_IMAGE.replace(
+            "frame(i); train()", "frame(i); x = torch.from_numpy(buffer).permute(2, 0, 1).float().contiguous() / 255; train()")
     ).format(make="x"),
     "mldash.Image, PIL image": (
-        "from PIL import Image as P\n" + _MLDASH_IMAGE.replace("buffer[:] = FRAMES[i % 16]",
-                                                                "buffer[:] = FRAMES[i % 16]; x = P.fromarray(buffer)")
+        "from PIL import Image as P\n" + _MLDASH_IMAGE.replace("frame(i); train()", "frame(i); x = P.fromarray(buffer); train()")
     ).format(make="x"),
     "TensorBoard add_image": """
 from torch.utils.tensorboard import SummaryWriter
 w = SummaryWriter(D)
 t0 = time.perf_counter()
 for i in range(N):
-    buffer[:] = FRAMES[i % 16]; train()
+    frame(i); train()
     t = time.perf_counter()
     w.add_image("samples", buffer, i, dataformats="HWC")
     calls.append(time.perf_counter() - t)
@@ -115,7 +129,7 @@ import wandb
 run = wandb.init(dir=D, project="bench", settings=wandb.Settings(console="off", _disable_stats=True))
 t0 = time.perf_counter()
 for i in range(N):
-    buffer[:] = FRAMES[i % 16]; train()
+    frame(i); train()
     t = time.perf_counter()
     run.log({"samples": wandb.Image(buffer)}, step=i)
     calls.append(time.perf_counter() - t)

@@ -656,8 +656,8 @@ class RunMedia:
         return self._known
 
     def store(self, series: str, images: list[tuple[Image, str]]) -> list[dict]:
-        from . import files as _files
-        from ._filestore import TMP_DIR, blob_path, files_folder, index_path
+        from . import _filewrite
+        from ._filestore import TMP_DIR, blob_path, encode_record, files_folder, index_path
         from ._runfolder import locked
 
         known = self._names()
@@ -691,10 +691,10 @@ class RunMedia:
                 os.replace(part, blob)
                 folders.update((os.path.dirname(blob), os.path.dirname(os.path.dirname(blob))))
             for path in folders:
-                _files._fsync_dir(path)
+                _filewrite._fsync_dir(path)
             index = index_path(self.path)
             with locked(index):
-                _files._append(index, [_files.encode_record(r) for r in new])
+                _filewrite._append(index, [encode_record(r) for r in new])
         except BaseException:
             for record in new:  # not recorded: the retry records them
                 known.pop((record["path"], record["filename"]), None)
@@ -736,16 +736,16 @@ def _media_prefix(series: str) -> str:
 
 
 def _record(prefix: str, folder: str, filename: str, png: bytes, sha: str, image: Image, series: str, field: str) -> dict:
-    from . import files as _files
     from ._filestore import SAVE
+    from ._filewrite import _new_id, _now_iso
 
     now = time.time()
     return {
-        "op": SAVE, "id": _files._new_id(now), "experimentId": prefix, "path": folder, "filename": filename,
+        "op": SAVE, "id": _new_id(now), "experimentId": prefix, "path": folder, "filename": filename,
         "description": None, "tags": [], "bindrs": [], "contentType": "image/png", "sizeBytes": len(png),
         "checksum": sha, "metadata": {"media": "image", "series": series, "field": field, "width": image.width,
                                       "height": image.height},
-        "uploadedAt": _files._now_iso(now), "timestamp": now,
+        "uploadedAt": _now_iso(now), "timestamp": now,
     }
 
 
