@@ -108,7 +108,8 @@ def is_tag(obj: dict) -> bool:
         return obj[TAG] in _NAMES
     if INT_TAG in obj:
         value = obj[INT_TAG]
-        return isinstance(value, str) and value.lstrip("-").isdigit() and value.isascii()
+        digits = value[1:] if isinstance(value, str) and value.startswith("-") else value
+        return isinstance(digits, str) and digits.isdigit() and digits.isascii()  # not "--5": int() refuses it
     if IMAGE_TAG in obj:
         return _is_image(obj[IMAGE_TAG])
     if HISTOGRAM_TAG in obj:
