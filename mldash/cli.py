@@ -92,6 +92,10 @@ def _fmt(value) -> str:
         return f"{value:.6g}"
     if value is None:
         return "-"
+    if isinstance(value, dict) and value.get("type") == "image":  # a media value, read back
+        return f"image {value.get('width')}x{value.get('height')}"
+    if isinstance(value, dict) and value.get("type") == "histogram":
+        return f"histogram, {len(value.get('counts') or ())} bins"
     return str(value)
 
 
