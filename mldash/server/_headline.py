@@ -33,19 +33,10 @@ from typing import Any, Iterable
 import orjson
 
 from .. import _codec
+from .._series_stats import headline_key
 
 _PLAIN = {int, float}
 _SKIPPED = ("step", "epoch", "timestamp")
-
-
-def headline_key(data: dict) -> str | None:
-    """The field ``_runfolder.headline`` shows for a point with these fields."""
-    if "value" in data:
-        return "value"
-    for key, value in data.items():
-        if key not in _SKIPPED and isinstance(value, (int, float)):
-            return key
-    return next(iter(data), None)
 
 
 class Stats:
