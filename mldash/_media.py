@@ -32,24 +32,20 @@ be given once its own package is loaded, so they are taken from ``sys.modules``
 from __future__ import annotations
 
 import hashlib
-import importlib
 import io
-import math
-import operator
 import os
 import re
 import sys
-import threading
 import time
-import weakref
 from typing import Any
 
-from . import _codec
-from ._checks import check_text
+from . import _codec, _media_snapshot
+from ._histogram import Histogram, _stats  # noqa: F401  (importable from here as before)
+from ._media_snapshot import (  # noqa: F401  (importable from here as before)
+    _CHANNELS, _CHW, _HWC, _NUMPY_KINDS, MAX_BINS, MAX_CAPTION, MAX_SIDE, _after_fork, _Buffers,
+    _check_caption, _is_instance, _layout, _Missing, _need, _snapshot, _tensor_snapshot, _torch_of,
+)
 
-MAX_BINS = 512
-MAX_SIDE = 32768  # pixels a side
-MAX_CAPTION = 10_000  # characters
 PNG_LEVEL = 1  # zlib's fastest: the writer's throughput matters more than ~10% of size
 MEDIA_PREFIX = "/media"  # where an image's file is listed: /media/<series>
 # A queued image or histogram counts as its bytes / LOAD_BYTES queue entries towards
@@ -57,183 +53,6 @@ MEDIA_PREFIX = "/media"  # where an image's file is listed: /media/<series>
 # (40,000 and 800,000 entries) the writer is woken once ~12 MiB of media wait, and
 # appends wait for it past ~256 MiB.
 LOAD_BYTES = 320
-
-_HWC, _CHW = "HWC", "CHW"
-_CHANNELS = (1, 3, 4)
-_NUMPY_KINDS = {"u": "uint8", "b": "bool", "f": "float"}
-
-
-class _Missing:
-    """Pillow or numpy, loaded on first use; a clear error at the call when absent."""
-
-    def __init__(self) -> None:
-        self.loaded: dict[str, Any] = {}
-
-    def __call__(self, name: str, what: str):
-        module = self.loaded.get(name)
-        if module is None:
-            try:
-                module = importlib.import_module(name)
-            except ImportError as error:
-                package = {"PIL": "Pillow"}.get(name.split(".")[0], name.split(".")[0])
-                raise ImportError(
-                    f"{what} needs {package}, which is not installed: pip install 'mldash[media]' ({error})"
-                ) from None
-            self.loaded[name] = module
-        return module
-
-
-_need = _Missing()
-
-
-class _Buffers:
-    """Memory for snapshots. Fresh memory costs a page fault per 4 KiB on its first
-    write, several times the copy itself (~110 µs against ~10 µs for 192 KiB on this
-    project's VM), so snapshots are cut from slabs of ``SLAB`` bytes:
-
-    - numpy backs a new slab with huge pages where the kernel offers them (a fault
-      per 2 MiB, not per 4 KiB);
-    - the writer gives a snapshot's buffer back once its image is encoded (or its
-      histogram reduced); a slab whose every cut came back is kept (``KEEP`` of them
-      at most) and cut again: warm memory, no faults. A cut never given back (an
-      Image never appended) just keeps its slab alive until it is freed itself.
-
-    Buffers larger than an eighth of a slab are allocated on their own.
-    """
-
-    SLAB = 16 << 20
-    KEEP = 2
-    ALIGN = 64
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._slab = None
-        self._used = 0
-        self._live: dict[int, list] = {}  # id(slab): [weakref to it, cuts not given back]
-        self._spare: list = []
-
-    def take(self, np, nbytes: int):
-        if nbytes > self.SLAB // 8:
-            return np.empty(nbytes, np.uint8)
-        with self._lock:
-            if self._slab is None or self._used + nbytes > self.SLAB:
-                self._retire()
-                self._slab = self._spare.pop() if self._spare else np.empty(self.SLAB, np.uint8)
-                self._used = 0
-                self._live[id(self._slab)] = [weakref.ref(self._slab), 0]  # a dead slab's entry is replaced
-            start = self._used
-            self._used += -(-nbytes // self.ALIGN) * self.ALIGN
-            self._live[id(self._slab)][1] += 1
-            return self._slab[start : start + nbytes]
-
-    def give(self, buffer) -> None:
-        slab = getattr(buffer, "base", None)
-        if slab is None:
-            return
-        with self._lock:
-            entry = self._live.get(id(slab))
-            if entry is None or entry[0]() is not slab:
-                return
-            entry[1] -= 1
-            if entry[1] == 0 and slab is not self._slab:
-                del self._live[id(slab)]
-                if len(self._spare) < self.KEEP:
-                    self._spare.append(slab)
-
-    def _retire(self) -> None:
-        """The current slab is full: it is reused once its cuts come back (see give)."""
-        slab = self._slab
-        if slab is not None and self._live[id(slab)][1] == 0:
-            del self._live[id(slab)]
-            if len(self._spare) < self.KEEP:
-                self._spare.append(slab)
-        for key in [k for k, (ref, _) in self._live.items() if ref() is None]:
-            del self._live[key]  # slabs freed with cuts never given back
-
-
-_buffers = _Buffers()
-
-
-def _after_fork() -> None:
-    global _buffers
-    _buffers = _Buffers()  # its lock may have been held by a thread the child does not have
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork)
-
-
-def _snapshot(np, array):
-    """(a C-contiguous copy of ``array``, the recycled buffer that holds it)."""
-    buffer = _buffers.take(np, array.nbytes)
-    copy = buffer.view(array.dtype).reshape(array.shape)
-    np.copyto(copy, array, casting="no")
-    return copy, buffer
-
-
-def _tensor_snapshot(torch, tensor):
-    """(a copy of a CPU tensor in a recycled buffer, the buffer)."""
-    np = _need("numpy", "mldash")
-    nbytes = tensor.numel() * tensor.element_size()
-    buffer = _buffers.take(np, nbytes)
-    copy = torch.from_numpy(buffer).view(tensor.dtype).view(tensor.shape)
-    copy.copy_(tensor)
-    return copy, buffer
-
-
-def _torch_of(value: Any):
-    """torch, when ``value`` is one of its tensors (torch is loaded then), else None."""
-    module = value.__class__.__module__
-    if module == "torch" or module.startswith("torch."):
-        torch = sys.modules.get("torch")
-        if torch is not None and isinstance(value, torch.Tensor):
-            return torch
-    return None
-
-
-def _is_instance(value: Any, module: str, cls: str) -> bool:
-    loaded = sys.modules.get(module)
-    kind = getattr(loaded, cls, None)  # None too while another thread is still importing it
-    return isinstance(kind, type) and isinstance(value, kind)
-
-
-def _check_caption(caption: Any) -> str | None:
-    if caption is None:
-        return None
-    if not isinstance(caption, str):
-        raise TypeError(f"an image's caption must be a str or None, not {type(caption).__name__}")
-    if len(caption) > MAX_CAPTION:
-        raise ValueError(f"an image's caption is {len(caption):,} characters long; at most {MAX_CAPTION:,} are allowed")
-    return check_text(caption, "image caption")
-
-
-def _layout(shape: tuple, prefer: str, what: str) -> tuple[str, int, int, int]:
-    """(layout, height, width, channels) of an image array of ``shape``: HW, HWC or
-    CHW with 1, 3 or 4 channels; ``prefer`` decides when both would fit."""
-    if len(shape) == 2:
-        h, w, c, layout = shape[0], shape[1], 1, _HWC
-    elif len(shape) == 3:
-        first, last = shape[0] in _CHANNELS, shape[-1] in _CHANNELS
-        if (prefer == _HWC and last) or (last and not first):
-            layout = _HWC
-        elif first:
-            layout = _CHW
-        else:
-            raise ValueError(
-                f"{what} of shape {tuple(shape)} is not an image: 3 dimensions need 1, 3 or 4 channels "
-                "first (CHW) or last (HWC)"
-            )
-        h, w, c = (shape[0], shape[1], shape[2]) if layout == _HWC else (shape[1], shape[2], shape[0])
-    else:
-        raise ValueError(
-            f"{what} of shape {tuple(shape)} is not an image: it must be HW, HWC or CHW (2 or 3 dimensions); "
-            "log a batch as one image per field or per point"
-        )
-    if h < 1 or w < 1:
-        raise ValueError(f"{what} of shape {tuple(shape)} is empty")
-    if h > MAX_SIDE or w > MAX_SIDE:
-        raise ValueError(f"{what} is {w}x{h} pixels; at most {MAX_SIDE} a side are allowed")
-    return layout, h, w, c
 
 
 class Image:
@@ -391,7 +210,7 @@ class Image:
             self._png = (png, hashlib.sha256(png).hexdigest())
             buffer, self._buffer = self._buffer, None
             self._data = self._event = None
-            _buffers.give(buffer)  # nothing refers to it now: the next snapshot reuses it
+            _media_snapshot._buffers.give(buffer)  # nothing refers to it now: the next snapshot reuses it
         return self._png
 
     def _pil_image(self):
@@ -431,136 +250,6 @@ def _encode_png(image) -> bytes:
     image.save(out, format="PNG", compress_level=PNG_LEVEL)
     return out.getvalue()
 
-
-class Histogram:
-    """The distribution of many values as a metric field value:
-    ``append(weights=mldash.Histogram(w, bins=64))``.
-
-    ``values``: a numpy array, a torch tensor (any device) or a list of numbers,
-    of any shape (flattened); ``bins``: 1 to 512 bins of equal width from the
-    values' min to their max. Reduced on the writer thread to
-    ``{"type": "histogram", "bins": [bins + 1 edges], "counts": [bins],
-    "min", "max", "mean", "count"}``; the values themselves are never stored.
-    NaN and ±inf are refused at the call (a CUDA tensor is looked at on the writer
-    thread instead, so as not to wait for the GPU: its point is then set aside
-    with a warning in the run's log).
-    """
-
-    __slots__ = ("bins", "nbytes", "_values", "_range", "_event", "_stats", "_buffer")
-
-    def __init__(self, values: Any, bins: int = 64) -> None:
-        if isinstance(bins, bool) or not hasattr(bins, "__index__"):
-            raise TypeError(f"mldash.Histogram: bins must be an int from 1 to {MAX_BINS}, not {type(bins).__name__}")
-        bins = operator.index(bins)  # numpy ints too
-        if not 1 <= bins <= MAX_BINS:
-            raise ValueError(f"mldash.Histogram: bins must be from 1 to {MAX_BINS}, got {bins}")
-        self.bins = int(bins)
-        self._event = self._buffer = None
-        self._range: tuple[float, float] | None = None
-        self._stats: dict | None = None
-        torch = _torch_of(values)
-        if torch is not None:
-            self._from_tensor(torch, values)
-        else:
-            self._from_array(values)
-
-    def _from_array(self, values: Any) -> None:
-        np = _need("numpy", "mldash.Histogram")
-        if isinstance(values, (str, bytes, dict)) or values is None:
-            raise TypeError(f"mldash.Histogram takes an array, a tensor or a list of numbers, not {type(values).__name__}")
-        try:
-            array = np.asarray(values)
-        except Exception as error:
-            raise TypeError(f"mldash.Histogram cannot read a {type(values).__name__} as an array: {error}") from None
-        if array.dtype.kind not in "iuf":
-            raise TypeError(f"mldash.Histogram: values of {array.dtype} are not supported; use ints or floats")
-        if array.size == 0:
-            raise ValueError("mldash.Histogram: no values")
-        low, high = array.min(), array.max()  # NaN and inf show in these (NaN propagates)
-        if array.dtype.kind == "f" and not (math.isfinite(low) and math.isfinite(high)):
-            nan = int(np.isnan(array).sum())
-            inf = int(np.isinf(array).sum())
-            raise ValueError(
-                f"mldash.Histogram: the values hold {nan:,} NaN and {inf:,} infinite of {array.size:,}; "
-                "a histogram takes finite values (drop them first, e.g. x[np.isfinite(x)])"
-            )
-        self._range = (float(low), float(high))
-        self._values, self._buffer = _snapshot(np, array)  # the caller may change its array from now on
-        self.nbytes = array.nbytes
-
-    def _from_tensor(self, torch, tensor) -> None:
-        if tensor.dtype.is_complex or tensor.dtype == torch.bool:
-            raise TypeError(f"mldash.Histogram: values of {tensor.dtype} are not supported; use ints or floats")
-        if tensor.numel() == 0:
-            raise ValueError("mldash.Histogram: no values")
-        tensor = tensor.detach()
-        self.nbytes = tensor.numel() * tensor.element_size()
-        if tensor.device.type == "cpu":
-            if tensor.dtype in (torch.float16, torch.bfloat16):
-                tensor = tensor.float()  # numpy has no bfloat16
-            self._from_array(tensor.numpy())
-            return
-        # On an accelerator: a copy on the device, and an event; the range, the NaN check
-        # and the counts are computed on the writer thread, which alone waits for them.
-        self._values = tensor.reshape(-1).clone()
-        if tensor.device.type == "cuda":
-            event = torch.cuda.Event()
-            event.record(torch.cuda.current_stream(tensor.device))
-            self._event = event
-
-    def __repr__(self) -> str:
-        return f"mldash.Histogram(bins={self.bins})"
-
-    # ---- the writer's side ----------------------------------------------------------------
-    def reduce(self) -> dict:
-        """The stored form (without its tag): bins, counts, min, max, mean, count."""
-        if self._stats is None:
-            if self._range is None:
-                self._stats = self._reduce_on_device()
-            else:
-                self._stats = self._reduce_array()
-            buffer, self._buffer = self._buffer, None
-            self._values = self._event = None
-            _buffers.give(buffer)
-        return self._stats
-
-    def _reduce_array(self) -> dict:
-        np = _need("numpy", "mldash.Histogram")
-        values = self._values.reshape(-1)
-        low, high = self._range
-        lo, hi = (low - 0.5, high + 0.5) if low == high else (low, high)
-        counts, _ = np.histogram(values, bins=self.bins, range=(lo, hi))
-        edges = np.linspace(lo, hi, self.bins + 1)
-        mean = float(values.mean(dtype=np.float64))
-        return _stats(edges.tolist(), counts.tolist(), low, high, mean, int(values.size))
-
-    def _reduce_on_device(self) -> dict:
-        torch = sys.modules["torch"]
-        if self._event is not None:
-            self._event.synchronize()
-        values = self._values
-        if not values.is_floating_point():
-            values = values.double()  # histc takes floats; ints below 2**53 stay exact
-        elif values.dtype in (torch.float16, torch.bfloat16):
-            values = values.float()
-        low, high = (v.item() for v in torch.aminmax(values))
-        if not (math.isfinite(low) and math.isfinite(high)):
-            nan = int(torch.isnan(values).sum().item())
-            inf = int(torch.isinf(values).sum().item())
-            raise ValueError(
-                f"the histogram's values hold {nan:,} NaN and {inf:,} infinite of {values.numel():,}; "
-                "a histogram takes finite values"
-            )
-        lo, hi = (low - 0.5, high + 0.5) if low == high else (low, high)
-        counts = torch.histc(values, bins=self.bins, min=lo, max=hi).cpu().tolist()
-        mean = (values.sum(dtype=torch.float64) / values.numel()).item()
-        edges = [lo + (hi - lo) * k / self.bins for k in range(self.bins + 1)]
-        return _stats(edges, [int(c) for c in counts], low, high, mean, int(values.numel()))
-
-
-def _stats(edges: list, counts: list, low: float, high: float, mean: float, count: int) -> dict:
-    return {"bins": [float(e) for e in edges], "counts": counts, "min": float(low), "max": float(high),
-            "mean": float(mean), "count": count}
 
 
 MEDIA_TYPES = (Image, Histogram)
