@@ -234,7 +234,8 @@ def test_a_running_experiment_updates_live(page, server, root):
         page.goto(server.url + "#/exp/live%2Ftraining")
         page.wait_for_selector(".chart-note:text-matches('^10 points')")
         assert page.locator("#exp-status").inner_text() == "RUNNING"
-        assert page.locator("#live").inner_text() == "● live"
+        # Set once the page's refresh has read logs and console too, after the charts drew.
+        page.wait_for_selector("#live:text-is('● live')", timeout=10_000)
         ink_before = canvas_ink(page, "#charts canvas")[0]
         loss.append_batch([{"value": 2.0 + math.sin(s), "step": s} for s in range(10, 200)])
         exp.metrics("accuracy").append(value=0.5, step=200)
