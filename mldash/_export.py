@@ -21,19 +21,14 @@ from typing import Any, Callable, Iterable, Iterator
 
 from . import _codec
 from ._naming import metric_parts
+from ._runfolder import iter_points
 
 FORMATS = ("csv", "parquet", "jsonl", "tensorboard")
 PAGE = 50_000  # points a read; a series is written page by page
 
 
 def _points(metric) -> Iterator[dict]:
-    start = 0
-    while True:
-        reply = metric.read(start, PAGE)
-        yield from reply["data"]
-        if not reply.get("has_more") or not reply["data"]:
-            return
-        start = reply["end_index"] + 1
+    return iter_points(metric.read, PAGE)
 
 
 def _target(out: str, *parts: str) -> str:

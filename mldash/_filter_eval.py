@@ -44,7 +44,8 @@ def _plain(value: Any) -> Any:
     return value.seconds if isinstance(value, (Time, Duration)) else value
 
 
-_OPS: dict[str, Callable[[Any, Any], bool]] = {
+# Also the server's SQL compiler's (SQLAlchemy columns overload the same operators).
+OPS: dict[str, Callable[[Any, Any], Any]] = {
     "=": lambda a, b: a == b,
     "!=": lambda a, b: a != b,
     "<": lambda a, b: a < b,
@@ -67,7 +68,7 @@ def compare(actual: Any, op: str, expected: Value) -> bool:
         return False
     if op in _ORDERING and kind not in ("number", "string"):
         return False
-    return _OPS[op](actual, expected)
+    return OPS[op](actual, expected)
 
 
 @functools.lru_cache(maxsize=1024)

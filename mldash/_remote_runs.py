@@ -14,7 +14,7 @@ import copy
 from typing import Any, Iterable
 
 from . import _filter
-from ._runfolder import SUMMARY_FILE
+from ._runfolder import SUMMARY_FILE, iter_points
 
 _PAGE = 100_000
 
@@ -66,13 +66,7 @@ class RemoteMetric:
         return self.run._reader().read_metric(self.name, start_index, limit)
 
     def points(self) -> Iterable[dict]:
-        start = 0
-        while True:
-            reply = self.read(start, _PAGE)
-            yield from reply["data"]
-            if not reply.get("has_more") or not reply["data"]:
-                return
-            start = reply["end_index"] + 1
+        return iter_points(self.read, _PAGE)
 
     def to_pandas(self):
         from ._frames import _need, points_frame

@@ -181,6 +181,18 @@ def page(data: list, start_index: int, end_index: int, total: int) -> dict:
     }
 
 
+def iter_points(read, page: int = 50_000) -> Iterator[dict]:
+    """Every point of a series, a page at a time: ``read(start_index, limit)`` is a
+    ``Metric.read``-shaped reader (local or remote)."""
+    start = 0
+    while True:
+        reply = read(start, page)
+        yield from reply["data"]
+        if not reply.get("has_more") or not reply["data"]:
+            return
+        start = reply["end_index"] + 1
+
+
 def last_point(folder: str) -> dict | None:
     lines, total = SeriesReader(folder).lines(-1, 1)
     points = decode_points(lines, total - 1)

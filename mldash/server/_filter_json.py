@@ -13,6 +13,8 @@ from sqlalchemy import and_, case, cast, false, func, literal, literal_column, o
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.types import Float, Integer, Numeric, Text
 
+from .._filter_eval import OPS as _OP
+
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 UINT64_MAX = 2**64 - 1  # orjson reads integers in [INT64_MIN, UINT64_MAX] as int, others as float
 
@@ -83,14 +85,6 @@ def _sign_holds(sign_expr, op: str):
     }[op]
 
 
-_OP: dict[str, Callable[[Any, Any], Any]] = {
-    "=": lambda a, b: a == b,
-    "!=": lambda a, b: a != b,
-    "<": lambda a, b: a < b,
-    "<=": lambda a, b: a <= b,
-    ">": lambda a, b: a > b,
-    ">=": lambda a, b: a >= b,
-}
 _SPECIALS = ("NaN", "Infinity", "-Infinity")
 
 
