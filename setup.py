@@ -57,5 +57,8 @@ class build_py_with_startup_hook(build_py):
 
 setup(
     cmdclass={"build_py": build_py_with_startup_hook},
-    ext_modules=[Extension("mldash._speedups", ["mldash/_speedups.c"], optional=True)],
+    ext_modules=[
+        Extension("mldash._speedups", ["mldash/_speedups.c"], optional=True),
+        Extension("mldash._pointparse", ["mldash/_pointparse.c"], optional=True),
+    ],
 )

@@ -3,13 +3,16 @@
 pandas and pyarrow are the ``analysis`` extra, imported here only, when a frame
 is asked for (``import mldash`` loads neither).
 
-A series is read in blocks of ``BLOCK`` bytes, each turned into Arrow columns
-and the blocks then concatenated, so memory stays near twice the frame's. A
-block whose points are plain (numbers, bools and nulls under the same field
-names on every line, no NaN, inf or big int) is parsed by Arrow's CSV reader in
-C++, after one byte translation of the block (``[t,{"a":1,"b":2}]`` reads as
-``t,"a",1,"b",2``); any other block by orjson, one point at a time, with
-NaN, ±inf and integers beyond 64 bits decoded as ``read()`` decodes them.
+A series is read in blocks of ``BLOCK`` bytes, each turned into columns and the
+blocks then concatenated, so memory stays near twice the frame's. Plain lines
+(numbers under the same field names on every line) go through the compiled
+parser (mldash/_frames_native.py, mldash/_pointparse.c) on two threads. Where it
+was not built, or for lines it refuses, a plain block (numbers, bools and nulls,
+no NaN, inf or big int) is parsed by Arrow's CSV reader in C++, after one byte
+translation of the block (``[t,{"a":1,"b":2}]`` reads as ``t,"a",1,"b",2``);
+any other block by orjson, one point at a time, with NaN, ±inf and integers
+beyond 64 bits decoded as ``read()`` decodes them. Every way gives the same
+frame.
 """
 
 from __future__ import annotations
@@ -17,9 +20,10 @@ from __future__ import annotations
 import os
 from typing import Any, Iterable
 
-import orjson
 
 from . import _codec
+from ._frames_native import NativeReader, plain_point
+from ._native import pointparse
 from ._runfolder import DATA_FILE, metric_folder
 
 BLOCK = 32 << 20
@@ -92,7 +96,8 @@ class _Frame:
                 [pa.nulls(self.rows)] if self.rows else [])
             column.array = None
 
-    def add(self, n: int, stamps, columns: dict[str, Any], index=None) -> None:
+    def add(self, n: int, stamps, columns: dict[str, Any], index=None, first: int | None = None) -> None:
+        """``n`` rows; their indices are ``index`` (an Arrow array) or ``first`` and on."""
         pa, np = self.pa, self.np
         if self.rows + n > self.capacity:
             self._grow(self.rows + n)
@@ -102,24 +107,28 @@ class _Frame:
             column = self.columns.get(name)
             if column is None:
                 column = self.columns[name] = _Column()
-            plain = (isinstance(chunk, pa.Array) and chunk.null_count == 0
-                     and chunk.type in (pa.int64(), pa.float64(), pa.bool_()))
+            if isinstance(chunk, np.ndarray):  # int64 or float64 in a buffer reused after this call
+                plain, values = True, chunk
+            else:
+                plain = (isinstance(chunk, pa.Array) and chunk.null_count == 0
+                         and chunk.type in (pa.int64(), pa.float64(), pa.bool_()))
+                values = chunk.to_numpy(zero_copy_only=False) if plain else None
             if plain and column.chunks is None:
-                values = chunk.to_numpy(zero_copy_only=False)
                 if column.array is None and lo == 0:
                     column.array = np.empty(self.capacity, dtype=values.dtype)
                 if column.array is not None and column.array.dtype == values.dtype:
                     column.array[lo:hi] = values
                     continue
             self._to_chunks(column)
-            column.chunks.append(chunk)
+            column.chunks.append(pa.array(values.copy()) if isinstance(chunk, np.ndarray) else chunk)
         for name, column in self.columns.items():
             if name not in columns:
                 self._to_chunks(column)
                 column.chunks.append(pa.nulls(n))
-        if index is not None:
+        first = lo if first is None else first
+        if index is not None or first != lo:
             self.contiguous = False
-        self.index_chunks.append(index if index is not None else (lo, n))
+        self.index_chunks.append(index if index is not None else (first, n))
         self.rows = hi
 
 
@@ -134,7 +143,8 @@ def _unify(pa, chunks: list):
         (kind,) = types
         return pa.chunked_array([c if c.type == kind else c.cast(kind) for c in chunks], type=kind)
     if None not in types and types <= {pa.int64(), pa.float64(), pa.null()}:
-        return pa.chunked_array([c.cast(pa.float64()) for c in chunks], type=pa.float64())
+        # ints and floats: float64, as pandas makes it (an int past 2**53 rounds, as in one Arrow block)
+        return pa.chunked_array([c.cast(pa.float64(), safe=False) for c in chunks], type=pa.float64())
     values: list = []  # mixed kinds: Python objects, as read() gives them
     for chunk in chunks:
         values.extend(chunk.to_pylist() if isinstance(chunk, pa.Array) else chunk)
@@ -216,9 +226,22 @@ def _slow_block(pa, lines: list[bytes], tagged: bool, first_index: int):
         try:
             columns[key] = pa.array(values)
         except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
-            columns[key] = values  # text mixed with numbers, or an int beyond 64 bits
+            columns[key] = _as_floats(pa, values)
     index = None if n == len(rows) else pa.array([i for i, _ in kept], type=pa.int64())
     return n, stamps, columns, index
+
+
+def _as_floats(pa, values: list):
+    """Numbers with a float among them as float64, as pandas makes them (an int past
+    2**53 rounds); else the values themselves (text mixed with numbers, or ints of
+    which one is beyond 64 bits: Python objects)."""
+    kinds = {v.__class__ for v in values}
+    if float in kinds and kinds <= {int, float, type(None)}:
+        try:
+            return pa.array([float(v) if v.__class__ is int else v for v in values], type=pa.float64())
+        except OverflowError:  # an int beyond a double
+            pass
+    return values
 
 
 def _read(folder: str, block_size: int = BLOCK) -> _Frame:
@@ -234,56 +257,65 @@ def _read(folder: str, block_size: int = BLOCK) -> _Frame:
     with f:
         size = os.fstat(f.fileno()).st_size
         out = _Frame(pa, SeriesReader(folder).count())  # counted after our size: enough room
-        pos, count = 0, 0
-        while pos < size:
-            block = f.read(min(block_size, size - pos))
-            if not block:
-                break
-            cut = block.rfind(b"\n") + 1
-            while not cut and pos + len(block) < size:  # one line longer than a block
-                more = f.read(min(block_size, size - pos - len(block)))
-                if not more:
-                    break
-                block += more
-                cut = block.rfind(b"\n") + 1
-            if not cut:
-                break  # a last line without its newline: still being written
-            pos += cut
-            f.seek(pos)
-            fast = None
-            first = _first_point(block)
-            if first is not None:
-                fast = _fast_block(pa, block, cut, first)
-            if fast is not None:
-                n, stamps, columns = fast
-                out.add(n, stamps, columns)
-                count += n
-            else:
-                complete = block[:cut]
-                lines = complete[:-1].split(b"\n")
-                n, stamps, columns, index = _slow_block(pa, lines, _codec._TAG_BYTES in complete, count)
-                out.add(n, stamps, columns, index)
-                count += len(lines)
-            del block, fast
+        count = 0
+        native = NativeReader(lambda frame, lines, n: _add_lines(pa, frame, lines, n)) if pointparse else None
+        try:
+            for buf, end in _blocks(f, size, block_size):
+                if native is None:
+                    count = _add_lines(pa, out, bytes(memoryview(buf)[:end]), count)
+                else:
+                    count = native.add_block(out, buf, end, count)
+        finally:
+            if native is not None:
+                native.close()
     return out
 
 
-def _first_point(block: bytes) -> dict | None:
-    try:
-        row = orjson.loads(block[: block.find(b"\n")])
-    except orjson.JSONDecodeError:
-        return None
-    if isinstance(row, list) and len(row) == 2 and isinstance(row[1], dict):
-        return row[1]
-    return None
+def _blocks(f, size: int, block_size: int):
+    """The file's complete lines up to ``size``, about ``block_size`` bytes at a time,
+    as (buffer, end): ``buffer[:end]``, in one buffer reused for the next block."""
+    buf = bytearray(block_size)
+    pos = 0
+    while pos < size:
+        f.seek(pos)
+        with memoryview(buf) as view:
+            got = f.readinto(view[: min(len(buf), size - pos)])
+        if not got:
+            return
+        cut = buf.rfind(b"\n", 0, got) + 1
+        if not cut:
+            if pos + got >= size:
+                return  # a last line without its newline: still being written
+            buf = bytearray(2 * len(buf))  # one line longer than a block
+            continue
+        yield buf, cut
+        pos += cut
+
+
+def _add_lines(pa, out: _Frame, lines: bytes, count: int) -> int:
+    """Complete lines into ``out`` by Arrow's CSV reader where they are plain, else
+    point by point; returns the count of lines read so far."""
+    fast = None
+    first = plain_point(lines[: lines.find(b"\n")])
+    if first is not None:
+        fast = _fast_block(pa, lines, len(lines), first)
+    if fast is not None:
+        n, stamps, columns = fast
+        out.add(n, stamps, columns, first=count)
+        return count + n
+    split = lines[:-1].split(b"\n")
+    n, stamps, columns, index = _slow_block(pa, split, _codec._TAG_BYTES in lines, count)
+    out.add(n, stamps, columns, index)
+    return count + len(split)
 
 
 def series_frame(folder: str, block_size: int = BLOCK):
     """Every point of the series in ``folder``: a pandas DataFrame indexed by ``index``
     (the point's index, as in ``read()``), with ``timestamp`` (the write time, UTC,
     millisecond resolution) and one column per field. A field absent from a point is
-    null there (NaN in a number column); a column mixing text and numbers, or holding
-    an integer beyond 64 bits, holds Python objects as ``read()`` returns them.
+    null there (NaN in a number column); a column of ints and floats is float64, as
+    pandas makes it; a column mixing text and numbers, or of ints with one beyond 64
+    bits, holds Python objects as ``read()`` returns them.
 
     A field of your own named ``timestamp`` or ``index`` keeps its name, and mldash's
     column becomes ``_timestamp`` (the index ``_index``).

@@ -175,7 +175,7 @@ def test_integrations_import_from_the_integrations_folder():
 
 
 @pytest.mark.timeout(300)
-def test_the_wheel_ships_integrations_as_mldash_integrations_and_the_compiled_append(tmp_path):
+def test_the_wheel_ships_integrations_as_mldash_integrations_and_the_compiled_parts(tmp_path):
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
          str(tmp_path), str(REPO)],
@@ -188,7 +188,8 @@ def test_the_wheel_ships_integrations_as_mldash_integrations_and_the_compiled_ap
     for source in (REPO / "mldash").glob("*.py"):
         assert f"mldash/{source.name}" in names
     assert not any(n.startswith("integrations/") for n in names)
-    assert any(n.startswith("mldash/_speedups.") and n.endswith(".so") for n in names)  # compiled
+    for compiled in ("_speedups", "_pointparse"):  # the append and the DataFrame line parser
+        assert any(n.startswith(f"mldash/{compiled}.") and n.endswith(".so") for n in names), compiled
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     assert "mldash = mldash.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
     wheel_metadata = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("METADATA"))).decode()

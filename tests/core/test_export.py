@@ -5,7 +5,6 @@ or as TensorBoard event files."""
 from __future__ import annotations
 
 import math
-import os
 import subprocess
 import sys
 

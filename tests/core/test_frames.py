@@ -1,6 +1,9 @@
 """DataFrames of series (``exp.metrics(name).to_pandas()``) and a run's history
 (``mldash._frames.history``, which ``exp.history()`` calls): full resolution,
-values decoded as ``read()`` decodes them, whichever way a block is parsed."""
+values decoded as ``read()`` decodes them, whichever way a block is parsed.
+
+Every test runs twice: with the compiled line parser (mldash/_pointparse.c) and
+without it (Arrow's CSV reader and orjson), as on a machine with no compiler."""
 
 from __future__ import annotations
 
@@ -16,6 +19,17 @@ from mldash._frames import history, series_frame
 
 pd = pytest.importorskip("pandas")
 pytest.importorskip("pyarrow")
+
+
+@pytest.fixture(autouse=True, params=["compiled", "python"])
+def parser(request, monkeypatch):
+    from mldash import _frames
+
+    if request.param == "python":
+        monkeypatch.setattr(_frames, "pointparse", None)
+    elif _frames.pointparse is None:
+        pytest.skip("the compiled parser is not built (or MLDASH_PURE_PYTHON)")
+    return request.param
 
 
 def hist(exp, names=None, x="step"):
@@ -72,6 +86,16 @@ def test_big_ints_and_text_are_python_objects_as_read_gives_them(exp):
     frame = exp.metrics("m").to_pandas()
     assert frame["value"].dtype == object
     assert frame["value"].tolist() == [2**70, "x", 1.5]
+
+
+@pytest.mark.parametrize("block_size", [64, 1 << 20])
+def test_a_column_of_ints_and_floats_is_float64_as_pandas_makes_it(exp, block_size):
+    m = exp.metrics("m")
+    m.append_batch([{"value": 0.5}, {"value": 2**53 + 1}, {"value": 3}])
+    exp.flush()
+    frame = series_frame(m.folder, block_size=block_size)
+    assert frame["value"].dtype == "float64" and frame["value"].tolist() == [0.5, 2.0**53, 3.0]
+    assert frame["value"].tolist() == pd.Series([0.5, 2**53 + 1, 3]).tolist()
 
 
 def test_a_field_missing_from_some_points_is_nan_there(exp):
@@ -188,3 +212,4 @@ def test_text_in_a_block_sends_it_point_by_point(exp, monkeypatch):
     slow = _frames._slow_block
     monkeypatch.setattr(_frames, "_slow_block", lambda *a: calls.append(1) or slow(*a))
     assert exp.metrics("m").to_pandas()["tag"].tolist() == ["a,b", '"q"'] and calls
+

@@ -5,7 +5,6 @@ reads back the same dicts and the same image bytes."""
 
 from __future__ import annotations
 
-import time
 
 import numpy as np
 import pytest

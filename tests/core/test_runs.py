@@ -4,7 +4,6 @@ Experiment in the test's own root."""
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import subprocess

@@ -27,7 +27,6 @@ import mldash
 from mldash import _codec
 from mldash.remote._http import Api
 from mldash.remote._files import pending
-from mldash.remote.sync import sync_root
 
 from _server_support import ServerProcess, free_port
 
