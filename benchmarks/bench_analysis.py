@@ -9,7 +9,11 @@
    first call of a notebook) and again in that process (warm: the second call).
 2. ``exp.metrics(name).to_pandas()`` of a series of ``--points`` {value, step}
    points, in a fresh process: wall time and peak RSS above the process's RSS
-   before the call, against the frame's own size.
+   before the call, against the frame's own size; with the compiled line parser
+   and without it (MLDASH_PURE_PYTHON=1: Arrow's CSV reader), and beside them
+   ``pandas.read_csv`` of the same points as a CSV file with the columns that
+   Lightning's CSVLogger writes (step, value), read with its C engine. Each is
+   run ``--repeats`` times, interleaved; the medians print.
 
 The runs are written once into ``--data`` (default $TMPDIR/mldash-bench-analysis)
 and reused: the mldash ones as their files (what Experiment writes, written
@@ -25,6 +29,7 @@ import json
 import math
 import os
 import random
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -126,9 +131,9 @@ def prepare_mlflow(folder: str, n: int) -> str:
     return uri
 
 
-def _in_fresh_process(code: str) -> dict:
+def _in_fresh_process(code: str, env: dict | None = None) -> dict:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True,
-                         env={**os.environ, "PYTHONPATH": REPO})
+                         env={**os.environ, "PYTHONPATH": REPO, **(env or {})})
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -172,6 +177,31 @@ print(json.dumps(dict(points=len(frame), seconds=took, frame_bytes=size, peak_ab
 """
 
 
+CSV_CODE = """
+import json, resource, time, pandas, pyarrow, numpy
+def rss():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize()
+before = rss()
+t = time.perf_counter(); frame = pandas.read_csv({path!r}); took = time.perf_counter() - t
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+size = int(frame.memory_usage(deep=True, index=True).sum())
+print(json.dumps(dict(points=len(frame), seconds=took, frame_bytes=size, peak_above_before=peak - before,
+                      ratio=(peak - before) / size)))
+"""
+
+
+def prepare_csv(path: str, points: int) -> None:
+    """The same points as Lightning's CSVLogger would write them (repr of each float)."""
+    if os.path.exists(path):
+        return
+    with open(path + ".part", "w") as f:
+        f.write("step,value\n")
+        for start in range(0, points, 100_000):
+            f.write("".join(f"{i},{1.0 / (i + 1)!r}\n" for i in range(start, min(points, start + 100_000))))
+    os.replace(path + ".part", path)
+
+
 def prepare_series(root: str, points: int) -> None:
     import mldash
 
@@ -192,43 +222,67 @@ def main() -> None:
     parser.add_argument("--points", type=int, default=10_000_000)
     parser.add_argument("--data", default=os.path.join(tempfile.gettempdir(), "mldash-bench-analysis"))
     parser.add_argument("--skip-mlflow", action="store_true")
+    parser.add_argument("--only", choices=["all", "runs", "series"], default="all")
+    parser.add_argument("--repeats", type=int, default=5, help="fresh processes per series reader")
     args = parser.parse_args()
     runs_root = os.path.join(args.data, f"mldash-{args.runs}")
     series_root = os.path.join(args.data, f"series-{args.points}")
-    t = time.time()
-    prepare_mldash(runs_root, args.runs)
-    print(f"mldash runs ready ({time.time() - t:.1f} s)", flush=True)
-    uri = None
-    if not args.skip_mlflow:
+    results = {"runs": args.runs, "points": args.points, "cpus": os.cpu_count(), "load": os.getloadavg()}
+    if args.only in ("all", "runs"):
         t = time.time()
-        uri = prepare_mlflow(os.path.join(args.data, f"mlflow-{args.runs}"), args.runs)
-        print(f"MLflow runs ready ({time.time() - t:.1f} s)", flush=True)
-    t = time.time()
-    prepare_series(series_root, args.points)
-    print(f"series ready ({time.time() - t:.1f} s)", flush=True)
-
-    results = {"runs": args.runs, "points": args.points, "cpus": os.cpu_count()}
-    results["mldash"] = _in_fresh_process(MLDASH_CODE.format(root=runs_root, filt=MLDASH_FILTER))
-    results["mldash_min"] = _in_fresh_process(MLDASH_CODE.format(root=runs_root, filt=MLDASH_FILTER_MIN))
-    if uri:
-        results["mlflow"] = _in_fresh_process(MLFLOW_CODE.format(uri=uri, filt=MLFLOW_FILTER))
-    results["series"] = _in_fresh_process(SERIES_CODE.format(root=series_root))
-
-    print(f"\n{args.runs:,} runs; filter: {MLDASH_FILTER}")
-    print(f"{'':34} {'matched':>8} {'1st call':>9} {'2nd call':>9} {'table 1st':>10} {'table 2nd':>10}")
-    rows = [("mldash.runs", results["mldash"]), ("mldash.runs (metrics .min filter)", results["mldash_min"])]
-    if uri:
-        rows.append(("mlflow.search_runs (SQLite)", results["mlflow"]))
-    for label, r in rows:
-        print(f"{label:34} {r['matched']:>8} {r['first']:>8.2f}s {r['second']:>8.2f}s "
-              f"{r['table_first']:>9.2f}s {r['table_second']:>9.2f}s")
-    s = results["series"]
-    print(f"\nmetrics(name).to_pandas() of {s['points']:,} points: {s['seconds']:.2f} s, frame "
-          f"{s['frame_bytes'] / 2**20:.0f} MiB, peak RSS above the start {s['peak_above_before'] / 2**20:.0f} MiB "
-          f"({s['ratio']:.2f}x the frame)")
+        prepare_mldash(runs_root, args.runs)
+        print(f"mldash runs ready ({time.time() - t:.1f} s)", flush=True)
+        uri = None
+        if not args.skip_mlflow:
+            t = time.time()
+            uri = prepare_mlflow(os.path.join(args.data, f"mlflow-{args.runs}"), args.runs)
+            print(f"MLflow runs ready ({time.time() - t:.1f} s)", flush=True)
+        results["mldash"] = _in_fresh_process(MLDASH_CODE.format(root=runs_root, filt=MLDASH_FILTER))
+        results["mldash_min"] = _in_fresh_process(MLDASH_CODE.format(root=runs_root, filt=MLDASH_FILTER_MIN))
+        if uri:
+            results["mlflow"] = _in_fresh_process(MLFLOW_CODE.format(uri=uri, filt=MLFLOW_FILTER))
+        print(f"\n{args.runs:,} runs; filter: {MLDASH_FILTER}")
+        print(f"{'':34} {'matched':>8} {'1st call':>9} {'2nd call':>9} {'table 1st':>10} {'table 2nd':>10}")
+        rows = [("mldash.runs", results["mldash"]), ("mldash.runs (metrics .min filter)", results["mldash_min"])]
+        if uri:
+            rows.append(("mlflow.search_runs (SQLite)", results["mlflow"]))
+        for label, r in rows:
+            print(f"{label:34} {r['matched']:>8} {r['first']:>8.2f}s {r['second']:>8.2f}s "
+                  f"{r['table_first']:>9.2f}s {r['table_second']:>9.2f}s")
+    if args.only in ("all", "series"):
+        t = time.time()
+        prepare_series(series_root, args.points)
+        csv_path = os.path.join(args.data, f"series-{args.points}.csv")
+        prepare_csv(csv_path, args.points)
+        print(f"series ready ({time.time() - t:.1f} s)", flush=True)
+        readers = {
+            "mldash to_pandas (compiled parser)": (SERIES_CODE.format(root=series_root), {}),
+            "mldash to_pandas (no compiler: Arrow CSV)": (SERIES_CODE.format(root=series_root),
+                                                          {"MLDASH_PURE_PYTHON": "1"}),
+            "pandas.read_csv of CSVLogger's columns": (CSV_CODE.format(path=csv_path), {}),
+        }
+        runs: dict[str, list] = {label: [] for label in readers}
+        for _ in range(args.repeats):
+            for label, (code, env) in readers.items():
+                runs[label].append(_in_fresh_process(code, env))
+        results["series"] = {label: _medians(found) for label, found in runs.items()}
+        print(f"\n{args.points:,} points, median of {args.repeats} fresh processes (load {os.getloadavg()[0]:.1f}):")
+        for label, s in results["series"].items():
+            print(f"  {label:44} {s['seconds']:6.2f} s (min {s['seconds_min']:.2f}, max {s['seconds_max']:.2f}), "
+                  f"frame {s['frame_bytes'] / 2**20:.0f} MiB, peak RSS {s['ratio']:.2f}x the frame")
     os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
-    with open(os.path.join(HERE, "results", "analysis.json"), "w") as f:
+    path = os.path.join(HERE, "results", "analysis.json")
+    if args.only != "all" and os.path.exists(path):  # keep the other part's last results
+        with open(path) as f:
+            results = {**json.load(f), **results}
+    with open(path, "w") as f:
         json.dump(results, f, indent=2)
+
+
+def _medians(found: list[dict]) -> dict:
+    seconds = sorted(r["seconds"] for r in found)
+    return {**found[0], "seconds": statistics.median(seconds), "seconds_min": seconds[0], "seconds_max": seconds[-1],
+            "ratio": statistics.median(r["ratio"] for r in found)}
 
 
 if __name__ == "__main__":
