@@ -297,11 +297,20 @@ def create_app(store: Store, *, auth: str = "auto", max_body: int = MAX_BODY, ui
         for_experiment(scope, exp_id, "read")
         return Response(store.read_metric_json(exp_id, name, start_index, limit), media_type="application/json")
 
-    @app.post(f"{API}/experiments/{{exp_id}}/logs", openapi_extra=_body(RECORDS_BODY))
-    async def append_logs(request: Request, exp_id: int = ExpId, scope: Scope = Depends(caller)):
-        body = _object(await _json(request))
-        await run_in_threadpool(for_experiment, scope, exp_id, "write")
-        return await run_in_threadpool(store.append_logs, exp_id, body.get("start_index"), body.get("records"))
+    def add_records_append(kind: str, append) -> None:
+        """POST /experiments/{id}/<kind>: records at a start index (logs, console, checkpoints)."""
+
+        async def append_records(request: Request, exp_id: int = ExpId, scope: Scope = Depends(caller)):
+            body = _object(await _json(request))
+            await run_in_threadpool(for_experiment, scope, exp_id, "write")
+            return await run_in_threadpool(append, exp_id, body.get("start_index"), body.get("records"))
+
+        app.post(f"{API}/experiments/{{exp_id}}/{kind}", openapi_extra=_body(RECORDS_BODY),
+                 name=f"append_{kind}")(append_records)
+
+    for kind, append in (("logs", store.append_logs), ("console", store.append_console),
+                         ("checkpoints", store.append_checkpoints)):
+        add_records_append(kind, append)
 
     @app.get(f"{API}/experiments/{{exp_id}}/logs")
     def read_logs(
@@ -316,12 +325,6 @@ def create_app(store: Store, *, auth: str = "auto", max_body: int = MAX_BODY, ui
         for_experiment(scope, exp_id, "read")
         return store.read_logs(exp_id, start_index, limit, level, since, until)
 
-    @app.post(f"{API}/experiments/{{exp_id}}/console", openapi_extra=_body(RECORDS_BODY))
-    async def append_console(request: Request, exp_id: int = ExpId, scope: Scope = Depends(caller)):
-        body = _object(await _json(request))
-        await run_in_threadpool(for_experiment, scope, exp_id, "write")
-        return await run_in_threadpool(store.append_console, exp_id, body.get("start_index"), body.get("records"))
-
     @app.get(f"{API}/experiments/{{exp_id}}/console")
     def read_console(
         exp_id: int = ExpId,
@@ -331,12 +334,6 @@ def create_app(store: Store, *, auth: str = "auto", max_body: int = MAX_BODY, ui
     ):
         for_experiment(scope, exp_id, "read")
         return store.read_console(exp_id, start_index, limit)
-
-    @app.post(f"{API}/experiments/{{exp_id}}/checkpoints", openapi_extra=_body(RECORDS_BODY))
-    async def append_checkpoints(request: Request, exp_id: int = ExpId, scope: Scope = Depends(caller)):
-        body = _object(await _json(request))
-        await run_in_threadpool(for_experiment, scope, exp_id, "write")
-        return await run_in_threadpool(store.append_checkpoints, exp_id, body.get("start_index"), body.get("records"))
 
     @app.get(f"{API}/experiments/{{exp_id}}/progress")
     def progress(exp_id: int = ExpId, scope: Scope = Depends(caller)):
