@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import re
@@ -93,6 +94,28 @@ class UiServer:
 
 def launch_chromium(playwright):
     return playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+
+
+@contextlib.contextmanager
+def watched_page(browser, *, console_ok=None, response_ok=None, **context):
+    """A fresh page (a context with ``context``'s options) that fails the test on any
+    script error, dialog or console error (a CSP violation is one), but the console
+    texts ``console_ok(text)`` allows; with ``response_ok``, also on any response of
+    400 or more that ``response_ok(response)`` does not allow."""
+    context = browser.new_context(**{"viewport": {"width": 1400, "height": 900}, **context})
+    page = context.new_page()
+    problems = []
+    page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
+    page.on("dialog", lambda dialog: (problems.append(f"dialog: {dialog.message}"), dialog.dismiss()))
+    page.on("console", lambda msg: msg.type == "error" and not (console_ok and console_ok(msg.text))
+            and problems.append(f"console: {msg.text}"))
+    if response_ok is not None:
+        page.on("response", lambda response: response.status >= 400 and not response_ok(response)
+                and problems.append(f"{response.status}: {response.url}"))
+    page.set_default_timeout(15_000)
+    yield page
+    context.close()
+    assert problems == []
 
 
 def canvas_ink(page, selector: str = "canvas") -> list[int]:

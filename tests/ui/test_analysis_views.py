@@ -13,9 +13,9 @@ import pytest
 
 import mldash
 
-from _ui_support import HOSTILE, UiServer, canvas_ink, launch_chromium, screenshot
+from _ui_support import HOSTILE, UiServer, canvas_ink, screenshot, watched_page
 
-playwright_api = pytest.importorskip("playwright.sync_api")
+pytest.importorskip("playwright.sync_api")
 if not os.path.exists("/usr/bin/chromium"):
     pytest.skip("needs Debian's chromium at /usr/bin/chromium", allow_module_level=True)
 
@@ -67,36 +67,17 @@ def server(root):
     server.stop()
 
 
-@pytest.fixture(scope="module")
-def browser():
-    with playwright_api.sync_playwright() as p:
-        browser = launch_chromium(p)
-        yield browser
-        browser.close()
-
-
 @pytest.fixture
 def page(browser):
-    """A fresh page that fails the test on any script error, dialog or CSP violation, and
-    on any failed request but a bad filter's 400 (which the page shows under the box)."""
-    context = browser.new_context(viewport={"width": 1400, "height": 900})
-    page = context.new_page()
-    problems = []
-    page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
-    page.on("dialog", lambda dialog: (problems.append(f"dialog: {dialog.message}"), dialog.dismiss()))
-    page.on("console", lambda msg: msg.type == "error" and "Failed to load resource" not in msg.text
-            and problems.append(f"console: {msg.text}"))
+    """A watched page that also fails on any failed request but a bad filter's 400 (which
+    the page shows under the box)."""
 
-    def failed(response):
-        bad_filter = response.status == 400 and ("/api/experiments?" in response.url or "/api/keys?" in response.url)
-        if response.status >= 400 and not bad_filter:
-            problems.append(f"{response.status}: {response.url}")
+    def bad_filter(response):
+        return response.status == 400 and ("/api/experiments?" in response.url or "/api/keys?" in response.url)
 
-    page.on("response", failed)
-    page.set_default_timeout(15_000)
-    yield page
-    context.close()
-    assert problems == []
+    with watched_page(browser, console_ok=lambda text: "Failed to load resource" in text,
+                      response_ok=bad_filter) as page:
+        yield page
 
 
 def prefixes(page) -> list[str]:

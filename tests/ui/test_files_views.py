@@ -10,9 +10,9 @@ import pytest
 
 import mldash
 
-from _ui_support import HOSTILE, UiServer, canvas_ink, launch_chromium, screenshot
+from _ui_support import HOSTILE, UiServer, canvas_ink, screenshot, watched_page
 
-playwright_api = pytest.importorskip("playwright.sync_api")
+pytest.importorskip("playwright.sync_api")
 if not os.path.exists("/usr/bin/chromium"):
     pytest.skip("needs Debian's chromium at /usr/bin/chromium", allow_module_level=True)
 
@@ -54,27 +54,10 @@ def server(root):
     server.stop()
 
 
-@pytest.fixture(scope="module")
-def browser():
-    with playwright_api.sync_playwright() as p:
-        browser = launch_chromium(p)
-        yield browser
-        browser.close()
-
-
 @pytest.fixture
 def page(browser):
-    """A fresh page that fails the test on any script error, dialog or CSP violation."""
-    context = browser.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
-    page = context.new_page()
-    problems = []
-    page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
-    page.on("dialog", lambda dialog: (problems.append(f"dialog: {dialog.message}"), dialog.dismiss()))
-    page.on("console", lambda msg: msg.type == "error" and problems.append(f"console: {msg.text}"))
-    page.set_default_timeout(15_000)
-    yield page
-    context.close()
-    assert problems == []
+    with watched_page(browser, viewport={"width": 1400, "height": 1000}, accept_downloads=True) as page:
+        yield page
 
 
 def open_run(page, server, prefix="vision/a"):
