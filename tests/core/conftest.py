@@ -6,6 +6,8 @@ from __future__ import annotations
 import pytest
 
 import mldash
+from mldash import _queue
+from mldash._native import speedups
 
 
 @pytest.fixture
@@ -14,3 +16,13 @@ def exp(root):
     experiment = mldash.Experiment("core/run", root=root)
     yield experiment
     experiment.finish()
+
+
+@pytest.fixture(params=["c", "python"])
+def queue_module(request):
+    """The append queue's module: the compiled one (_speedups) and its twin (_queue)."""
+    if request.param == "python":
+        return _queue
+    if speedups is None:
+        pytest.skip("the compiled speed-ups are not built (or MLDASH_PURE_PYTHON is set)")
+    return speedups

@@ -19,9 +19,8 @@ import numpy as np
 import pytest
 
 import mldash
-from mldash import _codec, _filestore, _media, _queue
+from mldash import _codec, _filestore, _media
 from mldash._checks import check_document, check_json
-from mldash._native import speedups
 
 torch = pytest.importorskip("torch")
 PIL_Image = pytest.importorskip("PIL.Image")
@@ -315,15 +314,6 @@ def test_the_checks_take_well_formed_media_tags_as_stored():
 
 
 # ---- the queue: media take the checked path, in C and in Python ---------------------------
-@pytest.fixture(params=["c", "python"])
-def queue_module(request):
-    if request.param == "python":
-        return _queue
-    if speedups is None:
-        pytest.skip("the compiled speed-ups are not built (or MLDASH_PURE_PYTHON is set)")
-    return speedups
-
-
 def test_media_values_take_the_checked_path_of_both_queues(queue_module):
     seen = []
 

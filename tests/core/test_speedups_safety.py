@@ -26,7 +26,6 @@ from pathlib import Path
 
 import pytest
 
-from mldash import _queue
 from mldash._native import speedups
 from _sanitizer import sanitized_builds, sanitizer_report
 
@@ -430,15 +429,6 @@ def check_outcome(scenario: str, result, version: tuple[int, int], compiled: boo
         assert result["MemoryError"] > 0 and result["queued"] > 0, result
     elif scenario == "threads":
         assert result["calls"] > 100 and result["queued"] > 0, result
-
-
-@pytest.fixture(params=["c", "python"])
-def queue_module(request):
-    if request.param == "python":
-        return _queue
-    if speedups is None:
-        pytest.skip("the compiled speed-ups are not built (or MLDASH_PURE_PYTHON is set)")
-    return speedups
 
 
 @pytest.mark.parametrize("scenario", list(SCENARIOS))
