@@ -24,7 +24,7 @@ from typing import Any, Iterable
 from . import _codec
 from ._frames_native import NativeReader, plain_point
 from ._native import pointparse
-from ._runfolder import DATA_FILE, metric_folder
+from ._runfolder import DATA_FILE, metric_folder, stored_rows
 
 BLOCK = 32 << 20
 INDEX, TIMESTAMP = "index", "timestamp"
@@ -208,9 +208,7 @@ def _fast_block(pa, block: bytes, cut: int, first: dict):
 
 def _slow_block(pa, lines: list[bytes], tagged: bool, first_index: int):
     """Columns for any block, point by point (what ``read()`` decodes, the same way)."""
-    from ._series_stats import _rows
-
-    rows = _rows(lines, tagged)
+    rows = stored_rows(lines, tagged)
     kept = [(first_index + i, row) for i, row in enumerate(rows) if row is not None]
     n = len(kept)
     stamps = pa.array([row[0] for _, row in kept], type=pa.int64())

@@ -139,29 +139,38 @@ def check_range(start_index: int, limit: int) -> None:
         raise ValueError(f"limit must be an int >= 0, got {limit!r}")
 
 
-def decode_points(lines: list[bytes], first_index: int) -> list[dict]:
-    """Turn stored lines into read() points; a damaged line is skipped."""
-    if not lines:
-        return []
+def stored_rows(lines: list[bytes], tagged: bool | None = None) -> list:
+    """Stored lines as [ms, fields] rows, tags decoded; a damaged line (not JSON, or not
+    a [time, {fields}] pair) is None there. ``tagged``: whether any line may hold a tag
+    (None: look)."""
     try:
         rows = orjson.loads(b"[" + b",".join(lines) + b"]")
-        tagged = any(_codec._TAG_BYTES in line for line in lines)
     except orjson.JSONDecodeError:
-        rows, tagged = [], True
+        rows = []
         for line in lines:
             try:
                 rows.append(orjson.loads(line))
             except orjson.JSONDecodeError:
                 rows.append(None)
+    if tagged is None:
+        tagged = any(_codec._TAG_BYTES in line for line in lines)
     out = []
-    for i, row in enumerate(rows):
-        if row is None:
+    for row in rows:
+        if not (isinstance(row, list) and len(row) == 2 and isinstance(row[0], int) and isinstance(row[1], dict)):
+            out.append(None)
             continue
-        t, data = row
         if tagged:
-            data = _codec.untag(data)
-        out.append({"index": first_index + i, "timestamp": t / 1000, "data": data})
+            row[1] = _codec.untag(row[1])
+        out.append(row)
     return out
+
+
+def decode_points(lines: list[bytes], first_index: int) -> list[dict]:
+    """Turn stored lines into read() points; a damaged line is skipped."""
+    return [
+        {"index": first_index + i, "timestamp": row[0] / 1000, "data": row[1]}
+        for i, row in enumerate(stored_rows(lines)) if row is not None
+    ]
 
 
 def read_series(folder: str, start_index: int = 0, limit: int = 1000) -> dict:

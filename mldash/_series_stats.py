@@ -12,11 +12,10 @@ from __future__ import annotations
 import os
 from typing import Any
 
-import orjson
 
 from . import _codec, _filter
 from ._read_cache import _cache, _recent
-from ._runfolder import DATA_FILE
+from ._runfolder import DATA_FILE, stored_rows
 
 _BLOCK = 16 << 20
 _TAIL = 64
@@ -125,7 +124,7 @@ def _scan(f, stats: SeriesStats, size: int) -> None:
             continue
         complete = block[:cut]
         lines = complete[:-1].split(b"\n")
-        rows = _rows(lines, _codec._TAG_BYTES in complete)
+        rows = stored_rows(lines, _codec._TAG_BYTES in complete)
         first = stats.count
         stats.count += len(lines)
         for row in rows:
@@ -147,25 +146,3 @@ def _scan(f, stats: SeriesStats, size: int) -> None:
                 break
         stats.offset += cut
         stats.tail = complete[-_TAIL:] if len(complete) >= _TAIL else (stats.tail + complete)[-_TAIL:]
-
-
-def _rows(lines: list[bytes], tagged: bool) -> list:
-    """Stored lines as [ms, fields] rows; a damaged line is None (as read() skips it)."""
-    try:
-        rows = orjson.loads(b"[" + b",".join(lines) + b"]")
-    except orjson.JSONDecodeError:
-        rows = []
-        for line in lines:
-            try:
-                rows.append(orjson.loads(line))
-            except orjson.JSONDecodeError:
-                rows.append(None)
-    out = []
-    for row in rows:
-        if not (isinstance(row, list) and len(row) == 2 and isinstance(row[1], dict)):
-            out.append(None)
-            continue
-        if tagged:
-            row[1] = _codec.untag(row[1])
-        out.append(row)
-    return out

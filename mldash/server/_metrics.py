@@ -417,4 +417,5 @@ def _require_experiment(conn, exp_id: int) -> None:
 
 
 def _last_point(line: bytes | None, total: int) -> dict | None:
-    return decode_points([bytes(line)], total - 1)[0] if line is not None and total else None
+    points = decode_points([bytes(line)], total - 1) if line is not None and total else []
+    return points[0] if points else None

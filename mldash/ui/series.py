@@ -20,6 +20,7 @@ import numpy as np
 import orjson
 
 from .. import _codec
+from .._runfolder import stored_rows
 
 # Fields that are usually an x axis, not a value to plot.
 AXIS_FIELDS = ("step", "epoch", "timestamp", "time")
@@ -174,28 +175,13 @@ def parse_lines(chunk: bytes, first_index: int) -> tuple[list[int], list[float],
     """Parse complete ``[ms_epoch, {fields}]`` lines; returns indices, times, rows, line count.
 
     ``chunk`` ends with a newline. A damaged line keeps its index (line number)
-    but yields no point, as in ``mldash.metrics.decode_points``.
+    but yields no point, as in ``mldash._runfolder.decode_points``.
     """
-    count = chunk.count(b"\n")
-    if not count:
+    if not chunk:
         return [], [], [], 0
-    try:
-        rows = orjson.loads(b"[" + chunk[:-1].replace(b"\n", b",") + b"]")
-        indices = range(first_index, first_index + len(rows))
-    except orjson.JSONDecodeError:
-        rows, indices = [], []
-        for i, line in enumerate(chunk[:-1].split(b"\n")):
-            try:
-                rows.append(orjson.loads(line))
-                indices.append(first_index + i)
-            except orjson.JSONDecodeError:
-                continue
-    if not rows:
-        return [], [], [], count
-    stamps, data = zip(*rows)
-    if _codec._TAG_BYTES in chunk:
-        data = [_codec.untag(d) for d in data]
-    return list(indices), [t / 1000 for t in stamps], list(data), count
+    lines = chunk[:-1].split(b"\n")
+    kept = [(first_index + i, row) for i, row in enumerate(stored_rows(lines, _codec._TAG_BYTES in chunk)) if row]
+    return [i for i, _ in kept], [row[0] / 1000 for _, row in kept], [row[1] for _, row in kept], len(lines)
 
 
 _NUMBER_BYTES = b"0123456789.eE+-, "

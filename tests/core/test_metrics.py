@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
 import threading
@@ -266,3 +267,19 @@ def test_appends_and_batches_on_one_series_keep_their_order(exp):
     data = [p["data"] for p in m.read()["data"]]
     assert [d["v"] for d in data] == list(range(8))
     assert data[4]["text"] == "a {brace} and [bracket]" and math.isnan(data[5]["nan"])
+
+
+@pytest.mark.parametrize("line", [b'[1,{"value":', b'{"value":1}', b"[1,2]", b'["1",{"value":1}]', b"[1,{},3]", b"null"],
+                         ids=["torn", "an object", "no fields", "a text time", "three items", "null"])
+def test_a_line_that_is_not_a_point_is_skipped_by_read_stats_and_frames(exp, line):
+    m = exp.metrics("m")
+    m.append(value=0.5)
+    exp.flush()
+    with open(os.path.join(m.folder, "data.jsonl"), "ab") as f:
+        f.write(line + b"\n" + b'[1700000000000,{"value":2.0}]\n')
+    points = m.read()["data"]
+    assert [(p["index"], p["data"]) for p in points] == [(0, {"value": 0.5}), (2, {"value": 2.0})]
+    run = mldash.runs(root=exp.root)[0]
+    assert run.metric_stats()["m"].value("max") == 2.0
+    pytest.importorskip("pandas")
+    assert m.to_pandas()["value"].to_dict() == {0: 0.5, 2: 2.0}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import subprocess
 import sys
 
@@ -89,6 +90,17 @@ def test_a_running_series_is_parsed_incrementally_and_non_finite_values_come_as_
     assert view["points"]["value"][-3:] == [None, None, None]
     assert view["points"]["value"][:3] == [0.0, 1.0, 2.0]
     exp.finish()
+
+
+@pytest.mark.parametrize("line", [b'[1,{"value":', b'{"value":1}', b"[1,2]", b'["1",{"value":1}]', b"null"])
+def test_a_line_that_is_not_a_point_is_left_out_of_the_chart(tmp_path, line):
+    exp = mldash.Experiment("odd/run", root=str(tmp_path))
+    exp.metrics("loss").append_batch([{"value": 1.0, "step": 0}, {"value": "x", "step": 1}])  # not uniform
+    exp.finish()
+    with open(os.path.join(exp.metrics("loss").folder, "data.jsonl"), "ab") as f:
+        f.write(line + b"\n" + b'[1700000000000,{"value":2.0,"step":2}]\n')
+    view = LocalSource(tmp_path).metric_view("odd/run", "loss", "step")
+    assert view["points"]["x"] == [0, 1, 2] and view["points"]["index"] == [0, 1, 3]
 
 
 def test_steps_that_restart_are_drawn_sorted_by_x(tmp_path):
