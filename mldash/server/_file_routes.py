@@ -26,7 +26,6 @@ import hashlib
 from collections import OrderedDict, deque
 from concurrent.futures import ThreadPoolExecutor
 from typing import Optional
-from urllib.parse import quote
 
 import orjson
 from fastapi import Depends, FastAPI, Path, Query, Request
@@ -35,7 +34,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
 from .. import _filestore
-from .._http_range import parse_range
+from .._http_files import content_disposition, parse_range
 from ._errors import StoreError, Unavailable
 from ._files import blob_key
 
@@ -121,14 +120,13 @@ def add_file_routes(app: FastAPI, store, *, caller, for_experiment, read_json, r
         record, key, size = files.get(exp_id, file_id)
         kind = record.get("contentType") or "application/octet-stream"
         kind = kind if kind in _SAFE_TYPES else "application/octet-stream"
-        name = quote(record["filename"], safe="")
         headers = {
             "Accept-Ranges": "bytes",
             "X-Checksum-Sha256": record["checksum"],
             "X-Content-Type-Options": "nosniff",
             "Content-Security-Policy": "default-src 'none'; sandbox",
-            "Content-Disposition": f"{'inline' if inline and kind != 'application/octet-stream' else 'attachment'}; "
-                                   f"filename*=UTF-8''{name}",
+            "Content-Disposition": content_disposition(
+                "inline" if inline and kind != "application/octet-stream" else "attachment", record["filename"]),
         }
         try:
             wanted = parse_range(request.headers.get("range"), size)

@@ -16,7 +16,7 @@ from typing import Any
 
 from starlette.responses import Response, StreamingResponse
 
-from .._http_range import parse_range
+from .._http_files import content_disposition, parse_range
 from ._handlers import _NOT_KEPT, _int, _need
 
 # ---- serving a run's files ---------------------------------------------------------------
@@ -51,16 +51,6 @@ def may_show_as_text(record: dict) -> bool:
     name = str(record.get("filename") or "")
     kind = str(record.get("contentType") or "").lower()
     return not _NEVER_TEXT.search(name) and not any(t in kind for t in _NEVER_TEXT_TYPES)
-
-
-def content_disposition(kind: str, filename: Any) -> str:
-    """``attachment; filename="..."; filename*=UTF-8''...``: an ASCII name with anything
-    odd replaced (no quotes, slashes, control characters) and the exact name encoded."""
-    from urllib.parse import quote
-
-    name = str(filename or "file")
-    plain = re.sub(r"[^A-Za-z0-9._ +=-]", "_", name).strip(" .") or "file"
-    return f"{kind}; filename=\"{plain[:200]}\"; filename*=UTF-8''{quote(name[:400], safe='')}"
 
 
 def _file_chunks(path: str, fd, start: int, end: int):

@@ -210,6 +210,16 @@ def test_a_saved_page_is_never_served_as_a_page(api):
     assert shown.headers["content-type"] == "image/png" and shown.headers["content-disposition"].startswith("inline")
 
 
+def test_a_files_name_is_given_plain_for_old_clients_and_exact_encoded(api):
+    exp = new_experiment(api)
+    upload(api, exp, b"x")
+    record = save_record("q", b"x", filename='résumé "v2"; a=b.txt', contentType="text/plain")
+    api.post(f"/experiments/{exp}/files", json={"start_index": 0, "records": [record]})
+    disposition = api.get(f"/experiments/{exp}/files/q").headers["content-disposition"]
+    assert disposition == ('attachment; filename="r_sum_ _v2__ a=b.txt"; '
+                           "filename*=UTF-8''r%C3%A9sum%C3%A9%20%22v2%22%3B%20a%3Db.txt")
+
+
 # -- records take the local API's rules: the hostile-input tables ------------------------
 def _bad_records():
     content = b"x"

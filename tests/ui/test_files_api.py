@@ -12,7 +12,7 @@ import pytest
 from starlette.testclient import TestClient
 
 import mldash
-from mldash._http_range import parse_range
+from mldash._http_files import parse_range
 from mldash.ui._files_api import content_disposition
 from mldash.ui.app import create_app
 from mldash.ui.local import LocalSource

@@ -1,9 +1,13 @@
-"""The HTTP ``Range`` header, as both file servers read it (the dashboard's
-``api/file`` and the server's ``files/{id}``): one ``bytes=`` range, digits only.
-Imports nothing, so the dashboard and the server may share it.
+"""What both file servers (the dashboard's ``api/file`` and the server's
+``files/{id}``) say and read the same way: the ``Range`` header (one ``bytes=``
+range, digits only) and ``Content-Disposition``. Imports nothing heavy, so the
+dashboard and the server may share it.
 """
 
 from __future__ import annotations
+
+import re
+from urllib.parse import quote
 
 
 def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
@@ -28,3 +32,12 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     if start >= size or end <= start:
         raise ValueError(header)
     return start, end
+
+
+def content_disposition(kind: str, filename: object) -> str:
+    """``attachment; filename="..."; filename*=UTF-8''...`` (or ``inline; ...``): an
+    ASCII name with anything odd replaced (no quotes, slashes, control characters)
+    for old clients, and the exact name encoded (RFC 6266)."""
+    name = str(filename or "file")
+    plain = re.sub(r"[^A-Za-z0-9._ +=-]", "_", name).strip(" .") or "file"
+    return f"{kind}; filename=\"{plain[:200]}\"; filename*=UTF-8''{quote(name[:400], safe='')}"
