@@ -317,3 +317,29 @@ def test_a_large_upload_is_not_held_in_the_server_s_memory(backend, srv, api):
     assert answer.json()["present"], answer.text
     grown = (server.memory_info().rss - before) >> 20
     assert grown < 64 + (2 * 64 if backend.kind == "postgres" else 0), f"the server grew by {grown} MiB"
+
+
+def test_a_media_tag_naming_another_namespaces_file_shows_nothing_of_it(api, srv):
+    """A run may store any well-formed $image tag; what it names is looked up in that
+    run's own files only (and blobs in its own namespace), by id or by checksum."""
+    victim_prefix = f"files/{uuid.uuid4().hex[:8]}"
+    victim = api.post("/experiments", json={"namespace": "media-victim", "prefix": victim_prefix}).json()["id"]
+    secret = data(3000, "secret")
+    checksum = upload(api, victim, secret)
+    record = save_record("secretfile", secret, path="/media/samples", filename="0.png", contentType="image/png")
+    api.post(f"/experiments/{victim}/files", json={"start_index": 0, "records": [record]})
+    prefix = f"files/{uuid.uuid4().hex[:8]}"
+    thief = api.post("/experiments", json={"namespace": "media-thief", "prefix": prefix}).json()["id"]
+    tag = {"$image": {"file": "secretfile", "sha256": checksum, "width": 1, "height": 1, "format": "png"}}
+    sent = api.post(f"/experiments/{thief}/metrics",
+                    json={"series": [{"name": "samples", "start_index": 0, "points": [[1_700_000_000_000, {"image": tag}]]}]})
+    assert sent.status_code == 200, sent.text
+    assert api.get(f"/experiments/{thief}/files/secretfile").status_code == 404
+    api.post(f"/experiments/{thief}/files", json={"start_index": 0, "records": [dict(record)]})  # claim it by name
+    assert api.get(f"/experiments/{thief}/files/secretfile").status_code == 404
+    dashboard = srv.url + "/ui/api/file"
+    for params in ({"id": "secretfile"}, {"sha": checksum}):
+        shown = httpx.get(dashboard, params={"prefix": f"media-thief:{prefix}", **params}, timeout=30)
+        assert shown.status_code == 404 and secret not in shown.content, params
+    own = httpx.get(dashboard, params={"prefix": f"media-victim:{victim_prefix}", "id": "secretfile"}, timeout=30)
+    assert own.status_code == 200 and own.content == secret  # the same request for the run that holds it
