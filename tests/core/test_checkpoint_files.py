@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 
@@ -89,3 +93,49 @@ def test_finish_waits_for_a_background_save(root, tmp_path):
     future = exp.files(prefix="/w").save(str(big), wait=False)
     exp.finish()
     assert future.done() and [f["filename"] for f in exp.files.list()] == ["big.bin"]
+
+
+def test_a_checkpoint_killed_midway_has_no_record_and_what_it_stored_is_whole(root, tmp_path):
+    """kill -9 while a checkpoint folder is copied in the background: no checkpoint record
+    (it is written after the last copy), each file already stored is complete and
+    listed, the dead copy is swept by the next save, and the run reads and resumes."""
+    folder = tmp_path / "checkpoint-9"
+    folder.mkdir()
+    sources = {}
+    for k in range(6):
+        content = hashlib.sha256(str(k).encode()).digest() * (1 << 17)  # 4 MiB each
+        (folder / f"shard-{k}.bin").write_bytes(content)
+        sources[f"shard-{k}.bin"] = hashlib.sha256(content).hexdigest()
+    script = (
+        "import mldash, os, sys, time\n"
+        "real = os.fsync\n"
+        "def slow(fd):  # a slow disk: each stored file takes 0.4 s to reach it\n"
+        "    time.sleep(0.4)\n"
+        "    return real(fd)\n"
+        "os.fsync = slow\n"
+        "exp = mldash.Experiment('ck/killed', root=sys.argv[1], system_metrics=False)\n"
+        "exp.start()\n"
+        "exp.checkpoint(sys.argv[2], step=9, upload=True)\n"
+        "time.sleep(600)\n"
+    )
+    child = subprocess.Popen([sys.executable, "-c", script, str(root), str(folder)])
+    index = root / "ck" / "killed" / "files" / "files.jsonl"
+    deadline = time.monotonic() + 120
+    while not (index.exists() and index.read_bytes().count(b"\n") >= 2):
+        assert time.monotonic() < deadline and child.poll() is None
+        time.sleep(0.02)
+    child.send_signal(signal.SIGKILL)
+    child.wait(10)
+    exp = mldash.Experiment("ck/killed", root=root, system_metrics=False)
+    assert exp.checkpoints() == []
+    stored = exp.files(prefix="/checkpoints").list()
+    assert 2 <= len(stored) < 6
+    for record in stored:
+        assert record["checksum"] == sources[record["filename"]]
+        out = exp.files(file_id=record["id"], dest_path=str(tmp_path / record["filename"])).download()
+        assert hashlib.sha256(open(out, "rb").read()).hexdigest() == sources[record["filename"]]
+    with exp:  # resumes: the same checkpoint again, whole this time
+        exp.checkpoint(folder, step=9, upload=True)
+    (record,) = exp.checkpoints()
+    assert sorted(f["filename"] for f in record["files"]) == sorted(sources)
+    assert os.listdir(root / "ck" / "killed" / "files" / ".tmp") == []
