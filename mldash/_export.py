@@ -15,8 +15,11 @@ never imports the write side. Works the same on local runs and a server's
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+import socket
+import time
 from typing import Any, Callable, Iterable, Iterator
 
 from . import _codec
@@ -42,8 +45,13 @@ def _target(out: str, *parts: str) -> str:
 
 def _write_atomic(path: str, write: Callable[[str], None]) -> None:
     tmp = f"{path}.part"
-    write(tmp)
-    os.replace(tmp, path)  # a reader never sees half an export
+    try:
+        write(tmp)
+        os.replace(tmp, path)  # a reader never sees half an export
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)  # a full disk keeps no half file
+        raise
 
 
 def _to_parquet(frame, path: str, index: bool) -> None:
@@ -109,28 +117,36 @@ def _scalar(value: Any) -> float | None:
 
 
 def _export_tensorboard(run, folder: str, advance: Callable[[int], None]) -> None:
+    """One event file of the run's scalars, written with tensorboard's record format on a
+    plain file (its EventFileWriter writes from a thread through TensorFlow's file layer
+    where TensorFlow is installed, whose errors are not OSError): atomic, as the others."""
     try:
         from tensorboard.compat.proto import event_pb2, summary_pb2
-        from tensorboard.summary.writer.event_file_writer import EventFileWriter
+        from tensorboard.summary.writer.record_writer import RecordWriter
     except ImportError:
         raise ImportError("--format tensorboard needs the tensorboard package: pip install tensorboard") from None
     os.makedirs(folder, exist_ok=True)
-    writer = EventFileWriter(folder)
-    try:
-        for name in run.metric_names():
-            for point in _points(run.metrics(name)):
-                data = point["data"]
-                step = data.get("step")
-                step = step if isinstance(step, int) and not isinstance(step, bool) and 0 <= step < 2**63 else point["index"]
-                fields = [(k, _scalar(v)) for k, v in data.items() if k not in ("step", "epoch") or len(data) == 1]
-                values = [summary_pb2.Summary.Value(tag=name if k == "value" else f"{name}/{k}", simple_value=v)
-                          for k, v in fields if v is not None]
-                if values:
-                    writer.add_event(event_pb2.Event(wall_time=point["timestamp"], step=step,
-                                                     summary=summary_pb2.Summary(value=values)))
-                advance(1)
-    finally:
-        writer.close()
+    name = f"events.out.tfevents.{int(time.time()):010d}.{socket.gethostname()}.{os.getpid()}.mldash"
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:
+            writer = RecordWriter(f)
+            writer.write(event_pb2.Event(wall_time=time.time(), file_version="brain.Event:2").SerializeToString())
+            for metric in run.metric_names():
+                for point in _points(run.metrics(metric)):
+                    data = point["data"]
+                    step = data.get("step")
+                    step = step if isinstance(step, int) and not isinstance(step, bool) and 0 <= step < 2**63 else point["index"]
+                    fields = [(k, _scalar(v)) for k, v in data.items() if k not in ("step", "epoch") or len(data) == 1]
+                    values = [summary_pb2.Summary.Value(tag=metric if k == "value" else f"{metric}/{k}", simple_value=v)
+                              for k, v in fields if v is not None]
+                    if values:
+                        event = event_pb2.Event(wall_time=point["timestamp"], step=step,
+                                                summary=summary_pb2.Summary(value=values))
+                        writer.write(event.SerializeToString())
+                    advance(1)
+
+    _write_atomic(os.path.join(folder, name), write)
 
 
 def export(runs, out: str, fmt: str, progress: Callable[[int, int], None] | None = None) -> dict:
@@ -220,4 +236,9 @@ def register(main) -> None:
                 counts = export(found, out, fmt, lambda done, total: bar.update(task, completed=done, total=total))
             except ImportError as error:
                 raise click.ClickException(str(error)) from None
+            except OSError as error:  # a full or read-only disk, no permission
+                where = f" ({error.filename})" if error.filename else ""
+                raise click.ClickException(
+                    f"cannot write the export to {out}: {error.strerror or error}{where}; the files written "
+                    "before it are complete, the one it was writing is removed") from None
         click.echo(f"exported {counts['runs']} runs, {counts['series']} series, {counts['points']} points to {out}")

@@ -9,6 +9,8 @@ import mldash
 from mldash import _queue
 from mldash._native import speedups
 
+from _disks import small_disk  # noqa: F401 (a fixture: a 1 MiB tmpfs)
+
 
 @pytest.fixture
 def exp(root):

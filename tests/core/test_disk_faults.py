@@ -11,43 +11,13 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import subprocess
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
 
 import mldash
-
-
-def _mount(*args: str) -> None:
-    for attempt in range(5):  # a remount can fail while the kernel still holds the mount busy
-        result = subprocess.run(["mount", *args], capture_output=True, text=True)
-        if result.returncode == 0:
-            return
-        time.sleep(0.2 * (attempt + 1))
-    raise subprocess.CalledProcessError(result.returncode, ["mount", *args], result.stdout, result.stderr)
-
-
-@contextlib.contextmanager
-def _mounted(target: Path, *args: str):
-    target.mkdir(parents=True, exist_ok=True)
-    try:
-        _mount(*args, str(target))
-    except (OSError, subprocess.CalledProcessError) as error:
-        pytest.skip(f"cannot mount here (needs root): {getattr(error, 'stderr', error)}")
-    try:
-        yield target
-    finally:
-        subprocess.run(["umount", "-l", str(target)], capture_output=True)
-
-
-@pytest.fixture
-def small_disk(tmp_path):
-    """A 1 MiB tmpfs."""
-    with _mounted(tmp_path / "small", "-t", "tmpfs", "-o", "size=1m", "tmpfs") as disk:
-        yield disk
+from _disks import fill, mount, mounted
 
 
 @pytest.fixture
@@ -55,16 +25,6 @@ def rescue_dir(tmp_path, monkeypatch):
     folder = tmp_path / "rescue"
     monkeypatch.setenv("MLDASH_RESCUE_DIR", str(folder))
     return folder
-
-
-def fill(disk: Path) -> Path:
-    """Take every free byte of ``disk``; delete the returned file to free them."""
-    path = disk / "ballast"
-    with open(path, "wb") as f, contextlib.suppress(OSError):
-        while True:
-            f.write(b"\0" * 65536)
-            f.flush()
-    return path
 
 
 def rescued_values(folder: str, series: str = "loss") -> list:
@@ -96,10 +56,10 @@ def test_a_read_only_remount_under_a_resumed_run_loses_nothing(tmp_path, rescue_
     with mldash.Experiment("ro/run", root=disk, flush_interval=0.05) as exp:
         exp.metrics("loss").append(v=-1)
     view = tmp_path / "view"
-    with _mounted(view, "--bind", str(disk)):
+    with mounted(view, "--bind", str(disk)):
         exp = mldash.Experiment("ro/run", root=view, flush_interval=0.05).start()
         exp.flush()
-        _mount("-o", "remount,bind,ro", str(view))
+        mount("-o", "remount,bind,ro", str(view))
         m = exp.metrics("loss")
         for i in range(50_000):
             with contextlib.suppress(mldash.StorageError):
@@ -139,10 +99,10 @@ def test_on_a_read_only_disk_every_call_says_storage_error_and_says_it_once_per_
     with mldash.Experiment("ro/calls", root=disk, flush_interval=0.05) as exp:
         exp.metrics("loss").append(v=0)
     view = tmp_path / "view"
-    with _mounted(view, "--bind", str(disk)):
+    with mounted(view, "--bind", str(disk)):
         exp = mldash.Experiment("ro/calls", root=view, flush_interval=0.05).start()
         exp.flush()
-        _mount("-o", "remount,bind,ro", str(view))
+        mount("-o", "remount,bind,ro", str(view))
         with pytest.raises(mldash.StorageError, match="were not stored"):
             exp.params.set(lr=1)
         with pytest.raises(mldash.StorageError, match="Do not record it again"):

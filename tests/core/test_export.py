@@ -11,6 +11,7 @@ import sys
 import pytest
 
 import mldash
+from _disks import fill, mount, mounted
 from mldash import _codec
 
 
@@ -97,6 +98,32 @@ def test_export_errors_are_clear_and_write_nothing(runs_root, tmp_path, args, co
     assert result.returncode == code and message in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "o" / "runs.jsonl").exists()
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "csv", "tensorboard"])
+def test_export_to_a_full_disk_fails_clearly_and_leaves_no_half_file(runs_root, small_disk, fmt):
+    if fmt == "tensorboard":
+        pytest.importorskip("tensorboard")
+    ballast = fill(small_disk)
+    ballast.unlink()
+    with open(ballast, "wb") as f:  # leave a little room: the export starts, then fails
+        f.write(b"\0" * ((1 << 20) - (48 << 10)))
+    many = mldash.Experiment("vision/long", root=runs_root, system_metrics=False)
+    with many:
+        many.metrics("val/loss").append_batch([{"value": i / 7, "step": i} for i in range(20000)])
+    result = cli("export", "vision", "--format", fmt, "--out", str(small_disk / "o"), "--root", str(runs_root))
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert "cannot write the export to" in result.stderr and "No space left on device" in result.stderr
+    assert not [p for p in (small_disk / "o").rglob("*.part")]
+
+
+def test_export_to_a_read_only_disk_fails_clearly(runs_root, small_disk):
+    view = small_disk.parent / "ro"
+    with mounted(view, "--bind", str(small_disk)):
+        mount("-o", "remount,bind,ro", str(view))
+        result = cli("export", "vision", "--out", str(view / "o"), "--root", str(runs_root))
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert "cannot write the export to" in result.stderr and "Read-only file system" in result.stderr
 
 
 def test_ls_filter_lists_only_the_matching_runs(runs_root):
