@@ -359,8 +359,27 @@ def series_polars(folder: str):
     _need("polars")
     import polars as pl
 
-    frame = series_frame(folder)
-    return pl.from_pandas(frame, include_index=True)
+    return _polars(pl, series_frame(folder), index=True)
+
+
+def _polars(pl, frame, index: bool):
+    """A pandas frame as polars: each column as polars converts it, but a column of
+    Python objects (text mixed with numbers, ints beyond 64 bits), which Arrow cannot
+    hold, becomes polars' Object column of the same values."""
+    columns = []
+    if index:
+        columns.append(pl.Series(frame.index.name, frame.index.to_numpy()))
+    for name in frame.columns:
+        column = frame[name]
+        if column.dtype != object:
+            columns.append(pl.from_pandas(column).alias(str(name)))
+            continue
+        values = column.tolist()
+        try:
+            columns.append(pl.Series(str(name), values, strict=True))
+        except (TypeError, ValueError, OverflowError, pl.exceptions.PolarsError):
+            columns.append(pl.Series(str(name), values, dtype=pl.Object))
+    return pl.DataFrame(columns)
 
 
 # ---- a run's series joined --------------------------------------------------------------
@@ -497,8 +516,8 @@ def _column_order(column: str) -> tuple:
 
 
 def runs_polars(runs: Iterable):
+    """``runs_frame`` as a polars DataFrame; polars must be installed."""
     _need("polars")
     import polars as pl
 
-    frame = runs_frame(runs)
-    return pl.from_pandas(frame)
+    return _polars(pl, runs_frame(runs), index=False)

@@ -199,6 +199,13 @@ class Metric(MetricQueue):
         self._hooks.before_read()
         return series_frame(self._folder)
 
+    def to_polars(self):
+        """The same points as a polars DataFrame (``index`` a column); needs polars."""
+        from ._frames import series_polars
+
+        self._hooks.before_read()
+        return series_polars(self._folder)
+
     def __len__(self) -> int:
         self._hooks.before_read()
         return SeriesReader(self._folder).count()

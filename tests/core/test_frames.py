@@ -213,3 +213,28 @@ def test_text_in_a_block_sends_it_point_by_point(exp, monkeypatch):
     monkeypatch.setattr(_frames, "_slow_block", lambda *a: calls.append(1) or slow(*a))
     assert exp.metrics("m").to_pandas()["tag"].tolist() == ["a,b", '"q"'] and calls
 
+
+def test_to_polars_gives_the_same_columns_and_keeps_python_objects(exp):
+    pl = pytest.importorskip("polars")
+    exp.metrics("m").append_batch([{"value": 0.5, "step": 0, "note": "a"}, {"value": 2**70, "step": 1},
+                                   {"value": "x", "step": 2, "note": "b"}])
+    exp.metrics("loss").append_batch([{"value": 1 / (i + 1), "step": i} for i in range(4)])
+    frame = exp.metrics("loss").to_polars()
+    assert frame.columns == ["index", "timestamp", "value", "step"]
+    assert frame["value"].to_list() == [1 / (i + 1) for i in range(4)] and frame["step"].dtype == pl.Int64
+    assert str(frame["timestamp"].dtype) == "Datetime(time_unit='ms', time_zone='UTC')"
+    odd = exp.metrics("m").to_polars()
+    assert odd["value"].dtype == pl.Object and odd["value"].to_list() == [0.5, 2**70, "x"]
+    assert odd["note"].to_list() == ["a", None, "b"]
+
+
+def test_the_runs_table_to_polars_has_a_row_a_run(root):
+    pl = pytest.importorskip("polars")
+    for lr in (0.1, 0.01):
+        with mldash.Experiment(f"p/lr-{lr}", root=root, system_metrics=False) as exp:
+            exp.params.set(lr=lr, seed=2**70)
+            exp.metrics("loss").append(value=lr, step=0)
+    table = mldash.runs(root=root).to_polars()
+    assert sorted(table["params.lr"].to_list()) == [0.01, 0.1] and table["params.seed"].to_list() == [2**70] * 2
+    assert table["metrics.loss.last"].dtype == pl.Float64 and table.height == 2
+
