@@ -249,6 +249,28 @@ def test_scatter_and_parallel_coordinates_across_the_runs(page, server, root):
     page.wait_for_selector("#main[data-loaded] #exp-title:text('lr0.01-s1')")
 
 
+def test_the_plots_axes_are_kept_in_the_url_so_a_link_shows_them(page, server, root):
+    url = compare_url(server, root["sweep"], sx="params.seed", sy="metrics.loss.min", slog="y", pm="metrics.acc.last")
+    page.goto(url + "&pc=params.lr&pc=params.opt")
+    page.wait_for_selector("#main[data-loaded] #scatter circle.pt")
+    assert page.input_value("#scatter-x") == "params.seed" and page.input_value("#scatter-y") == "metrics.loss.min"
+    assert page.is_checked("#scatter-logy") and not page.is_checked("#scatter-logx")
+    assert page.input_value("#parcoords-metric") == "metrics.acc.last"
+    page.wait_for_selector("#parcoords g.pc-axis[data-key='metrics.acc.last']")
+    axes = page.eval_on_selector_all("#parcoords g.pc-axis", "gs => gs.map(g => g.dataset.key)")
+    assert axes == ["params.lr", "params.opt", "metrics.acc.last"]
+    page.select_option("#scatter-x", "params.lr")
+    page.check("#scatter-logx")
+    page.click("#parcoords-params summary")
+    page.check("#parcoords-params input[data-key='params.seed']")
+    page.wait_for_function("() => location.hash.includes('sx=params.lr') && location.hash.includes('slog=xy')"
+                           " && location.hash.includes('pc=params.seed')")
+    page.reload()  # a fresh page: only the URL knows the choices
+    page.wait_for_selector("#main[data-loaded] #scatter circle.pt")
+    assert page.input_value("#scatter-x") == "params.lr" and page.is_checked("#scatter-logx")
+    page.wait_for_function("() => document.querySelectorAll('#parcoords g.pc-axis').length === 4")
+
+
 def test_hostile_names_keys_and_values_stay_text_in_the_new_views(page, server, root):
     page.goto(server.url + "#/?filter=" + quote(f'project = evil and name = "{HOSTILE}" and ('))
     page.wait_for_selector("#filter-text-error:not([hidden])")

@@ -3,6 +3,8 @@
 // with a min/max or ±std band), the System charts, a scatter and parallel coordinates
 // across the runs, and the parameters that differ.
 // #/compare?run=a&run=b[&group=by:<param>|over:<param>][&band=minmax|std|none]
+//   [&sx=<key>&sy=<key>&slog=x|y|xy] (the scatter's axes) [&pc=<key>...&pm=<key>] (the
+//   parallel coordinates' parameters and metric): a link shows the plots as they were.
 
 import * as api from "./api.js";
 import { h, add, clear, debounce, select } from "./dom.js";
@@ -21,8 +23,27 @@ const options = defaultOptions();
 const plotState = { scatter: { x: null, y: null, logX: false, logY: false }, parcoords: { params: null, metric: null } };
 const AGGS = ["last", "min", "max"];
 
+function plotsFromUrl(query) {
+  const sc = plotState.scatter, pc = plotState.parcoords;
+  if (query.has("sx")) sc.x = query.get("sx");
+  if (query.has("sy")) sc.y = query.get("sy");
+  if (query.has("slog")) { sc.logX = query.get("slog").includes("x"); sc.logY = query.get("slog").includes("y"); }
+  if (query.has("pc")) pc.params = query.getAll("pc");
+  if (query.has("pm")) pc.metric = query.get("pm");
+}
+
+function plotsToUrl(q) {
+  const sc = plotState.scatter, pc = plotState.parcoords;
+  if (sc.x) q.set("sx", sc.x);
+  if (sc.y) q.set("sy", sc.y);
+  if (sc.logX || sc.logY) q.set("slog", (sc.logX ? "x" : "") + (sc.logY ? "y" : ""));
+  for (const key of pc.params || []) q.append("pc", key);
+  if (pc.metric) q.set("pm", pc.metric);
+}
+
 export function compareView(main, ctx, query) {
   const prefixes = [...new Set(query.getAll("run"))];
+  plotsFromUrl(query);
   const view = { group: query.get("group") || "", band: ["minmax", "std", "none"].includes(query.get("band")) ? query.get("band") : "minmax" };
   let stopped = false;
   let grid = null;
@@ -130,6 +151,7 @@ export function compareView(main, ctx, query) {
       const q = new URLSearchParams();
       for (const p of prefixes) q.append("run", p);
       if (groupMode()) { q.set("group", view.group); q.set("band", view.band); }
+      plotsToUrl(q);
       history.replaceState(null, "", "#/compare?" + q.toString());
     };
 
@@ -213,8 +235,9 @@ export function compareView(main, ctx, query) {
     if (!sc.x || ![...paramKeys, ...metricKeys, ...summaryKeys].includes(sc.x)) sc.x = differKeys[0] || paramKeys[0] || metricKeys[0] || null;
     let scatter = null;
     if (found.length && (metricKeys.length || summaryKeys.length)) {
-      scatter = scatterPanel(scatterBox, { runs: members, xKeys: [...paramKeys, ...metricKeys, ...summaryKeys], yKeys: [...metricKeys, ...summaryKeys], colorOf, state: sc });
-      parcoordsPanel(parcoordsBox, { runs: members, paramKeys, defaultParams: differKeys.length ? differKeys : paramKeys, metricKeys: [...metricKeys, ...summaryKeys], state: plotState.parcoords });
+      scatter = scatterPanel(scatterBox, { runs: members, xKeys: [...paramKeys, ...metricKeys, ...summaryKeys], yKeys: [...metricKeys, ...summaryKeys], colorOf, state: sc, onChange: keepInUrl });
+      parcoordsPanel(parcoordsBox, { runs: members, paramKeys, defaultParams: differKeys.length ? differKeys : paramKeys, metricKeys: [...metricKeys, ...summaryKeys], state: plotState.parcoords, onChange: keepInUrl });
+      keepInUrl();
     } else {
       scatterBox.append(h("p", { class: "muted" }, "These runs have no metrics to plot."));
       parcoordsBox.append(h("p", { class: "muted" }, "These runs have no metrics to plot."));

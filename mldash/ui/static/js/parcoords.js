@@ -22,10 +22,11 @@ export function ramp(t) {
 }
 
 /**
- * parcoordsPanel(container, {runs, paramKeys, metricKeys, state})
- * ``state``: {params: [keys] | null (the first few that differ), metric}, kept by the caller.
+ * parcoordsPanel(container, {runs, paramKeys, metricKeys, state, onChange})
+ * ``state``: {params: [keys] | null (the first few that differ), metric}, kept by the caller;
+ * ``onChange()`` after the user changes it (the caller keeps it in the URL).
  */
-export function parcoordsPanel(container, { runs, paramKeys, defaultParams, metricKeys, state }) {
+export function parcoordsPanel(container, { runs, paramKeys, defaultParams, metricKeys, state, onChange = () => {} }) {
   if (!state.params) state.params = defaultParams.slice(0, 6);
   state.params = state.params.filter((k) => paramKeys.includes(k));
   if (!metricKeys.includes(state.metric)) state.metric = metricKeys[0];
@@ -39,11 +40,12 @@ export function parcoordsPanel(container, { runs, paramKeys, defaultParams, metr
         if (e.target.checked) chosen.add(key); else chosen.delete(key);
         state.params = paramKeys.filter((k) => chosen.has(k)); // in the keys' order, not the clicks'
         redraw();
+        onChange();
       } }), " " + key))));
   const redraw = () => load().catch((error) => { note.textContent = "could not load: " + error.message; });
   add(clear(container),
     h("div", { class: "toolbar" }, picker,
-      h("label", {}, "metric ", select(metricKeys.map((k) => [k, k]), state.metric, (v) => { state.metric = v; redraw(); }, { id: "parcoords-metric", "aria-label": "parallel coordinates metric" }))),
+      h("label", {}, "metric ", select(metricKeys.map((k) => [k, k]), state.metric, (v) => { state.metric = v; redraw(); onChange(); }, { id: "parcoords-metric", "aria-label": "parallel coordinates metric" }))),
     h("div", { class: "plot-wrap" }, plot, tip),
     note);
 

@@ -11,21 +11,22 @@ const HEIGHT = 380;
 const M = { l: 72, r: 20, t: 14, b: 46 };
 
 /**
- * scatterPanel(container, {runs, xKeys, yKeys, colorOf, state})
- * ``runs``: [{ref, prefix}]; ``state``: {x, y, logX, logY}, kept by the caller across views.
+ * scatterPanel(container, {runs, xKeys, yKeys, colorOf, state, onChange})
+ * ``runs``: [{ref, prefix}]; ``state``: {x, y, logX, logY}, kept by the caller across views;
+ * ``onChange()`` after the user changes it (the caller keeps it in the URL).
  */
-export function scatterPanel(container, { runs, xKeys, yKeys, colorOf, state }) {
+export function scatterPanel(container, { runs, xKeys, yKeys, colorOf, state, onChange = () => {} }) {
   if (!xKeys.includes(state.x)) state.x = xKeys[0];
   if (!yKeys.includes(state.y)) state.y = yKeys[0];
   const plot = h("div", { class: "plot", id: "scatter-plot" });
   const tip = h("div", { class: "plot-tip", hidden: true });
   const note = h("div", { class: "muted small", id: "scatter-note" });
   const redraw = () => load().catch((error) => { note.textContent = "could not load: " + error.message; });
-  const check = (id, key, text) => h("label", {}, h("input", { type: "checkbox", id, checked: state[key], onchange: (e) => { state[key] = e.target.checked; draw(); } }), " " + text);
+  const check = (id, key, text) => h("label", {}, h("input", { type: "checkbox", id, checked: state[key], onchange: (e) => { state[key] = e.target.checked; draw(); onChange(); } }), " " + text);
   add(clear(container),
     h("div", { class: "toolbar" },
-      h("label", {}, "x ", select(xKeys.map((k) => [k, k]), state.x, (v) => { state.x = v; redraw(); }, { id: "scatter-x", "aria-label": "scatter x" })),
-      h("label", {}, "y ", select(yKeys.map((k) => [k, k]), state.y, (v) => { state.y = v; redraw(); }, { id: "scatter-y", "aria-label": "scatter y" })),
+      h("label", {}, "x ", select(xKeys.map((k) => [k, k]), state.x, (v) => { state.x = v; redraw(); onChange(); }, { id: "scatter-x", "aria-label": "scatter x" })),
+      h("label", {}, "y ", select(yKeys.map((k) => [k, k]), state.y, (v) => { state.y = v; redraw(); onChange(); }, { id: "scatter-y", "aria-label": "scatter y" })),
       check("scatter-logx", "logX", "log x"), check("scatter-logy", "logY", "log y")),
     h("div", { class: "plot-wrap" }, plot, tip),
     note);
