@@ -214,10 +214,9 @@ def test_a_running_experiment_updates_live(page, server, root):
     exp.flush()
     try:
         page.goto(server.url + "#/exp/live%2Ftraining")
+        page.wait_for_selector("#exp-status:text('RUNNING')")
+        assert page.inner_text("#live") == "● live"  # with the header, not after logs and console
         page.wait_for_selector(".chart-note:text-matches('^10 points')")
-        assert page.locator("#exp-status").inner_text() == "RUNNING"
-        # Set once the page's refresh has read logs and console too, after the charts drew.
-        page.wait_for_selector("#live:text-is('● live')", timeout=10_000)
         ink_before = canvas_ink(page, "#charts canvas")[0]
         loss.append_batch([{"value": 2.0 + math.sin(s), "step": s} for s in range(10, 200)])
         exp.metrics("accuracy").append(value=0.5, step=200)
@@ -231,6 +230,7 @@ def test_a_running_experiment_updates_live(page, server, root):
     finally:
         exp.finish()
     page.wait_for_selector("#exp-status:text('COMPLETED')", timeout=20_000)
+    page.wait_for_function("() => document.getElementById('live').textContent === ''")
 
 
 def test_a_big_table_draws_a_page_of_rows_then_more_on_scroll_and_filters_cover_all(page, tmp_path):

@@ -263,6 +263,7 @@ export function experimentView(main, ctx, prefix) {
     let wasRunning = row && row.status === "RUNNING";
     try {
       row = await api.get("experiment", { prefix });
+      ctx.live(row.status === "RUNNING" && !row.stale); // at once, not after the logs and console
       renderHeader();
       renderErrors();
       renderParams();
