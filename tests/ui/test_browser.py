@@ -213,9 +213,13 @@ def test_a_running_experiment_updates_live(page, server, root):
     exp.log("started training")
     exp.flush()
     try:
+        held = []  # the first logs request, held: the live mark must not wait for it
+        page.route("**/api/logs?**", lambda route: held.append(route) if not held else route.continue_())
         page.goto(server.url + "#/exp/live%2Ftraining")
         page.wait_for_selector("#exp-status:text('RUNNING')")
-        assert page.inner_text("#live") == "● live"  # with the header, not after logs and console
+        page.wait_for_function("() => document.getElementById('live').textContent === '● live'", timeout=5_000)
+        assert len(held) == 1
+        held[0].continue_()
         page.wait_for_selector(".chart-note:text-matches('^10 points')")
         ink_before = canvas_ink(page, "#charts canvas")[0]
         loss.append_batch([{"value": 2.0 + math.sin(s), "step": s} for s in range(10, 200)])
