@@ -27,6 +27,7 @@ from ._native import pointparse
 from ._runfolder import DATA_FILE, metric_folder, stored_rows
 
 BLOCK = 32 << 20
+FEW_LINES, FEW_BYTES = 64, 1 << 14  # fewer lines than this in a run: point by point (Arrow's set-up costs more)
 INDEX, TIMESTAMP = "index", "timestamp"
 X_CHOICES = ("step", "timestamp", "index")
 EXTRA = "analysis"
@@ -142,9 +143,9 @@ def _unify(pa, chunks: list):
     if len(types) == 1 and None not in types:
         (kind,) = types
         return pa.chunked_array([c if c.type == kind else c.cast(kind) for c in chunks], type=kind)
-    if None not in types and types <= {pa.int64(), pa.float64(), pa.null()}:
-        # ints and floats: float64, as pandas makes it (an int past 2**53 rounds, as in one Arrow block)
-        return pa.chunked_array([c.cast(pa.float64(), safe=False) for c in chunks], type=pa.float64())
+    floats = _numbers_as_floats(pa, chunks)
+    if floats is not None:
+        return floats
     values: list = []  # mixed kinds: Python objects, as read() gives them
     for chunk in chunks:
         values.extend(chunk.to_pylist() if isinstance(chunk, pa.Array) else chunk)
@@ -168,6 +169,8 @@ def _fast_block(pa, block: bytes, cut: int, first: dict):
     keys = list(first)
     if not keys or any(v is not None and v.__class__ not in (int, float, bool) for v in first.values()):
         return None
+    if block.startswith(b"\n") or block.find(b"\n\n", 0, cut) >= 0:
+        return None  # an empty line: Arrow's CSV reader skips it, read() counts it
     import pyarrow.csv as csv
 
     names = ["_0", "t", "_1"]
@@ -219,27 +222,47 @@ def _slow_block(pa, lines: list[bytes], tagged: bool, first_index: int):
             if column is None:
                 column = fields[key] = [None] * n
             column[j] = value
-    columns = {}
-    for key, values in fields.items():
-        try:
-            columns[key] = pa.array(values)
-        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
-            columns[key] = _as_floats(pa, values)
+    columns = {key: _column(pa, values) for key, values in fields.items()}
     index = None if n == len(rows) else pa.array([i for i, _ in kept], type=pa.int64())
     return n, stamps, columns, index
 
 
-def _as_floats(pa, values: list):
-    """Numbers with a float among them as float64, as pandas makes them (an int past
-    2**53 rounds); else the values themselves (text mixed with numbers, or ints of
-    which one is beyond 64 bits: Python objects)."""
+_NONE = type(None)
+
+
+def _column(pa, values: list):
+    """One block's values of a field: an Arrow array where Arrow holds them as they
+    are, else the values (Python objects); a bool among numbers or text stays a bool
+    (Arrow would make True 1.0), and ints and floats together are left to ``_unify``,
+    which sees the whole column."""
     kinds = {v.__class__ for v in values}
-    if float in kinds and kinds <= {int, float, type(None)}:
+    if bool in kinds and kinds - {bool, _NONE}:
+        return values
+    try:
+        return pa.array(values)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+        return values  # text mixed with numbers, an int beyond 64 bits
+
+
+def _numbers_as_floats(pa, chunks: list):
+    """The column's chunks as float64 where the column is numbers with a float among
+    them (as pandas makes it; an int past 2**53 rounds); else None."""
+    arrow = {c.type for c in chunks if isinstance(c, pa.Array)}
+    listed = {v.__class__ for c in chunks if not isinstance(c, pa.Array) for v in c}
+    if not (arrow <= {pa.int64(), pa.float64(), pa.null()} and listed <= {int, float, _NONE}):
+        return None
+    if pa.float64() not in arrow and float not in listed:
+        return None  # ints only (one beyond 64 bits): Python objects
+    out = []
+    for chunk in chunks:
+        if isinstance(chunk, pa.Array):
+            out.append(chunk.cast(pa.float64(), safe=False))
+            continue
         try:
-            return pa.array([float(v) if v.__class__ is int else v for v in values], type=pa.float64())
+            out.append(pa.array([float(v) if v.__class__ is int else v for v in chunk], type=pa.float64()))
         except OverflowError:  # an int beyond a double
-            pass
-    return values
+            return None
+    return pa.chunked_array(out, type=pa.float64())
 
 
 def _read(folder: str, block_size: int = BLOCK) -> _Frame:
@@ -276,14 +299,15 @@ def _blocks(f, size: int, block_size: int):
     pos = 0
     while pos < size:
         f.seek(pos)
+        want = min(len(buf), size - pos)
         with memoryview(buf) as view:
-            got = f.readinto(view[: min(len(buf), size - pos)])
+            got = f.readinto(view[:want])
         if not got:
             return
         cut = buf.rfind(b"\n", 0, got) + 1
         if not cut:
-            if pos + got >= size:
-                return  # a last line without its newline: still being written
+            if pos + got >= size or got < want:
+                return  # a last line without its newline (still being written), or the file shrank
             buf = bytearray(2 * len(buf))  # one line longer than a block
             continue
         yield buf, cut
@@ -294,7 +318,7 @@ def _add_lines(pa, out: _Frame, lines: bytes, count: int) -> int:
     """Complete lines into ``out`` by Arrow's CSV reader where they are plain, else
     point by point; returns the count of lines read so far."""
     fast = None
-    first = plain_point(lines[: lines.find(b"\n")])
+    first = plain_point(lines[: lines.find(b"\n")]) if lines.count(b"\n", 0, FEW_BYTES) >= FEW_LINES else None
     if first is not None:
         fast = _fast_block(pa, lines, len(lines), first)
     if fast is not None:
@@ -303,7 +327,7 @@ def _add_lines(pa, out: _Frame, lines: bytes, count: int) -> int:
         return count + n
     split = lines[:-1].split(b"\n")
     n, stamps, columns, index = _slow_block(pa, split, _codec._TAG_BYTES in lines, count)
-    out.add(n, stamps, columns, index)
+    out.add(n, stamps, columns, index, first=count)
     return count + len(split)
 
 

@@ -6,8 +6,9 @@ into segments at line ends and parsed on two threads while this thread copies
 the finished ones into the frame, in order. It stops at the first line that is
 not plain; from there the caller's Python way (Arrow's CSV reader, or orjson
 point by point) takes over for a run of lines that doubles in length while the
-parser keeps refusing, so a series of text costs little more than it did
-without the parser, and a single odd line costs one short run.
+parser keeps refusing or takes only short runs (fields that come and go), so a
+series of text costs little more than it did without the parser, and a single
+odd line costs one short run.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from ._native import pointparse
 
 SEGMENT = 1 << 20  # bytes of lines per parser call
 DEPTH = 4  # segments parsed ahead of the copying
-FIRST_MISS = 1 << 16  # bytes of lines the Python way after the parser refuses one
+FIRST_MISS = 1 << 16  # bytes of lines the Python way takes when the parser refuses again soon
+MIN_RUN = 1024  # lines: a shorter plain run costs more in calls than it saves (fields that change often)
 MAX_KEYS = 256  # _pointparse.c's MAX_KEYS
 INT, FLOAT = 1, 2  # _pointparse.c's kinds
 
@@ -57,19 +59,19 @@ class NativeReader:
 
     def add_block(self, frame, buf: bytearray, end: int, count: int) -> int:
         """Lines ``buf[:end]`` (complete) into ``frame``; returns the new line count."""
-        pos, miss = 0, FIRST_MISS
+        pos, miss = 0, FIRST_MISS  # miss: bytes the Python way takes next; 0: the one line refused
         while pos < end:
             n, pos = self._plain_run(frame, buf, pos, end, count)
             count += n
-            if n:
-                miss = FIRST_MISS
-                continue
             if pos >= end:
                 break
-            stop = buf.rfind(b"\n", pos, min(end, pos + miss)) + 1 or buf.find(b"\n", pos, end) + 1
+            if n >= MIN_RUN:
+                miss = 0  # after a long run only the odd line goes the Python way
+            next_line = buf.find(b"\n", pos, end) + 1
+            stop = next_line if not miss else buf.rfind(b"\n", pos, min(end, pos + miss)) + 1 or next_line
             count = self.python_way(frame, bytes(memoryview(buf)[pos:stop]), count)
             pos = stop
-            miss *= 2
+            miss = miss * 2 if miss else FIRST_MISS
         return count
 
     def _plain_run(self, frame, buf: bytearray, pos: int, end: int, count: int) -> tuple[int, int]:

@@ -139,12 +139,17 @@ def check_range(start_index: int, limit: int) -> None:
         raise ValueError(f"limit must be an int >= 0, got {limit!r}")
 
 
+_MS_LIMIT = 2**63  # a write time is an int64 of milliseconds
+
+
 def stored_rows(lines: list[bytes], tagged: bool | None = None) -> list:
     """Stored lines as [ms, fields] rows, tags decoded; a damaged line (not JSON, or not
     a [time, {fields}] pair) is None there. ``tagged``: whether any line may hold a tag
     (None: look)."""
     try:
         rows = orjson.loads(b"[" + b",".join(lines) + b"]")
+        if len(rows) != len(lines):  # a line holding two values ("[..],[..]"): line by line
+            raise orjson.JSONDecodeError("not one value a line", "", 0)
     except orjson.JSONDecodeError:
         rows = []
         for line in lines:
@@ -156,7 +161,8 @@ def stored_rows(lines: list[bytes], tagged: bool | None = None) -> list:
         tagged = any(_codec._TAG_BYTES in line for line in lines)
     out = []
     for row in rows:
-        if not (isinstance(row, list) and len(row) == 2 and isinstance(row[0], int) and isinstance(row[1], dict)):
+        if not (isinstance(row, list) and len(row) == 2 and row[0].__class__ is int and -_MS_LIMIT <= row[0] < _MS_LIMIT
+                and isinstance(row[1], dict)):
             out.append(None)
             continue
         if tagged:

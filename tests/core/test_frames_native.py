@@ -28,6 +28,10 @@ TRICKY = {
                                           1.7976931348623157e308, -math.inf] * 20],
     "fields change": [{"a": 1.0, "b": 2} for _ in range(100)] + [{"b": 3, "a": 4.0} for _ in range(100)]
     + [{"a": 5.0, "b": 6, "c": 7.0} for _ in range(100)],
+    "floats and a bool": [{"value": 0.5}] * 100 + [{"value": True}] + [{"value": 0.25}] * 10,
+    "floats then an int past 64 bits": [{"value": 0.5}] * 100 + [{"value": 2**70}],
+    "fields that come and go": [{"value": i / 3, "step": i, **({"lr": 0.1} if i % 2 else {})} for i in range(300)],
+    "key order that alternates": [({"value": 0.5, "step": i} if i % 2 else {"step": i, "value": 0.5}) for i in range(300)],
     "names to escape": [{'q"uote': i * 0.1, "ünï\\code": i, "back\\slash": -i} for i in range(100)],
 }
 
@@ -77,3 +81,57 @@ def test_a_series_of_text_goes_the_python_way_in_runs_that_grow(exp, monkeypatch
     monkeypatch.setattr(_frames_native, "FIRST_MISS", 256)
     assert series_frame(m.folder)["note"].tolist() == [f"n{i}" for i in range(5000)]
     assert len(runs) < 12 and runs[1] > runs[0]  # doubling: a few calls, not one a line
+
+
+# lines the writer never writes, but a hand-edited or damaged file may hold
+ODD_LINES = {
+    "an empty line": b"\n",
+    "two points on one line": b'[1700000000000,{"value":1.0}],[1700000000000,{"value":2.0}]\n',
+    "a time past 64 bits": b'[99999999999999999999,{"value":1.0}]\n',
+}
+
+
+@pytest.mark.parametrize("name", list(ODD_LINES))
+@pytest.mark.parametrize("block_size", [64, 1 << 20])
+def test_an_odd_line_is_skipped_with_its_index_as_read_skips_it(exp, monkeypatch, name, block_size):
+    m = exp.metrics("s")
+    m.append_batch([{"value": 0.5, "step": i} for i in range(5)])
+    exp.flush()
+    with open(os.path.join(m.folder, "data.jsonl"), "ab") as f:
+        f.write(ODD_LINES[name] + b'[1700000000000,{"value":0.25,"step":9}]\n')
+    expected = {p["index"]: p["data"]["value"] for p in m.read()["data"]}
+    assert list(expected) == [0, 1, 2, 3, 4, 6]
+    compiled = series_frame(m.folder, block_size=block_size)
+    monkeypatch.setattr(_frames, "pointparse", None)
+    python = series_frame(m.folder, block_size=block_size)
+    assert compiled["value"].to_dict() == python["value"].to_dict() == expected
+
+
+def test_a_file_that_shrinks_while_it_is_read_ends_the_read():
+    """The size was taken first; the file then lost its tail mid-line (truncated, or
+    copied over in place): the read stops at what is there, not in a loop that grows."""
+    import io
+
+    f = io.BytesIO(b'[1,{"value":0.5}]\n' * 10 + b'[1,{"val')
+    blocks = [bytes(memoryview(buf)[:end]) for buf, end in _frames._blocks(f, 280, 64)]
+    assert b"".join(blocks) == b'[1,{"value":0.5}]\n' * 10
+
+
+def test_fields_that_change_every_line_go_the_python_way_after_a_few_tries(exp, monkeypatch):
+    m = exp.metrics("s")
+    m.append_batch([{"value": i / 3, "step": i, **({"lr": 0.1} if i % 2 else {})} for i in range(20000)])
+    exp.flush()
+    calls = []
+    real = _frames_native.pointparse
+
+    class Counting:
+        @staticmethod
+        def parse_points(*args):
+            calls.append(1)
+            return real.parse_points(*args)
+
+    monkeypatch.setattr(_frames_native, "pointparse", Counting)
+    frame = series_frame(m.folder)
+    assert frame["step"].tolist() == list(range(20000)) and frame["lr"].isna().sum() == 10000
+    assert len(calls) < 40, len(calls)  # not one a line
+
