@@ -42,6 +42,8 @@ BLOBS_DIR = "blobs"
 ALGORITHM = "sha256"
 TMP_DIR = ".tmp"
 SAVE, DELETE, SKIPPED = "save", "delete", "skipped"  # "skipped": a server's stand-in, never listed
+UPDATE = "update"  # new description, tags or metadata of a saved file (ml-dash's update())
+UPDATED_FIELDS = ("description", "tags", "metadata")
 # ml-dash's record keys, in its order; ``experimentId`` is the run's prefix here.
 PUBLIC_KEYS = (
     "id", "experimentId", "path", "filename", "description", "tags", "bindrs", "contentType", "sizeBytes",
@@ -187,8 +189,8 @@ def check_record(record: Any, index: int) -> dict:
     if not isinstance(record, dict):
         raise TypeError(f"{where} must be an object, not {type(record).__name__}")
     op = record.get("op")
-    if op not in (SAVE, DELETE, SKIPPED):
-        raise ValueError(f"{where}: op must be {SAVE!r}, {DELETE!r} or {SKIPPED!r}, not {str(op)[:40]!r}")
+    if op not in (SAVE, DELETE, UPDATE, SKIPPED):
+        raise ValueError(f"{where}: op must be {SAVE!r}, {DELETE!r}, {UPDATE!r} or {SKIPPED!r}, not {str(op)[:40]!r}")
     ts = record.get("timestamp")
     if ts.__class__ not in (int, float) or not math.isfinite(ts):
         raise ValueError(f"{where}: timestamp must be a finite number of epoch seconds, got {str(ts)[:40]!r}")
@@ -209,6 +211,17 @@ def check_record(record: Any, index: int) -> dict:
             for key in ("contentType", "uploadedAt", "experimentId"):
                 if not isinstance(record.get(key), (str, type(None))):
                     raise TypeError(f"{key} must be a string")
+        if op == UPDATE:
+            if not any(key in record for key in UPDATED_FIELDS):
+                raise ValueError("an update names at least one of description, tags, metadata")
+            if "tags" in record:
+                check_labels(record["tags"], "file tags")
+            if "description" in record:
+                check_description(record["description"])
+            if record.get("metadata") is not None and not isinstance(record.get("metadata"), dict):
+                raise TypeError("metadata must be an object or null")
+            if not isinstance(record.get("updatedAt"), (str, type(None))):
+                raise TypeError("updatedAt must be a string")
         check_json(record, "record", nul=False, tagged=True)
     except (TypeError, ValueError) as error:
         raise type(error)(f"{where}: {error}") from None
@@ -254,7 +267,19 @@ def fold(records: Iterable[dict], include_deleted: bool = False) -> list[dict]:
         elif op == DELETE and file_id in files and files[file_id]["deletedAt"] is None:
             when = record.get("deletedAt")
             files[file_id]["deletedAt"] = files[file_id]["updatedAt"] = when
+        elif op == UPDATE and file_id in files and files[file_id]["deletedAt"] is None:
+            files[file_id] = apply_update(files[file_id], record)
     return [f for f in files.values() if include_deleted or f["deletedAt"] is None]
+
+
+def apply_update(saved: dict, update: dict) -> dict:
+    """A file's record (saved, or as the API returns it) with an update's fields."""
+    out = dict(saved)
+    for key in UPDATED_FIELDS:
+        if key in update:
+            out[key] = list(update[key] or []) if key == "tags" else update[key]
+    out["updatedAt"] = update.get("updatedAt")
+    return out
 
 
 def public(record: dict) -> dict:
@@ -262,7 +287,7 @@ def public(record: dict) -> dict:
     out = {key: record.get(key) for key in PUBLIC_KEYS}
     out["tags"] = list(record.get("tags") or [])
     out["bindrs"] = list(record.get("bindrs") or [])
-    out["updatedAt"] = record.get("uploadedAt")
+    out["updatedAt"] = record.get("updatedAt") or record.get("uploadedAt")
     out["deletedAt"] = None
     return out
 

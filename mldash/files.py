@@ -27,6 +27,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
+import tempfile
 import time
 from typing import Any
 
@@ -38,6 +39,9 @@ from ._filestore import (
     INDEX_FILE,
     SAVE,
     TMP_DIR,
+    UPDATE,
+    UPDATED_FIELDS,
+    apply_update,
     blob_path,
     check_description,
     check_file_id,
@@ -125,6 +129,8 @@ class FileBuilder(_SaveHelpers):
         self._metadata = check_metadata(metadata)
         self._file_id = check_file_id(file_id) if file_id is not None else None
         self._dest_path = _fspath(dest_path, "dest_path") if dest_path is not None else None
+        given = {"description": description, "tags": tags, "metadata": metadata}
+        self._given = {key for key, value in given.items() if value is not None}
 
     # ---- saving ---------------------------------------------------------------------------
     def save(self, content: Any = None, *, to: str | None = None, description: str | None = None,
@@ -189,6 +195,39 @@ class FileBuilder(_SaveHelpers):
                 raise MissingFile(f"no file matches {pattern!r} in {self._store.prefix}")
             return [self._store.delete(f["id"]) for f in matches]
         return self._store.delete(self._one()["id"])
+
+    def read_text(self, encoding: str = "utf-8") -> str:
+        """The file's (``file_id``, else this builder's path) content as text, checked
+        against its SHA-256 (ml-dash's ``read_text``)."""
+        return self._store.read_bytes(self._one()).decode(encoding)
+
+    def update(self) -> dict:
+        """Give the file (``file_id``, else this builder's path) the description, tags or
+        metadata passed to ``exp.files(...)`` (only those passed), as ml-dash's
+        ``update()``; returns its record. The change is appended to the index, as a
+        save is, so it replicates the same way.
+
+        >>> exp.files(file_id=record["id"], tags=["best"]).update()  # doctest: +SKIP
+        """
+        changes = {key: getattr(self, "_" + key) for key in UPDATED_FIELDS if key in self._given}
+        if not changes:
+            raise ValueError("nothing to update: pass description=, tags= or metadata= to exp.files(...)")
+        return self._store.update(self._one()["id"], changes)
+
+    def duplicate(self, source: str | dict, to: str) -> dict:
+        """Store the file ``source`` (its id, or its record) again as ``to`` ("models/latest.pt",
+        from the run's root), with this builder's description, tags and metadata, as
+        ml-dash's ``duplicate()``. The bytes are kept once: only a record is added."""
+        source_id = source if isinstance(source, str) else source.get("id") if isinstance(source, dict) else None
+        if not source_id:
+            raise ValueError("source must be a file id or a file's record (a dict with its 'id')")
+        if not isinstance(to, str):
+            raise TypeError(f"to must be a str, not {type(to).__name__}")
+        folder, _, base = to.strip().lstrip("/").rpartition("/")
+        if not base:
+            raise ValueError(f"to {to!r} must end with a file name")
+        prefix = check_prefix("/" + folder) if folder else "/"
+        return self._store.duplicate(check_file_id(source_id), prefix, check_filename(base), self._fields(None, None, None))
 
     def exists(self) -> bool:
         """Whether the file (``file_id``, else this builder's path) is stored and not deleted."""
@@ -364,38 +403,96 @@ class RunFiles:
             with locked(self.index):
                 placed = _place(tmp, blob, size)
                 records = read_records(self.path)
-                live = fold(records)
-                ids = {r.get("id") for r in records}
-                now = time.time()
-                file_id = _new_id(now)
-                while file_id in ids:
-                    file_id = _new_id(now)
-                record = {
-                    "op": SAVE, "id": file_id, "experimentId": self.prefix, "path": prefix, "filename": name,
-                    "description": fields["description"], "tags": fields["tags"], "bindrs": fields["bindrs"],
-                    "contentType": content_type, "sizeBytes": size, "checksum": checksum,
-                    "metadata": fields["metadata"], "uploadedAt": _now_iso(now), "timestamp": now,
-                }
-                replaced = [f for f in live if f["path"] == prefix and f["filename"] == name]
-                lines = [_tombstone(f["id"], now, replaced_by=file_id) for f in replaced] + [encode_record(record)]
+                record, lines, replaced = self._save_lines(records, prefix, name, fields, content_type, size, checksum)
                 try:
                     _append(self.index, lines)
                 except OSError:
                     if placed:
                         _unlink(blob)
                     raise
-                _free(self.path, records + [_codec_line(line) for line in lines], [f["checksum"] for f in replaced])
+                _free(self.path, records + [_codec_line(line) for line in lines], replaced)
         except OSError as error:
             _unlink(tmp)
             raise StorageError(f"mldash could not store {name!r} in {self.folder}: {error}; nothing was recorded") from error
         self._hooks.changed(f"{FILES_DIR}/{INDEX_FILE}")
         return public(record)
 
-    def delete(self, file_id: str) -> dict:
+    def _save_lines(self, records: list, prefix: str, name: str, fields: dict, content_type: str, size: int,
+                    checksum: str) -> tuple[dict, list[bytes], list[str]]:
+        """The record of a new save and the index lines that add it (tombstones first for
+        a live file at the same path and name, which it supersedes, as ml-dash does), and
+        the checksums those tombstones may free."""
+        live = fold(records)
+        ids = {r.get("id") for r in records}
+        now = time.time()
+        file_id = _new_id(now)
+        while file_id in ids:
+            file_id = _new_id(now)
+        record = {
+            "op": SAVE, "id": file_id, "experimentId": self.prefix, "path": prefix, "filename": name,
+            "description": fields["description"], "tags": fields["tags"], "bindrs": fields["bindrs"],
+            "contentType": content_type, "sizeBytes": size, "checksum": checksum,
+            "metadata": fields["metadata"], "uploadedAt": _now_iso(now), "timestamp": now,
+        }
+        replaced = [f for f in live if f["path"] == prefix and f["filename"] == name]
+        lines = [_tombstone(f["id"], now, replaced_by=file_id) for f in replaced] + [encode_record(record)]
+        return record, lines, [f["checksum"] for f in replaced]
+
+    def read_bytes(self, record: dict) -> bytes:
+        """A file's content (checked against its SHA-256), from here or the server."""
+        with tempfile.TemporaryDirectory(prefix="mldash-read-") as folder:
+            with open(self.download(record, os.path.join(folder, "file")), "rb") as f:
+                return f.read()
+
+    def _live_or_missing(self, file_id: str, action: str) -> None:
+        """Checked before the run starts: changing a file must not create a local run."""
         if not any(f["id"] == file_id for f in fold(read_records(self.path))):
-            # Checked before the run starts: deleting must not create a local run.
-            where = "" if self._remote() is None else " (a run with no local copy: delete it where it was recorded)"
+            where = "" if self._remote() is None else f" (a run with no local copy: {action} it where it was recorded)"
             raise MissingFile(errno.ENOENT, f"no file with id {file_id!r} in {self.prefix}{where}")
+
+    def duplicate(self, source_id: str, prefix: str, name: str, fields: dict) -> dict:
+        self._live_or_missing(source_id, "duplicate")
+        self._hooks.start()
+        try:
+            with locked(self.index):
+                records = read_records(self.path)
+                source = next((f for f in fold(records) if f["id"] == source_id), None)
+                if source is None:
+                    raise MissingFile(errno.ENOENT, f"no file with id {source_id!r} in {self.prefix}")
+                if not os.path.exists(blob_path(self.path, source["checksum"])):
+                    raise StorageError(f"the bytes of file {source_id} ({source['filename']}) are missing from "
+                                       f"{blob_path(self.path, source['checksum'])}")
+                record, lines, replaced = self._save_lines(records, prefix, name, fields, source["contentType"],
+                                                           source["sizeBytes"], source["checksum"])
+                _append(self.index, lines)
+                _free(self.path, records + [_codec_line(line) for line in lines], replaced)
+        except OSError as error:
+            if isinstance(error, MissingFile):
+                raise
+            raise StorageError(f"mldash could not duplicate file {source_id} in {self.folder}: {error}") from error
+        self._hooks.changed(f"{FILES_DIR}/{INDEX_FILE}")
+        return public(record)
+
+    def update(self, file_id: str, changes: dict) -> dict:
+        self._live_or_missing(file_id, "update")
+        self._hooks.start()
+        try:
+            with locked(self.index):
+                found = next((f for f in fold(read_records(self.path)) if f["id"] == file_id), None)
+                if found is None:
+                    raise MissingFile(errno.ENOENT, f"no file with id {file_id!r} in {self.prefix}")
+                now = time.time()
+                record = {"op": UPDATE, "id": file_id, **changes, "updatedAt": _now_iso(now), "timestamp": now}
+                _append(self.index, [encode_record(record)])
+        except OSError as error:
+            if isinstance(error, MissingFile):
+                raise
+            raise StorageError(f"mldash could not update file {file_id} in {self.folder}: {error}") from error
+        self._hooks.changed(f"{FILES_DIR}/{INDEX_FILE}")
+        return apply_update(found, record)
+
+    def delete(self, file_id: str) -> dict:
+        self._live_or_missing(file_id, "delete")
         self._hooks.start()
         try:
             with locked(self.index):

@@ -80,6 +80,12 @@ class Files:
                   "filename": record["filename"], "sha256": record["checksum"], "size": record["sizeBytes"],
                   "deleted_at": None, "record": orjson.dumps(record)}],
             )
+        elif record["op"] == _filestore.UPDATE:
+            where = (files.c.experiment_id == exp_id, files.c.file_id == record["id"], files.c.deleted_at.is_(None))
+            row = conn.execute(select(files.c.record).where(*where)).first()
+            if row is not None:  # an update of a file the server never saw, or deleted: nothing to change
+                merged = _filestore.apply_update(orjson.loads(bytes(row.record)), record)  # both as sent: tagged
+                conn.execute(update(files).where(*where).values(record=orjson.dumps(merged)))
         elif record["op"] == _filestore.DELETE:
             when = record.get("deletedAt") if isinstance(record.get("deletedAt"), str) else None
             conn.execute(

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import subprocess
 import time
 from pathlib import Path
 
@@ -123,30 +122,6 @@ def test_no_name_or_prefix_reaches_the_disk(root, tmp_path):
 
 
 # ---- a full disk mid-copy ---------------------------------------------------------------
-def _mount(*args: str) -> None:
-    for attempt in range(5):
-        result = subprocess.run(["mount", *args], capture_output=True, text=True)
-        if result.returncode == 0:
-            return
-        time.sleep(0.2 * (attempt + 1))
-    raise subprocess.CalledProcessError(result.returncode, ["mount", *args], result.stdout, result.stderr)
-
-
-@pytest.fixture
-def small_disk(tmp_path):
-    """A 1 MiB tmpfs."""
-    target = tmp_path / "small"
-    target.mkdir()
-    try:
-        _mount("-t", "tmpfs", "-o", "size=1m", "tmpfs", str(target))
-    except (OSError, subprocess.CalledProcessError) as error:
-        pytest.skip(f"cannot mount here (needs root): {getattr(error, 'stderr', error)}")
-    try:
-        yield target
-    finally:
-        subprocess.run(["umount", "-l", str(target)], capture_output=True)
-
-
 def _wait_for_space(disk: Path, timeout: float = 5.0) -> None:
     """The kernel may take a moment to count the pages of an unlinked file as free."""
     deadline = time.monotonic() + timeout

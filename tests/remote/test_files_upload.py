@@ -91,6 +91,27 @@ def test_a_remote_run_uploads_its_files_and_a_reader_elsewhere_gets_them(server,
     assert sum(1 for s, _o, _n in sent if s == saved["checksum"]) == 1, sent  # its bytes went once
 
 
+def test_updates_and_duplicates_replicate_and_read_back_elsewhere(server, root, tmp_path, sent):
+    exp = mldash.Experiment("files/changed", root=root, remote=server.url)
+    snapshot = exp.files("models", description="epoch 5").save_blob(b"w" * 50_000, to="model_00005.pt")
+    exp.files(file_id=snapshot["id"], tags=["best"], metadata={"score": 0.9}).update()
+    latest = exp.files().duplicate(snapshot, to="models/latest.pt")
+    exp.files("configs").save_text("lr: 0.1", to="view.yaml")
+    exp.finish()
+
+    local = exp.files.list()
+    assert server_files(server.url, exp.prefix) == local
+    reader = elsewhere(server.url, exp.prefix, tmp_path)
+    shown = {f["filename"]: f for f in reader.files.list()}
+    assert shown["model_00005.pt"]["tags"] == ["best"] and shown["model_00005.pt"]["metadata"] == {"score": 0.9}
+    assert shown["model_00005.pt"]["description"] == "epoch 5" and shown["latest.pt"]["id"] == latest["id"]
+    assert reader.files("configs/view.yaml").read_text() == "lr: 0.1" and not os.path.exists(reader.path)
+    assert sum(1 for s, _o, _n in sent if s == snapshot["checksum"]) == 1, sent  # duplicated, sent once
+    with pytest.raises(FileNotFoundError, match="no local copy"):
+        reader.files(file_id=latest["id"], tags=["x"]).update()
+    assert not os.path.exists(reader.path)
+
+
 def test_an_offline_run_syncs_its_files_with_byte_progress(server, root, tmp_path):
     model = content(tmp_path, "weights.bin", 6 << 20)
     exp = mldash.Experiment("files/offline", root=root)

@@ -230,6 +230,7 @@ def _bad_records():
         rows.append((f"filename {value!r}", save_record("a", content, filename=value), message))
     for value, _e, message in BAD_FILE_TAGS:
         rows.append((f"tags {value!r}", save_record("a", content, tags=value), message))
+        rows.append((f"update tags {value!r}", {"op": "update", "id": "a", "tags": value, "timestamp": 1.0}, message))
     for value, _e, message in BAD_FILE_IDS:
         rows.append((f"id {value!r}", save_record(value, content), message))
     for value, _e, message in BAD_FILE_METADATA:
@@ -247,6 +248,9 @@ def _bad_records():
         ("size", save_record("a", content, sizeBytes=-1), "sizeBytes"),
         ("path not normalised", save_record("a", content, path="/models/"), "must be written as"),
         ("description NUL", save_record("a", content, description="a\x00b"), "NUL"),
+        ("update of nothing", {"op": "update", "id": "a", "timestamp": 1.0}, "at least one of"),
+        ("update description NUL", {"op": "update", "id": "a", "description": "a\x00", "timestamp": 1.0}, "NUL"),
+        ("update metadata", {"op": "update", "id": "a", "metadata": [1], "timestamp": 1.0}, "metadata must be"),
         ("not an object", "a string", "must be an object"),
     ]
     return rows
