@@ -313,7 +313,7 @@ class Backend:
 
     def cli(self, *args: str) -> subprocess.CompletedProcess:
         """`mldash ARGS` against this store (e.g. "token", "create", "ci", "--write", "*")."""
-        extra = ["--s3-endpoint", self.s3_endpoint] if self.s3_endpoint else []
+        extra = (["--s3-endpoint", self.s3_endpoint] if self.s3_endpoint else []) + (["--blob", self.blob] if self.blob else [])
         return mldash_cli(*args, *extra, db=self.db, data=self.data)
 
     def chunk_objects(self) -> list[str]:

@@ -21,7 +21,7 @@ from sqlalchemy.exc import DBAPIError
 
 from .. import _codec
 from ._filter_sql import register_sqlite
-from .schema import metadata, metric_batches, series
+from .schema import file_blobs, metadata, metric_batches, series
 
 log = logging.getLogger(__package__)
 CREATE_TABLES_LOCK = 7237001  # a PostgreSQL advisory lock key
@@ -214,13 +214,15 @@ def _sqlite_setup(engine) -> None:
 
 def _add_missing_columns(conn) -> None:
     """Columns added since a database was created: ``series.stats`` and
-    ``series.headline`` (filled by ``Metrics.backfill_stats``)."""
-    have = {c["name"] for c in inspect(conn).get_columns("series")}
-    for column in series.c:
-        if column.name not in have:
-            kind = column.type.dialect_impl(conn.dialect).compile(dialect=conn.dialect)
-            conn.exec_driver_sql(f'ALTER TABLE series ADD COLUMN "{column.name}" {kind}')
-            log.warning("added the column series.%s", column.name)
+    ``series.headline`` (filled by ``Metrics.backfill_stats``), ``file_blobs.used_at``
+    (null: ``created_at`` counts)."""
+    for table in (series, file_blobs):
+        have = {c["name"] for c in inspect(conn).get_columns(table.name)}
+        for column in table.c:
+            if column.name not in have:
+                kind = column.type.dialect_impl(conn.dialect).compile(dialect=conn.dialect)
+                conn.exec_driver_sql(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}')
+                log.warning("added the column %s.%s", table.name, column.name)
 
 
 def _migrate_point_rows(conn) -> None:

@@ -160,13 +160,25 @@ class Files:
             held = {r[0] for r in conn.execute(
                 select(file_blobs.c.sha256).where(file_blobs.c.namespace == namespace, file_blobs.c.sha256.in_(set(hashes)))
             )}
+        self._touch(namespace, held)
         return [h for h in dict.fromkeys(hashes) if h not in held]
 
     def present(self, namespace: str, sha256: str) -> bool:
         with self.db.reading() as conn:
-            return conn.execute(
+            held = conn.execute(
                 select(file_blobs.c.size).where(file_blobs.c.namespace == namespace, file_blobs.c.sha256 == sha256)
             ).first() is not None
+        if held:
+            self._touch(namespace, {sha256})
+        return held
+
+    def _touch(self, namespace: str, hashes: set) -> None:
+        """A client was just told these blobs are here, and may send records for them
+        instead of their bytes: ``mldash gc`` leaves them be for its grace period."""
+        if hashes:
+            with self.db.writing() as conn:
+                conn.execute(update(file_blobs).where(file_blobs.c.namespace == namespace, file_blobs.c.sha256.in_(hashes))
+                             .values(used_at=time.time()))
 
     def upload_row(self, upload_id: str) -> dict | None:
         with self.db.reading() as conn:
@@ -210,7 +222,8 @@ class Files:
         with self.db.writing() as conn:
             inserted = conn.execute(
                 dialect_insert(conn)(file_blobs).on_conflict_do_nothing(),
-                [{"namespace": namespace, "sha256": sha256, "size": size, "key": key, "created_at": time.time()}],
+                [{"namespace": namespace, "sha256": sha256, "size": size, "key": key, "created_at": time.time(),
+                  "used_at": time.time()}],
             ).rowcount
             conn.execute(delete(file_uploads).where(file_uploads.c.upload_id == upload_id))
         return bool(inserted)

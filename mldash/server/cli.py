@@ -120,6 +120,8 @@ def register(main: click.Group) -> None:
             **options,
         )
 
+    _register_gc(main)
+
     @main.group("token")
     def token_group() -> None:
         """Manage API tokens of a team server (stored hashed in its database)."""
@@ -182,6 +184,45 @@ def register(main: click.Group) -> None:
         if not done:
             raise click.ClickException(f"no active token with id {token_id}")
         click.echo(f"token {token_id} revoked")
+
+
+def _size(n: int) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:,} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def _register_gc(main: click.Group) -> None:
+    @main.command("gc")
+    @click.option("--older-than", default="24h", show_default=True,
+                  help="Grace period: leave what was used more recently (90, 30m, 24h, 7d).")
+    @click.option("--dry-run", is_flag=True, help="Say what would be freed; free nothing.")
+    @_storage_options
+    def gc_command(older_than, dry_run, data, db, blob, s3_endpoint) -> None:
+        """Free the team server's file storage that no file holds: the bytes of deleted
+        or replaced files, and uploads nobody went on with (S3 multipart parts, temp
+        files). Safe while the server runs.
+
+        \b
+        mldash gc --db postgresql://mldash@db/mldash --blob s3://bucket/mldash --dry-run
+        """
+        from ._files_gc import parse_age
+
+        try:
+            grace = parse_age(older_than)
+        except ValueError as error:
+            raise click.BadParameter(str(error), param_hint="--older-than") from None
+        store = _open_store(data, db, blob, s3_endpoint)
+        try:
+            found = store.collect_garbage(grace, dry_run=dry_run)
+        finally:
+            store.close()
+        verb = "would free" if dry_run else "freed"
+        click.echo(f"{verb} {found['blobs']} file blob{'s' * (found['blobs'] != 1)} ({_size(found['blob_bytes'])}) "
+                   f"and {found['uploads']} abandoned upload{'s' * (found['uploads'] != 1)} "
+                   f"({_size(found['upload_bytes'])})")
 
 
 def _redact(url: str) -> str:

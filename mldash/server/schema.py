@@ -169,6 +169,9 @@ file_blobs = Table(
     Column("size", BigInteger, nullable=False),
     Column("key", String(1200), nullable=False),  # its object in the blob store
     Column("created_at", Float, nullable=False),
+    # The last time a client was told the server holds it (it may send a record for it
+    # next instead of the bytes): `mldash gc` leaves it for its grace period after that.
+    Column("used_at", Float, nullable=True),
     PrimaryKeyConstraint("namespace", "sha256", name="pk_file_blobs"),
 )
 

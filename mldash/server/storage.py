@@ -92,6 +92,12 @@ class Store:
     def patch_experiment(self, exp_id: int, meta: Any) -> dict:
         return self._experiments.patch(exp_id, meta)
 
+    def collect_garbage(self, older_than: float, dry_run: bool = False) -> dict:
+        """Free file blobs nothing holds and abandoned uploads (``_files_gc``)."""
+        from ._files_gc import collect
+
+        return collect(self._db, self.blobs, older_than, dry_run)
+
     def experiment_namespace(self, exp_id: int) -> str:
         """The namespace of an experiment (for scope checks); NotFound if unknown."""
         return self._experiments.namespace(exp_id)

@@ -17,6 +17,7 @@ import uuid
 
 import httpx
 import pytest
+from _files_support import data, new_experiment, put, save_record, upload
 from hostile_inputs import BAD_FILE_IDS, BAD_FILE_METADATA, BAD_FILE_NAMES, BAD_FILE_PREFIXES, BAD_FILE_TAGS
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
@@ -32,38 +33,6 @@ def srv(backend):
 def api(srv):
     with httpx.Client(base_url=srv.url + "/api/v1", timeout=60) as client:
         yield client
-
-
-def new_experiment(api, namespace="default") -> int:
-    answer = api.post("/experiments", json={"namespace": namespace, "prefix": f"files/{uuid.uuid4().hex[:8]}"})
-    assert answer.status_code == 200, answer.text
-    return answer.json()["id"]
-
-
-def data(size: int, seed: str = "") -> bytes:
-    block = hashlib.sha256(f"{size}{seed}{uuid.uuid4()}".encode()).digest() * 4096  # 128 KiB
-    return (block * (size // len(block) + 1))[:size]
-
-
-def put(api, exp_id, payload: bytes, size: int | None = None, offset: int = 0, upload: str | None = None,
-        checksum: str | None = None):
-    size = len(payload) + offset if size is None else size
-    return api.put(f"/experiments/{exp_id}/blobs/{checksum}", params={"upload": upload, "offset": offset, "size": size},
-                   content=payload)
-
-
-def save_record(file_id: str, content: bytes, path="/models", filename="model.pt", **extra) -> dict:
-    return {"op": "save", "id": file_id, "experimentId": "x", "path": path, "filename": filename, "description": None,
-            "tags": [], "bindrs": [], "contentType": "application/octet-stream", "sizeBytes": len(content),
-            "checksum": hashlib.sha256(content).hexdigest(), "metadata": None,
-            "uploadedAt": "2026-01-01T00:00:00Z", "timestamp": time.time(), **extra}
-
-
-def upload(api, exp_id, content: bytes) -> str:
-    checksum = hashlib.sha256(content).hexdigest()
-    answer = put(api, exp_id, content, upload=uuid.uuid4().hex, checksum=checksum)
-    assert answer.status_code == 200 and answer.json()["present"], answer.text
-    return checksum
 
 
 def test_a_file_uploads_lists_and_downloads_with_ranges(api):
