@@ -292,7 +292,13 @@ def _record(row: Any) -> dict:
         meta["local_id"] = meta.pop("id")  # the client's own id; ours is the integer id
     for key in ("params", "summary", "logs_count", "checkpoints_count", "meta", "started_at"):
         row.pop(key, None)
-    return {**meta, **row, "status": meta.get("status")}
+    out = {**meta, **row, "status": meta.get("status")}
+    # The run's own creation time (an offline run synced days later was still made then),
+    # as the filter language reads it; the row's, when it has none, is when it came here.
+    own = finite(meta.get("created_at"))
+    if own is not None:
+        out["created_at"] = own
+    return out
 
 
 def _document_column(kind: str) -> str:

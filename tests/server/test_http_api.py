@@ -60,6 +60,22 @@ def wait_for_chunks(backend, count: int, timeout: float = 60) -> int:
     return len(backend.chunk_objects())
 
 
+def test_a_runs_own_creation_time_is_shown_not_when_it_reached_the_server(api):
+    import datetime
+
+    ns = "made-" + uuid.uuid4().hex[:6]
+    week_ago = time.time() - 7 * 86400
+    synced_late = new_experiment(api, namespace=ns, created_at=week_ago)
+    timeless = new_experiment(api, namespace=ns)
+    assert api.get(f"/experiments/{synced_late}").json()["created_at"] == week_ago
+    assert abs(api.get(f"/experiments/{timeless}").json()["created_at"] - time.time()) < 60  # when it came
+    listed = {e["id"]: e["created_at"] for e in api.get("/experiments", params={"namespace": ns}).json()["experiments"]}
+    assert listed == {synced_late: week_ago, timeless: pytest.approx(time.time(), abs=60)}
+    three_days_ago = datetime.datetime.fromtimestamp(time.time() - 3 * 86400, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M")
+    found = api.get("/experiments", params={"namespace": ns, "filter": f"created < {three_days_ago}"}).json()
+    assert [e["id"] for e in found["experiments"]] == [synced_late]
+
+
 def test_upsert_merges_meta_and_lookup_finds_the_experiment(api):
     exp_id = new_experiment(api, "vision/resnet/run-1", status="RUNNING", tags=["a"], started_at=100.0)
     again = api.post("/experiments", json={"prefix": "vision/resnet/run-1", "meta": {"status": "COMPLETED", "duration": 5}}).json()
