@@ -27,7 +27,7 @@ from ._native import pointparse
 from ._runfolder import DATA_FILE, metric_folder, stored_rows
 
 BLOCK = 32 << 20
-FEW_LINES, FEW_BYTES = 64, 1 << 14  # fewer lines than this in a run: point by point (Arrow's set-up costs more)
+FEW_LINES, FEW_BYTES = 64, 1 << 14  # fewer lines and bytes in a run: point by point (Arrow's set-up costs more)
 INDEX, TIMESTAMP = "index", "timestamp"
 X_CHOICES = ("step", "timestamp", "index")
 EXTRA = "analysis"
@@ -318,7 +318,8 @@ def _add_lines(pa, out: _Frame, lines: bytes, count: int) -> int:
     """Complete lines into ``out`` by Arrow's CSV reader where they are plain, else
     point by point; returns the count of lines read so far."""
     fast = None
-    first = plain_point(lines[: lines.find(b"\n")]) if lines.count(b"\n", 0, FEW_BYTES) >= FEW_LINES else None
+    few = len(lines) < FEW_BYTES and lines.count(b"\n") < FEW_LINES
+    first = None if few else plain_point(lines[: lines.find(b"\n")])
     if first is not None:
         fast = _fast_block(pa, lines, len(lines), first)
     if fast is not None:

@@ -203,6 +203,17 @@ def test_plain_points_are_parsed_by_arrow_not_point_by_point(exp, monkeypatch):
     assert frame["gap"].isna().all()
 
 
+def test_wide_plain_points_are_parsed_by_arrow_too(exp, monkeypatch):
+    from mldash import _frames
+
+    monkeypatch.setattr(_frames, "pointparse", None)
+    exp.metrics("wide").append_batch([{f"f{k}": i + k / 7 for k in range(150)} for i in range(100)])  # ~3 KB a line
+    exp.flush()
+    monkeypatch.setattr(_frames, "_slow_block", lambda *a: (_ for _ in ()).throw(AssertionError("point by point")))
+    frame = exp.metrics("wide").to_pandas()
+    assert frame.shape == (100, 151) and frame["f149"].iloc[99] == 99 + 149 / 7
+
+
 def test_text_in_a_block_sends_it_point_by_point(exp, monkeypatch):
     from mldash import _frames
 
