@@ -6,6 +6,7 @@ of ``mldash.files.FileBuilder``, which supplies ``_fields``, ``_target`` and ``_
 from __future__ import annotations
 
 import importlib
+import math
 import os
 import sys
 from typing import Any
@@ -103,23 +104,36 @@ class _SaveHelpers:
         by imageio, which gets the other keywords."""
         fields = {k: options.pop(k) for k in ("description", "tags", "metadata") if k in options}
         name = _required(to if to is not None else file_name, "a video")
-        if fps.__class__ not in (int, float) or not 0 < fps <= 1000:
-            raise ValueError(f"fps must be a number above 0 (at most 1000), got {fps!r}")
-        stack = _video_frames(frames)
         extension = os.path.splitext(name)[1].lower()
+        if not extension:
+            raise ValueError(f"save_video() picks the format from the file name; {name!r} has no extension (.mp4, .gif)")
+        try:
+            fps = float(fps) if not isinstance(fps, (bool, str, bytes)) else math.nan
+        except (TypeError, ValueError):
+            fps = math.nan
+        # A GIF's frame delay is whole hundredths of a second, 16 bits of them.
+        low, high = (1 / 655.35, 100.0) if extension == ".gif" else (1e-6, math.inf)
+        if not low <= fps <= high:
+            raise ValueError(f"fps must be a number from {low:.4g} to {high:g} for {extension}, got {fps!r}")
+        stack = _video_frames(frames)
         if extension == ".gif":
             pil = _module("PIL.Image", "save_video")
             images = [pil.fromarray(frame) for frame in stack]
 
             def write(f) -> None:
-                images[0].save(f, format="GIF", save_all=True, append_images=images[1:],
-                               duration=max(1, round(1000 / fps)), loop=0)
+                images[0].save(f, format="GIF", save_all=True, append_images=images[1:], duration=1000 / fps, loop=0)
         else:
             iio = _module("imageio.v3", "save_video")
             import numpy as np
 
             def write(f) -> None:
-                f.write(iio.imwrite("<bytes>", np.stack(stack), extension=extension, fps=fps, **options))
+                try:
+                    data = iio.imwrite("<bytes>", np.stack(stack), extension=extension, fps=fps, **options)
+                except (KeyError, IndexError, ValueError) as error:  # imageio's words for "no plugin for it"
+                    raise ValueError(f"imageio cannot write {extension!r} videos: {error!r}") from None
+                if not data:  # what imageio returns when ffmpeg failed (a bad codec, say)
+                    raise ValueError(f"imageio wrote nothing for {name!r} (options {options}): nothing was saved")
+                f.write(data)
 
         return self._serialized(write, None, name, None, wait, fields)
 
@@ -153,8 +167,8 @@ def _image_bytes(image: Any):
     import numpy as np
 
     array = np.asarray(image)
-    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (1, 3, 4)) or not array.size:
-        raise ValueError(f"an image is HxW or HxWxC (C 1, 3 or 4), not an array of shape {array.shape}")
+    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (1, 2, 3, 4)) or not array.size:
+        raise ValueError(f"an image is HxW or HxWxC (C 1 to 4), not an array of shape {array.shape}")
     if array.ndim == 3 and array.shape[2] == 1:
         array = array[:, :, 0]
     if array.dtype == np.uint8:
@@ -183,8 +197,10 @@ def _video_frames(frames: Any) -> list:
         raise ValueError("frames is empty: a video needs at least one frame")
     out = []
     for i, frame in enumerate(stack):
-        if frame.shape != stack[0].shape or frame.ndim not in (2, 3):
-            raise ValueError(f"frame {i} has shape {frame.shape}; every frame is HxW or HxWxC, all of one shape")
+        if frame.shape != stack[0].shape or frame.ndim not in (2, 3) or (frame.ndim == 3 and frame.shape[2] not in (1, 3, 4)):
+            raise ValueError(f"frame {i} has shape {frame.shape}; every frame is HxW or HxWxC (C 1, 3 or 4), all of one shape")
+        if frame.ndim == 3 and frame.shape[2] == 1:
+            frame = frame[:, :, 0]
         if frame.dtype == np.bool_:
             frame = frame.astype(np.uint8) * 255
         elif frame.dtype.kind == "f":

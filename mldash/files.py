@@ -25,6 +25,7 @@ happen on a background thread, and the future's result is the record.
 from __future__ import annotations
 
 import errno
+import io
 import os
 import stat
 import tempfile
@@ -199,7 +200,9 @@ class FileBuilder(_SaveHelpers):
     def read_text(self, encoding: str = "utf-8") -> str:
         """The file's (``file_id``, else this builder's path) content as text, checked
         against its SHA-256 (ml-dash's ``read_text``)."""
-        return self._store.read_bytes(self._one()).decode(encoding)
+        # As ml-dash reads it (a file opened in text mode): universal newlines, and the
+        # locale's encoding for encoding=None.
+        return io.TextIOWrapper(io.BytesIO(self._store.read_bytes(self._one())), encoding=encoding).read()
 
     def update(self) -> dict:
         """Give the file (``file_id``, else this builder's path) the description, tags or
@@ -462,7 +465,7 @@ class RunFiles:
                 if not os.path.exists(blob_path(self.path, source["checksum"])):
                     raise StorageError(f"the bytes of file {source_id} ({source['filename']}) are missing from "
                                        f"{blob_path(self.path, source['checksum'])}")
-                record, lines, replaced = self._save_lines(records, prefix, name, fields, source["contentType"],
+                record, lines, replaced = self._save_lines(records, prefix, name, fields, _content_type(name),
                                                            source["sizeBytes"], source["checksum"])
                 _append(self.index, lines)
                 _free(self.path, records + [_codec_line(line) for line in lines], replaced)
@@ -474,8 +477,9 @@ class RunFiles:
         return public(record)
 
     def update(self, file_id: str, changes: dict) -> dict:
+        # Not a write to the run (as in ml-dash, only the file's record changes): a
+        # finished or failed run keeps its status; the uploader or `mldash sync` sends it.
         self._live_or_missing(file_id, "update")
-        self._hooks.start()
         try:
             with locked(self.index):
                 found = next((f for f in fold(read_records(self.path)) if f["id"] == file_id), None)

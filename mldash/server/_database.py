@@ -21,7 +21,7 @@ from sqlalchemy.exc import DBAPIError
 
 from .. import _codec
 from ._filter_sql import register_sqlite
-from .schema import file_blobs, metadata, metric_batches, series
+from .schema import file_blobs, files, metadata, metric_batches, series
 
 log = logging.getLogger(__package__)
 CREATE_TABLES_LOCK = 7237001  # a PostgreSQL advisory lock key
@@ -213,9 +213,11 @@ def _sqlite_setup(engine) -> None:
 
 
 def _add_missing_columns(conn) -> None:
-    """Columns added since a database was created: ``series.stats`` and
+    """Columns and indexes added since a database was created: ``series.stats`` and
     ``series.headline`` (filled by ``Metrics.backfill_stats``), ``file_blobs.used_at``
-    (null: ``created_at`` counts)."""
+    (null: ``created_at`` counts), ``ix_files_sha256``."""
+    for index in files.indexes:
+        index.create(conn, checkfirst=True)
     for table in (series, file_blobs):
         have = {c["name"] for c in inspect(conn).get_columns(table.name)}
         for column in table.c:

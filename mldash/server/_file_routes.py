@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 from collections import OrderedDict, deque
 from concurrent.futures import ThreadPoolExecutor
 from typing import Optional
@@ -43,6 +44,9 @@ MAX_ID = 2**31 - 1
 # Bytes of a body handed to the worker at a time (to hash, or to send as S3 parts).
 _PIECE = 16 << 20
 _CHECKPOINT = 256 << 20  # bytes between two records of an upload's progress
+# Seconds between two marks that an upload still receives (`mldash gc` leaves it be);
+# $MLDASH_UPLOAD_ALIVE_S for tests.
+_ALIVE = float(os.environ.get("MLDASH_UPLOAD_ALIVE_S") or 60.0)
 _DEPTH = 4  # pieces received ahead of the worker, at most
 # Types served as themselves (a preview can show them); anything else is octet-stream,
 # so a saved .html or .svg never runs as a page of this origin.
@@ -220,6 +224,7 @@ def add_file_routes(app: FastAPI, store, *, caller, for_experiment, read_json, r
                 files.save_progress(upload_id, up.received, up.state)
 
             piece = bytearray()
+            alive_at = loop.time()
             hashed = offset  # a local upload: bytes up to here are handed to the worker
             try:
                 try:
@@ -243,7 +248,10 @@ def add_file_routes(app: FastAPI, store, *, caller, for_experiment, read_json, r
                                 piece = bytearray()
                         if written - saved >= _CHECKPOINT:
                             await submit(checkpoint)
-                            saved = written
+                            saved, alive_at = written, loop.time()
+                        elif loop.time() - alive_at >= _ALIVE:  # only the time: a flush here would cut short parts
+                            await submit(files.touch_upload, upload_id)
+                            alive_at = loop.time()
                 except ClientDisconnect:
                     disconnected = True
                 if up.write_here and written > hashed:

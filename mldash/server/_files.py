@@ -156,29 +156,23 @@ class Files:
             raise StoreError(f"ask about at most {MAX_LIST:,} blobs at once, not {len(hashes):,}")
         for h in hashes:
             checked(_filestore.check_checksum, h)
-        with self.db.reading() as conn:
-            held = {r[0] for r in conn.execute(
-                select(file_blobs.c.sha256).where(file_blobs.c.namespace == namespace, file_blobs.c.sha256.in_(set(hashes)))
-            )}
-        self._touch(namespace, held)
+        held = self._held(namespace, set(hashes))
         return [h for h in dict.fromkeys(hashes) if h not in held]
 
     def present(self, namespace: str, sha256: str) -> bool:
-        with self.db.reading() as conn:
-            held = conn.execute(
-                select(file_blobs.c.size).where(file_blobs.c.namespace == namespace, file_blobs.c.sha256 == sha256)
-            ).first() is not None
-        if held:
-            self._touch(namespace, {sha256})
-        return held
+        return bool(self._held(namespace, {sha256}))
 
-    def _touch(self, namespace: str, hashes: set) -> None:
-        """A client was just told these blobs are here, and may send records for them
-        instead of their bytes: ``mldash gc`` leaves them be for its grace period."""
-        if hashes:
-            with self.db.writing() as conn:
-                conn.execute(update(file_blobs).where(file_blobs.c.namespace == namespace, file_blobs.c.sha256.in_(hashes))
-                             .values(used_at=time.time()))
+    def _held(self, namespace: str, hashes: set) -> set:
+        """Which of ``hashes`` the namespace holds, each marked used first, in the same
+        transaction: a client told a blob is here may send a record for it instead of
+        its bytes, so ``mldash gc`` must not free it for its grace period from now (its
+        delete re-checks the mark; one that committed first leaves nothing to answer)."""
+        if not hashes:
+            return set()
+        which = (file_blobs.c.namespace == namespace, file_blobs.c.sha256.in_(hashes))
+        with self.db.writing() as conn:
+            conn.execute(update(file_blobs).where(*which).values(used_at=time.time()))
+            return {r[0] for r in conn.execute(select(file_blobs.c.sha256).where(*which))}
 
     def upload_row(self, upload_id: str) -> dict | None:
         with self.db.reading() as conn:
@@ -191,6 +185,8 @@ class Files:
         now = time.time()
         with self.db.writing() as conn:
             row = conn.execute(select(file_uploads).where(file_uploads.c.upload_id == upload_id).with_for_update()).first()
+            if row is not None and row.namespace == namespace:
+                conn.execute(update(file_uploads).where(file_uploads.c.upload_id == upload_id).values(updated_at=now))
             if row is None:
                 values = dict(upload_id=upload_id, namespace=namespace, sha256=sha256, size=size, received=0,
                               state={"size": size}, created_at=now, updated_at=now)
@@ -204,6 +200,11 @@ class Files:
                 f"upload {upload_id} is of a {row['size']:,}-byte blob {row['sha256']}, not of {size:,} bytes {sha256}"
             )
         return row
+
+    def touch_upload(self, upload_id: str) -> None:
+        """An upload still receiving bytes: ``mldash gc`` leaves it be."""
+        with self.db.writing() as conn:
+            conn.execute(update(file_uploads).where(file_uploads.c.upload_id == upload_id).values(updated_at=time.time()))
 
     def save_progress(self, upload_id: str, received: int, state: dict) -> None:
         with self.db.writing() as conn:

@@ -30,9 +30,10 @@ DEFAULT_GRACE = 24 * 3600.0
 
 def collect(db, blobs, older_than: float = DEFAULT_GRACE, dry_run: bool = False) -> dict:
     """Free what nothing holds (see the module); returns what was freed (or, with
-    ``dry_run``, what would be): ``{"blobs", "blob_bytes", "uploads", "upload_bytes"}``."""
+    ``dry_run``, what would be): ``{"blobs", "blob_bytes", "uploads", "upload_bytes"}``,
+    and ``not_in_store``: unheld blobs whose object this blob store lacks (left alone)."""
     cutoff = time.time() - older_than
-    found = {"blobs": 0, "blob_bytes": 0, "uploads": 0, "upload_bytes": 0}
+    found = {"blobs": 0, "blob_bytes": 0, "uploads": 0, "upload_bytes": 0, "not_in_store": 0}
     stale = file_uploads.c.updated_at < cutoff
     with db.reading() as conn:
         uploads = conn.execute(select(file_uploads).where(stale)).all()
@@ -54,6 +55,11 @@ def collect(db, blobs, older_than: float = DEFAULT_GRACE, dry_run: bool = False)
         rows = conn.execute(select(file_blobs.c.namespace, file_blobs.c.sha256, file_blobs.c.key, file_blobs.c.size)
                             .where(unused)).all()
     for row in rows:
+        if not blobs.exists(row.key):
+            # Not in this blob store: another one (a wrong --blob?), or gone already.
+            # Its row stays: freeing it here would leave the object nobody could free.
+            found["not_in_store"] += 1
+            continue
         if not dry_run:
             with db.writing() as conn:
                 one = and_(file_blobs.c.namespace == row.namespace, file_blobs.c.sha256 == row.sha256)

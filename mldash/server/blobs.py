@@ -67,21 +67,26 @@ class LocalBlobs:
         except FileNotFoundError:
             pass
 
+    def exists(self, key: str) -> bool:
+        return os.path.isfile(self._path(key))
+
     def upload(self, key: str, upload_id: str, state: dict) -> "LocalUpload":
         return LocalUpload(self, key, upload_id)
 
 
 class LocalUpload:
     """A blob arriving in pieces into ``.uploads/<id>`` beside the store; ``durable()``
-    fsyncs what came, ``complete()`` renames it to its key (after the caller checked
-    its hash). The bytes received so far can be read back (``readback``)."""
+    fsyncs what came, ``complete()`` renames it to its key and upload id (after the
+    caller checked its hash). The bytes received so far can be read back (``readback``)."""
 
     part_size = 0  # no parts: every byte written is kept
     can_readback = True
     write_here = True  # a write only copies into the page cache: no need for a thread
 
     def __init__(self, blobs: LocalBlobs, key: str, upload_id: str) -> None:
-        self.blobs, self.key = blobs, key
+        # Its own object, as on S3: `mldash gc` freeing an older copy of the same bytes
+        # at that moment never removes this one.
+        self.blobs, self.key = blobs, f"{key}.{upload_id}"
         folder = os.path.join(blobs.root, ".uploads")
         os.makedirs(folder, exist_ok=True)
         self.path = os.path.join(folder, upload_id)
@@ -218,6 +223,17 @@ class S3Blobs:
 
     def delete(self, key: str) -> None:
         self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
+
+    def exists(self, key: str) -> bool:
+        from botocore.exceptions import ClientError
+
+        try:
+            self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return False
+            raise
+        return True
 
     def upload(self, key: str, upload_id: str, state: dict) -> "S3Upload":
         return S3Upload(self, key, upload_id, state)

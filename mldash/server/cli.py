@@ -214,6 +214,11 @@ def _register_gc(main: click.Group) -> None:
             grace = parse_age(older_than)
         except ValueError as error:
             raise click.BadParameter(str(error), param_hint="--older-than") from None
+        db_url, blob_url = resolve_storage(data, db, blob)
+        for url in (db_url, blob_url):  # a mistyped path must not make a new, empty store
+            path = url[len("sqlite:///"):] if url.startswith("sqlite:///") else None if "://" in url else url
+            if path is not None and not os.path.exists(path):
+                raise click.ClickException(f"no mldash server store at {path}: check --data, --db and --blob")
         store = _open_store(data, db, blob, s3_endpoint)
         try:
             found = store.collect_garbage(grace, dry_run=dry_run)
@@ -223,6 +228,9 @@ def _register_gc(main: click.Group) -> None:
         click.echo(f"{verb} {found['blobs']} file blob{'s' * (found['blobs'] != 1)} ({_size(found['blob_bytes'])}) "
                    f"and {found['uploads']} abandoned upload{'s' * (found['uploads'] != 1)} "
                    f"({_size(found['upload_bytes'])})")
+        if found["not_in_store"]:
+            click.echo(f"warning: {found['not_in_store']} unused blob(s) the database names are not in the blob store "
+                       f"{_redact(blob_url)}; they were left alone (is --blob right?)", err=True)
 
 
 def _redact(url: str) -> str:

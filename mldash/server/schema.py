@@ -159,6 +159,7 @@ files = Table(
     Column("record", LargeBinary, nullable=False),  # the save record, as sent
     PrimaryKeyConstraint("experiment_id", "file_id", name="pk_files"),
     Index("ix_files_order", "experiment_id", "idx"),
+    Index("ix_files_sha256", "sha256"),  # which files hold a blob (mldash gc)
 )
 
 file_blobs = Table(

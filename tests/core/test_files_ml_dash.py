@@ -52,6 +52,15 @@ def test_a_bad_update_is_a_clear_error_at_the_call_and_changes_nothing(exp, call
     assert Path(_filestore.index_path(exp.path)).read_bytes() == before
 
 
+def test_an_update_leaves_a_finished_runs_status_alone(root):
+    exp = mldash.Experiment("files/failed", root=root, system_metrics=False, capture_console=False)
+    record = exp.files().save_text("x", to="a.txt")
+    exp.finish(status="FAILED")
+    again = mldash.Experiment("files/failed", root=root, system_metrics=False, capture_console=False)
+    assert again.files(file_id=record["id"], tags=["looked-at"]).update()["tags"] == ["looked-at"]
+    assert again.status == "FAILED" and not again.running  # only the file's record changed, as in ml-dash
+
+
 def test_a_deleted_file_cannot_be_updated(exp):
     record = exp.files().save_text("x", to="a.txt")
     exp.files(file_id=record["id"]).delete()
@@ -66,6 +75,7 @@ def test_duplicate_stores_the_same_bytes_once_under_a_new_name(exp, tmp_path):
     assert latest["path"] == "/models" and latest["filename"] == "latest.pt" and latest["id"] != snapshot["id"]
     assert latest["checksum"] == snapshot["checksum"] and latest["description"] == "the newest"
     assert latest["tags"] == [] and latest["sizeBytes"] == 7000
+    assert exp.files().duplicate(snapshot, to="weights.json")["contentType"] == "application/json"  # from its name
     blobs = [p for p in Path(exp.path, "files", "blobs").rglob("*") if p.is_file()]
     assert len(blobs) == 1  # one copy of the bytes for both records
     again = exp.files(file_id=snapshot["id"]).duplicate(snapshot["id"], to="/models/latest.pt")  # replaces it
@@ -97,6 +107,14 @@ def test_read_text_reads_a_file_by_path_or_id_in_any_encoding(exp):
     assert exp.files(file_id=record["id"]).read_text(encoding="latin-1") == "lr: 0.1\nname: ünï\n".encode().decode("latin-1")
     with pytest.raises(FileNotFoundError):
         exp.files("configs/other.yaml").read_text()
+
+
+def test_read_text_reads_as_a_file_opened_in_text_mode_does(exp):
+    record = exp.files().save_blob(b"a\r\nb\rc\n", to="dos.txt")
+    assert exp.files(file_id=record["id"]).read_text() == "a\nb\nc\n"  # universal newlines, as ml-dash's open()
+    assert exp.files(file_id=record["id"]).read_text(encoding=None) == "a\nb\nc\n"  # the locale's encoding
+    with pytest.raises(UnicodeDecodeError):
+        exp.files().save_blob(b"\xff\xfe\x00", to="bin.dat") and exp.files("bin.dat").read_text()
 
 
 def test_read_text_refuses_a_damaged_copy(exp):
@@ -131,6 +149,9 @@ def test_save_image_as_jpeg_takes_quality_and_drops_alpha_onto_white(exp, tmp_pa
     assert small["contentType"] == "image/jpeg" and big["sizeBytes"] > small["sizeBytes"]
     got = _pixels(Path(exp.files(file_id=small["id"]).download(dest_path=str(tmp_path / "a.jpg"))).read_bytes())
     assert got.shape == (16, 16, 3) and got.min() > 240
+    gray_alpha = exp.files().save_image(np.zeros((4, 4, 2), np.uint8), to="la.jpg")  # LA, flattened onto white
+    got = _pixels(Path(exp.files(file_id=gray_alpha["id"]).download(dest_path=str(tmp_path / "la.jpg"))).read_bytes())
+    assert got.min() > 240
     pil = exp.files().save_image(PIL.new("RGB", (3, 2), (1, 2, 3)), to="pil.webp")
     assert pil["filename"] == "pil.webp" and pil["sizeBytes"] > 0
 
@@ -169,6 +190,9 @@ def test_save_video_as_gif_holds_every_frame_at_the_frame_rate(exp, tmp_path):
     assert np.asarray(gif.convert("RGB"))[0, 0].tolist() == [200, 200, 200]
     floats = exp.files().save_video(np.linspace(0, 1, 4 * 5 * 5).reshape(4, 5, 5), to="gray.gif")  # one array, 0..1
     assert PIL.open(exp.files(file_id=floats["id"]).download(dest_path=str(tmp_path / "g.gif"))).n_frames == 4
+    single = exp.files().save_video([np.full((5, 5, 1), v, np.uint8) for v in (0, 99)], to="c1.gif", fps=np.float64(4))
+    gif = PIL.open(exp.files(file_id=single["id"]).download(dest_path=str(tmp_path / "c1.gif")))
+    assert gif.n_frames == 2 and gif.info["duration"] == 250
 
 
 def test_save_video_as_mp4_through_imageio(exp, tmp_path):
@@ -182,6 +206,16 @@ def test_save_video_as_mp4_through_imageio(exp, tmp_path):
     assert abs(int(back[7, 0, 0, 0]) - 7 * 30) < 8  # lossy, but the right frame in its place
 
 
+def test_a_video_ffmpeg_cannot_write_saves_nothing(exp):
+    pytest.importorskip("imageio.v3")
+    pytest.importorskip("imageio_ffmpeg")
+    with pytest.raises(ValueError, match="imageio wrote nothing"):
+        exp.files().save_video(_frames(), to="bad.mp4", codec="no-such-codec")
+    with pytest.raises(ValueError, match="cannot write '.txt' videos"):
+        exp.files().save_video(_frames(), to="v.txt")
+    assert exp.files().list() == []
+
+
 @pytest.mark.parametrize("frames, kwargs, error, words", [
     ([], {}, ValueError, "at least one frame"),
     (5, {}, TypeError, "list of arrays"),
@@ -190,11 +224,20 @@ def test_save_video_as_mp4_through_imageio(exp, tmp_path):
     ([np.full((4, 4), 300)], {}, ValueError, "from 0 to 255"),
     (_frames(), {"fps": 0}, ValueError, "fps"),
     (_frames(), {"fps": math.nan}, ValueError, "fps"),
+    (_frames(), {"fps": 0.001}, ValueError, "fps must be a number from 0.001526 to 100 for .gif"),
+    (_frames(), {"fps": 1000}, ValueError, "fps must be"),
+    (_frames(), {"fps": "10"}, ValueError, "fps must be"),
+    ([np.zeros((4, 4, 2), np.uint8)], {}, ValueError, "C 1, 3 or 4"),
 ])
 def test_bad_frames_are_a_clear_error_and_save_nothing(exp, frames, kwargs, error, words):
     with pytest.raises(error, match=words):
         exp.files().save_video(frames, to="v.gif", **kwargs)
     assert exp.files().list() == []
+
+
+def test_a_video_without_an_extension_is_a_clear_error(exp):
+    with pytest.raises(ValueError, match="no extension"):
+        exp.files().save_video(_frames(), to="episode")
 
 
 # ---- the index ----------------------------------------------------------------------------

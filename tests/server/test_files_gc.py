@@ -144,3 +144,83 @@ def test_a_store_from_before_used_at_gets_the_column_and_counts_from_creation(ba
     ran = backend.cli("gc", "--older-than", "0")
     assert ran.returncode == 0 and "freed 1 file blob" in ran.stdout, ran.stderr
     assert "added the column file_blobs.used_at" in ran.stderr
+
+
+def test_bytes_sent_again_after_gc_land_on_an_object_of_their_own(backend, api):
+    """A re-upload of freed bytes never shares the old object's key, so a gc freeing
+    the old copy at that moment cannot remove the new one."""
+    exp = new_experiment(api)
+    content = data(3000)
+    save(api, exp, "f", content, 0)
+    old = file_objects(backend)
+    delete(api, exp, "f", 1)
+    assert "freed 1 file blob" in backend.cli("gc", "--older-than", "0").stdout
+    save(api, exp, "g", content, 2)
+    new = file_objects(backend)
+    assert len(new) == 1 and new != old
+    assert api.get(f"/experiments/{exp}/files/g").content == content
+
+
+def test_an_upload_resumed_within_the_grace_period_is_left_alone(backend, api):
+    import time
+
+    exp = new_experiment(api)
+    content = data(12 << 20)
+    checksum, upload_id = hashlib.sha256(content).hexdigest(), uuid.uuid4().hex
+    first = put(api, exp, content[: 6 << 20], size=len(content), upload=upload_id, checksum=checksum).json()
+    time.sleep(2.5)
+    again = put(api, exp, content[first["received"]: first["received"] + 10], size=len(content),
+                offset=first["received"], upload=upload_id, checksum=checksum).json()
+    assert again["present"] is False
+    assert "0 abandoned uploads" in backend.cli("gc", "--older-than", "2").stdout  # its last PUT was just now
+    assert pending_uploads(backend) == 1
+
+
+def test_gc_pointed_at_the_wrong_blob_store_frees_nothing_and_says_so(backend, api, tmp_path):
+    exp = new_experiment(api)
+    save(api, exp, "f", data(3000), 0)
+    delete(api, exp, "f", 1)
+    elsewhere = tmp_path / "other-blobs"
+    elsewhere.mkdir()
+    extra = ["--s3-endpoint", backend.s3_endpoint] if backend.s3_endpoint else []
+    from _server_support import mldash_cli
+
+    wrong = mldash_cli("gc", "--older-than", "0", "--blob", str(elsewhere), *extra, db=backend.db, data=backend.data)
+    assert wrong.returncode == 0 and "freed 0 file blobs" in wrong.stdout
+    assert "not in the blob store" in wrong.stderr and "is --blob right?" in wrong.stderr
+    assert "freed 1 file blob" in backend.cli("gc", "--older-than", "0").stdout  # the right store: freed then
+
+
+def test_gc_on_a_path_with_no_store_makes_none(tmp_path):
+    from _server_support import mldash_cli
+
+    result = mldash_cli("gc", data=tmp_path / "typo")
+    assert result.returncode == 1 and "no mldash server store at" in result.stderr
+    assert not (tmp_path / "typo").exists()
+
+
+def test_an_upload_still_streaming_is_left_alone(backend, tmp_path):
+    """A slow PUT marks its upload alive while it streams, so gc leaves it be."""
+    import threading
+    import time
+
+    server = backend.start_server(env={"MLDASH_S3_PART_SIZE": str(PART), "MLDASH_UPLOAD_ALIVE_S": "0.3"})
+    content = data(6 << 20)
+    checksum, upload_id = hashlib.sha256(content).hexdigest(), uuid.uuid4().hex
+    with httpx.Client(base_url=server.url + "/api/v1", timeout=60) as api:
+        exp = new_experiment(api)
+
+        def slowly():
+            for k in range(0, len(content), 256 << 10):
+                time.sleep(0.15)
+                yield content[k: k + (256 << 10)]
+
+        answer = {}
+        sender = threading.Thread(target=lambda: answer.update(put(api, exp, slowly(), size=len(content), upload=upload_id,
+                                                                   checksum=checksum).json()))
+        sender.start()
+        time.sleep(2.0)  # well into the PUT, which takes ~3.6 s
+        collected = backend.cli("gc", "--older-than", "1")
+        sender.join(60)
+    assert "0 abandoned uploads" in collected.stdout, collected.stdout + collected.stderr
+    assert answer == {"present": True, "received": len(content)}
