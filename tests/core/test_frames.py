@@ -98,6 +98,24 @@ def test_a_column_of_ints_and_floats_is_float64_as_pandas_makes_it(exp, block_si
     assert frame["value"].tolist() == pd.Series([0.5, 2**53 + 1, 3]).tolist()
 
 
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_frames_column_memory_is_private_after_a_fork():
+    """Columns live in anonymous mappings of their own: private, as malloc's memory is,
+    so a forked child's writes never show in the parent's frame."""
+    import numpy as np
+
+    from mldash._frames import _fresh
+
+    column = _fresh(np, 1000, np.float64)
+    column[:] = 0.5
+    child = os.fork()
+    if child == 0:
+        column[0] = 99.0
+        os._exit(0)
+    os.waitpid(child, 0)
+    assert column[0] == 0.5 and column.flags.writeable
+
+
 def test_a_field_missing_from_some_points_is_nan_there(exp):
     exp.metrics("m").append_batch([{"a": 1.0}, {"b": 2.0}, {"a": 3.0, "b": 4.0}])
     frame = exp.metrics("m").to_pandas()
