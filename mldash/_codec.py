@@ -17,6 +17,7 @@ key is in ``TAGS``: a user's own dict may not use one (``_naming.check_not_tag``
 from __future__ import annotations
 
 import math
+import sys
 from typing import Any
 
 import orjson
@@ -32,6 +33,7 @@ MAX_BINS = 512  # a histogram's bins
 _TAG_BYTES = b'{"$'
 _NAMES = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 _INT_MIN, _INT_MAX = -(2**63), 2**64 - 1  # what orjson writes as a number
+_MAX_DIGITS = (getattr(sys, "get_int_max_str_digits", lambda: 0)() or 10**9)  # int()'s limit (0: none)
 
 
 def scalar_default(value: Any) -> Any:
@@ -105,11 +107,12 @@ def is_tag(obj: dict) -> bool:
     if len(obj) != 1:
         return False
     if TAG in obj:
-        return obj[TAG] in _NAMES
+        return isinstance(obj[TAG], str) and obj[TAG] in _NAMES
     if INT_TAG in obj:
         value = obj[INT_TAG]
         digits = value[1:] if isinstance(value, str) and value.startswith("-") else value
-        return isinstance(digits, str) and digits.isdigit() and digits.isascii()  # not "--5": int() refuses it
+        # not "--5", nor more digits than int() reads (or str() writes): int() refuses them
+        return isinstance(digits, str) and digits.isdigit() and digits.isascii() and len(digits) <= _MAX_DIGITS
     if IMAGE_TAG in obj:
         return _is_image(obj[IMAGE_TAG])
     if HISTOGRAM_TAG in obj:

@@ -136,6 +136,8 @@ def _export_tensorboard(run, folder: str, advance: Callable[[int], None]) -> Non
                 for point in _points(run.metrics(metric)):
                     data = point["data"]
                     step = data.get("step")
+                    if isinstance(step, float) and step.is_integer():
+                        step = int(step)  # 7.0 is step 7
                     step = step if isinstance(step, int) and not isinstance(step, bool) and 0 <= step < 2**63 else point["index"]
                     fields = [(k, _scalar(v)) for k, v in data.items() if k not in ("step", "epoch") or len(data) == 1]
                     values = [summary_pb2.Summary.Value(tag=metric if k == "value" else f"{metric}/{k}", simple_value=v)
@@ -147,6 +149,10 @@ def _export_tensorboard(run, folder: str, advance: Callable[[int], None]) -> Non
                     advance(1)
 
     _write_atomic(os.path.join(folder, name), write)
+    for old in os.listdir(folder):  # an earlier export's events: TensorBoard would read both
+        if old != name and old.startswith("events.out.tfevents.") and old.endswith(".mldash"):
+            with contextlib.suppress(OSError):
+                os.unlink(os.path.join(folder, old))
 
 
 def export(runs, out: str, fmt: str, progress: Callable[[int, int], None] | None = None) -> dict:

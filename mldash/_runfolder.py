@@ -167,6 +167,9 @@ def stored_rows(lines: list[bytes], tagged: bool | None = None) -> list:
             continue
         if tagged:
             row[1] = _codec.untag(row[1])
+            if not isinstance(row[1], dict):  # a tag in place of the fields ({"$float": "NaN"})
+                out.append(None)
+                continue
         out.append(row)
     return out
 

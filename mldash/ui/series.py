@@ -20,6 +20,7 @@ import numpy as np
 import orjson
 
 from .. import _codec
+from .._native import pointparse
 from .._runfolder import stored_rows
 
 # Fields that are usually an x axis, not a value to plot.
@@ -213,6 +214,22 @@ def parse_uniform(chunk: bytes) -> tuple[np.ndarray, list[str]] | None:
     for key, value in first[1].items():
         if value.__class__ not in (int, float) or orjson.dumps(key) != b'"' + key.encode() + b'"':
             return None
+    lines = chunk.count(b"\n")
+    if pointparse is not None:  # the DataFrames' exact line parser: the writer's shape or nothing
+        out = np.empty((len(keys) + 1, lines), dtype=np.int64)
+        kinds = bytearray(len(keys))
+        taken, used = pointparse.parse_points(chunk, tuple(orjson.dumps(k) for k in keys), out, kinds)
+        if taken != lines or used != len(chunk):
+            return None
+        matrix = np.empty((lines, len(keys) + 1), dtype=float)
+        matrix[:, 0] = out[0]
+        for j, kind in enumerate(kinds):
+            matrix[:, j + 1] = out[j + 1] if kind == 1 else out[j + 1].view(np.float64)
+        return matrix, keys
+    # Every line "[t,{...}]": one of each bracket a line, and nothing after the "}]".
+    if not (chunk.startswith(b"[") and chunk.count(b"\n[") == lines - 1 and chunk.count(b"}]\n") == lines
+            and all(chunk.count(c) == lines for c in (b"[", b"]", b"{", b"}"))):
+        return None
     text = chunk.replace(b",{" + orjson.dumps(keys[0]) + b":", b",")
     for key in keys[1:]:
         text = text.replace(b"," + orjson.dumps(key) + b":", b",")
@@ -224,9 +241,11 @@ def parse_uniform(chunk: bytes) -> tuple[np.ndarray, list[str]] | None:
         matrix = np.array(values, dtype=float)
     except (orjson.JSONDecodeError, ValueError, TypeError, OverflowError):
         return None
-    lines = chunk.count(b"\n")
     if matrix.ndim != 1 or matrix.size != lines * (len(keys) + 1):
         return None  # a line lacks a field
+    times = values[:: len(keys) + 1]
+    if not all(t.__class__ is int and -(2**63) <= t < 2**63 for t in times):
+        return None  # a time that is not an int64 of milliseconds: not a point (stored_rows)
     return matrix.reshape(lines, len(keys) + 1), keys
 
 

@@ -76,8 +76,10 @@ def test_tensorboard_export_reads_back_as_scalars(runs_root, tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     out = tmp_path / "tb"
-    result = cli("export", "vision/small", "--format", "tensorboard", "--out", str(out), "--root", str(runs_root))
-    assert result.returncode == 0, result.stderr
+    for _ in range(2):  # a second export into the same folder replaces the first
+        result = cli("export", "vision/small", "--format", "tensorboard", "--out", str(out), "--root", str(runs_root))
+        assert result.returncode == 0, result.stderr
+    assert len(list((out / "tensorboard" / "vision" / "small").glob("events.out.tfevents.*"))) == 1
     events = EventAccumulator(str(out / "tensorboard" / "vision" / "small"))
     events.Reload()
     assert set(events.Tags()["scalars"]) == {"val/loss", "odd/big", "odd/nan"}

@@ -269,9 +269,12 @@ def test_appends_and_batches_on_one_series_keep_their_order(exp):
     assert data[4]["text"] == "a {brace} and [bracket]" and math.isnan(data[5]["nan"])
 
 
-@pytest.mark.parametrize("line", [b'[1,{"value":', b'{"value":1}', b"[1,2]", b'["1",{"value":1}]', b"[1,{},3]", b"null"],
-                         ids=["torn", "an object", "no fields", "a text time", "three items", "null"])
+@pytest.mark.parametrize("line", [b'[1,{"value":', b'{"value":1}', b"[1,2]", b'["1",{"value":1}]', b"[1,{},3]", b"null",
+                                  b'[1,{"$float":"NaN"}]', b"[1.5,{\"value\":1}]"],
+                         ids=["torn", "an object", "no fields", "a text time", "three items", "null",
+                              "a tag for the fields", "a float time"])
 def test_a_line_that_is_not_a_point_is_skipped_by_read_stats_and_frames(exp, line):
+    """Also by the dashboard's reader, which must not show what read() skips."""
     m = exp.metrics("m")
     m.append(value=0.5)
     exp.flush()
@@ -281,5 +284,27 @@ def test_a_line_that_is_not_a_point_is_skipped_by_read_stats_and_frames(exp, lin
     assert [(p["index"], p["data"]) for p in points] == [(0, {"value": 0.5}), (2, {"value": 2.0})]
     run = mldash.runs(root=exp.root)[0]
     assert run.metric_stats()["m"].value("max") == 2.0
+    from mldash.ui.local import LocalSource
+
+    assert LocalSource(exp.root).metric_view(exp.prefix, "m", "index")["points"]["index"] == [0, 2]
     pytest.importorskip("pandas")
     assert m.to_pandas()["value"].to_dict() == {0: 0.5, 2: 2.0}
+
+
+@pytest.mark.parametrize("value", [b'{"$float":[]}', b'{"$float":{}}', b'{"$int":"' + b"9" * 5000 + b'"}'],
+                         ids=["unhashable float tag", "dict float tag", "int past int()'s digits"])
+def test_a_malformed_tag_reads_as_the_plain_dict_it_is_in_every_reader(exp, value):
+    from mldash.ui.local import LocalSource
+
+    m = exp.metrics("m")
+    m.append(value=0.5, step=0)
+    exp.flush()
+    with open(os.path.join(m.folder, "data.jsonl"), "ab") as f:
+        f.write(b'[1700000000000,{"value":' + value + b',"step":1}]\n')
+    points = m.read()["data"]
+    assert len(points) == 2 and isinstance(points[1]["data"]["value"], dict)  # kept as stored: a plain dict
+    assert mldash.runs(root=exp.root)[0].metric_stats()["m"].value("max") == 0.5
+    assert LocalSource(exp.root).metric_view(exp.prefix, "m", "step")["points"]["x"] == [0, 1]
+    pytest.importorskip("pandas")
+    assert len(m.to_pandas()) == 2
+

@@ -103,6 +103,30 @@ def test_a_line_that_is_not_a_point_is_left_out_of_the_chart(tmp_path, line):
     assert view["points"]["x"] == [0, 1, 2] and view["points"]["index"] == [0, 1, 3]
 
 
+ODD_AMONG_UNIFORM = [b'[1500.5,{"value":1,"step":1}]', b'[[1500],{"value":1,"step":1}]', b'1500,{"value":1,"step":1}',
+                     b'[1500,{"value":1,"step":1}', b'[1500,{"value":1},1]', b'[1500,{"value":[1],"step":1}]',
+                     b"[" + b"9" * 30 + b',{"value":1,"step":1}]']
+
+
+@pytest.mark.parametrize("compiled", [True, False], ids=["compiled", "python"])
+@pytest.mark.parametrize("line", ODD_AMONG_UNIFORM, ids=range(len(ODD_AMONG_UNIFORM)))
+def test_the_fast_path_shows_no_line_that_read_skips(tmp_path, monkeypatch, line, compiled):
+    from mldash.ui import series
+
+    if not compiled:
+        monkeypatch.setattr(series, "pointparse", None)
+    elif series.pointparse is None:
+        pytest.skip("the compiled parser is not built")
+    exp = mldash.Experiment("odd/uniform", root=str(tmp_path))
+    exp.metrics("loss").append(value=0.5, step=0)
+    exp.finish()
+    with open(os.path.join(exp.metrics("loss").folder, "data.jsonl"), "ab") as f:
+        f.write(line + b"\n" + b'[1700000000000,{"value":2.0,"step":2}]\n')
+    expected = [p["index"] for p in exp.metrics("loss").read()["data"]]
+    view = LocalSource(tmp_path).metric_view("odd/uniform", "loss", "step")
+    assert view["points"]["index"] == expected and expected[-1] == 2
+
+
 def test_steps_that_restart_are_drawn_sorted_by_x(tmp_path):
     exp = mldash.Experiment("resumed/run", root=str(tmp_path))
     exp.metrics("loss").append_batch([{"value": 1.0, "step": s} for s in (0, 1, 2, 3)])
