@@ -94,6 +94,13 @@ def register(main: click.Group) -> None:
         os.environ["MLDASH_SERVER_CONFIG"] = orjson.dumps(
             {"db": db_url, "blob": blob_url, "s3_endpoint": s3_endpoint, "auth": auth, "ui": not no_ui}
         ).decode()
+        if port == 0:  # a free port, found here so that the line below can name it
+            import socket
+
+            family = socket.AF_INET6 if ":" in host else socket.AF_INET
+            with socket.socket(family, socket.SOCK_STREAM) as probe:
+                probe.bind((host, 0))
+                port = probe.getsockname()[1]
         click.echo(f"mldash server on http://{host}:{port}  (db {_redact(db_url)}, chunks {blob_url}, auth {auth}, workers {workers})", err=True)
         options = {}
         try:

@@ -282,3 +282,28 @@ def test_the_dashboard_is_served_over_the_same_store(api):
     assert httpx.get(base + "/", follow_redirects=False).headers["location"] == "/ui/"
     listing = httpx.get(base + "/ui/api/experiments")
     assert listing.status_code == 200 and "dash/board-run" in listing.text
+
+
+def test_port_0_picks_a_free_port_and_the_banner_names_it(tmp_path):
+    import re
+    import subprocess
+    import sys
+
+    from _procs import stop_process
+
+    proc = subprocess.Popen([sys.executable, "-m", "mldash", "server", "--data", str(tmp_path), "--port", "0"],
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        banner = proc.stderr.readline()
+        url = re.search(r"http://127\.0\.0\.1:(\d+)", banner)
+        assert url and url.group(1) != "0", banner
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                assert httpx.get(f"{url.group(0)}/api/v1/health", timeout=5).json()["ok"] is True
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline and proc.poll() is None
+                time.sleep(0.2)
+    finally:
+        stop_process(proc)
