@@ -124,16 +124,23 @@ def first_views(browser, root: str, url_path: str, ready_js: str, full_js: str, 
     """Start ``mldash ui`` and open ``url_path`` at once, ``repeat`` times each, interleaved:
 
     "cold" with an empty disk cache, "cached" after a restart on the cache the cold start
-    wrote, "baseline" (the older tree, which has no disk cache), and "after_list": empty
+    wrote, "baseline" (the older tree, with an empty cache where it has one), and "after_list": empty
     cache, the experiments view opened first (as a user would), then the chart. Each time
     is a pair: (first chart drawn, the min/max chart drawn).
     """
     out: dict[str, list] = {"cold": [], "cached": [], "baseline": [], "after_list": []}
+    # A baseline with a disk cache of its own gets an empty one each start too (else its
+    # default folder is warm after the first start, and it is timed against a cold one).
+    base_cli = os.path.join(baseline, "mldash", "ui", "cli.py") if baseline else None
+    base_cache = bool(base_cli and os.path.exists(base_cli) and "--cache-dir" in open(base_cli).read())
     for i in range(repeat):
         cache = os.path.join(cache_root, f"cache-{i}")
         runs = [("cold", None), ("cached", None)] + ([("baseline", baseline)] if baseline else []) + [("after_list", None)]
         for kind, pythonpath in runs:
-            extra = () if pythonpath else ("--cache-dir", cache if kind != "after_list" else cache + "-list")
+            if pythonpath:
+                extra = ("--cache-dir", cache + "-base") if base_cache else ()
+            else:
+                extra = ("--cache-dir", cache if kind != "after_list" else cache + "-list")
             server = start_server(root, *extra, pythonpath=pythonpath)
             try:
                 if kind == "after_list":
