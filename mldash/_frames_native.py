@@ -30,6 +30,12 @@ MAX_KEYS = 256  # _pointparse.c's MAX_KEYS
 INT, FLOAT = 1, 2  # _pointparse.c's kinds
 
 
+def field_columns(np, buffer, kinds, n: int) -> list:
+    """The fields' columns that ``parse_points`` wrote into ``buffer`` (rows 1..; row 0
+    holds the times): the first ``n`` cells of each, int64 or float64 by its kind."""
+    return [buffer[j + 1, :n] if kind == INT else buffer[j + 1, :n].view(np.float64) for j, kind in enumerate(kinds)]
+
+
 def plain_point(line) -> dict | None:
     """The fields of one line ``[t, {...}]``, or None where it is not such a line."""
     try:
@@ -132,11 +138,7 @@ class NativeReader:
         (start, stop), kinds, buffer, future = job
         n, used = future.result()
         if n:
-            columns = {
-                name: buffer[j + 1, :n] if kinds[j] == INT else buffer[j + 1, :n].view(np.float64)
-                for j, name in enumerate(first)
-            }
-            frame.add(n, buffer[0, :n], columns, first=line)
+            frame.add(n, buffer[0, :n], dict(zip(first, field_columns(np, buffer, kinds, n))), first=line)
         self.free.setdefault(len(first), []).append(buffer)
         return n, start + used, start + used == stop
 

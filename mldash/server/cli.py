@@ -198,7 +198,6 @@ def _size(n: int) -> str:
         if n < 1024 or unit == "TiB":
             return f"{n:,} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
         n /= 1024
-    return str(n)
 
 
 def _register_gc(main: click.Group) -> None:

@@ -20,6 +20,7 @@ import numpy as np
 import orjson
 
 from .. import _codec
+from .._frames_native import field_columns
 from .._native import pointparse
 from .._runfolder import stored_rows
 
@@ -223,8 +224,8 @@ def parse_uniform(chunk: bytes) -> tuple[np.ndarray, list[str]] | None:
             return None
         matrix = np.empty((lines, len(keys) + 1), dtype=float)
         matrix[:, 0] = out[0]
-        for j, kind in enumerate(kinds):
-            matrix[:, j + 1] = out[j + 1] if kind == 1 else out[j + 1].view(np.float64)
+        for j, column in enumerate(field_columns(np, out, kinds, lines)):
+            matrix[:, j + 1] = column
         return matrix, keys
     # Every line "[t,{...}]": one of each bracket a line, and nothing after the "}]".
     if not (chunk.startswith(b"[") and chunk.count(b"\n[") == lines - 1 and chunk.count(b"}]\n") == lines
